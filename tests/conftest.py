@@ -1,0 +1,62 @@
+"""Test plumbing: a real PostgreSQL server for the whole session, a fresh database per test.
+
+Set PGGIT_TEST_DSN to a libpq connection string (a superuser on an existing
+server) to use that server instead of starting a private one.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pggit_export.server import EmbeddedServer
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> Iterator[str]:
+    """Connection string of a superuser on the test server."""
+    dsn = os.environ.get("PGGIT_TEST_DSN")
+    if dsn:
+        yield dsn
+        return
+    with EmbeddedServer() as server:
+        yield server.conninfo("postgres")
+
+
+def dsn_for(admin_dsn: str, dbname: str) -> str:
+    """The admin connection string, pointed at another database."""
+    params = psycopg.conninfo.conninfo_to_dict(admin_dsn)
+    params["dbname"] = dbname
+    return psycopg.conninfo.make_conninfo(**params)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def make_database(pg_admin_dsn: str) -> Iterator[Callable[[], str]]:
+    """Factory: each call creates an empty database and returns its connection string."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+        created.append(name)
+        return dsn_for(pg_admin_dsn, name)
+
+    yield make
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        for name in created:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def run_sql_file(dsn: str, path: Path) -> None:
+    """Run a whole SQL file (many statements) in one transaction."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute(path.read_text(encoding="utf-8"))  # type: ignore[arg-type]
