@@ -1,0 +1,259 @@
+"""The `pggit-export` command line: a thin layer over the library functions.
+
+Exit codes (also in the README and `pggit-export --help`):
+  0  done, and every changeset replayed
+  1  done, but some changesets failed to replay or statements were refused:
+     the repository is complete and the report names each history id
+  2  bad usage (unknown option, missing argument)
+  3  could not run: source, repository or shadow server problem
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import __version__
+from .export import ExportOptions, ExportReport, export_history
+from .gitwriter import RepositoryError
+from .reader import SourceError
+from .replay import ShadowError
+from .server import ServerError
+
+EXIT_OK = 0
+EXIT_INCOMPLETE = 1
+EXIT_USAGE = 2
+EXIT_ERROR = 3
+
+EPILOG = (
+    "Exit codes: 0 everything replayed; 1 done, but some changesets failed to replay "
+    "(each is named in the report); 2 bad usage; 3 could not run."
+)
+
+app = typer.Typer(
+    name="pggit-export",
+    help=(
+        "Turn a pgGit v1 schema history into a real Git repository: one commit per "
+        "change, one file per database object (<schema>/<name>.sql).\n\n"
+        "Start with:  pggit-export demo ./shop-history"
+    ),
+    epilog=EPILOG,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pggit-export {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    pass
+
+
+@contextmanager
+def _errors_exit() -> Iterator[None]:
+    """Expected failures become one clear line on stderr and exit code 3, not a traceback."""
+    try:
+        yield
+    except (SourceError, RepositoryError, ShadowError, ServerError) as exc:
+        typer.echo(f"pggit-export: error: {exc}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    except KeyboardInterrupt:
+        typer.echo(
+            "pggit-export: interrupted; the repository holds every commit written so far, "
+            "run the same command again to continue",
+            err=True,
+        )
+        raise typer.Exit(130) from None
+
+
+@contextmanager
+def _progress(enabled: bool, label: str) -> Iterator[Callable[[int, int, int], None] | None]:
+    """A progress bar with rate and ETA on a terminal; nothing in scripts."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import (
+        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("rows  {task.fields[changesets]} changesets"), TimeRemainingColumn(),
+        transient=True, console=None,
+    ) as bar:
+        task = bar.add_task(label, total=None, changesets=0)
+
+        def update(changesets: int, rows: int, total: int) -> None:
+            bar.update(task, completed=rows, total=total, changesets=changesets)
+
+        yield update
+
+
+def _print_report(report: ExportReport, as_json: bool, quiet: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
+        return
+    for warning in report.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    if quiet:
+        return
+    resumed = (
+        f" (continued after history id {report.resumed_after_id})"
+        if report.resumed_after_id is not None
+        else ""
+    )
+    typer.echo(
+        f"Exported {report.rows_exported} history rows as {report.commits_written} commits "
+        f"into {report.repository}, branch {report.branch}{resumed}"
+    )
+    typer.echo(f"  head:   {report.head or '(no commits)'}")
+    source_major = report.source_server_version // 10000
+    typer.echo(f"  shadow: {report.shadow}; source: PostgreSQL {source_major}")
+    if report.not_replayed:
+        typer.echo(f"  {len(report.not_replayed)} changesets not replayed (kept as commits):")
+        for item in report.not_replayed:
+            typer.echo(f"    history ids {_ids(item.history_ids)}: {item.reason}")
+    if report.failed:
+        typer.echo(f"  {len(report.failed)} changesets failed to replay (kept as commits):")
+        for item in report.failed:
+            typer.echo(
+                f"    history ids {_ids(item.history_ids)} (commit {item.commit[:12]}): {item.error}"
+            )
+    if report.refused_statements:
+        typer.echo(f"  {len(report.refused_statements)} statements refused, not run:")
+        for item in report.refused_statements:
+            text = " ".join((item.statement or "").split())[:100]
+            typer.echo(f"    history ids {_ids(item.history_ids)}: {text}")
+    if report.clean:
+        typer.echo("  every changeset replayed")
+
+
+def _ids(ids: list[int]) -> str:
+    from .message import format_id_ranges
+
+    return format_id_ranges(ids)
+
+
+SourceArg = Annotated[
+    str,
+    typer.Argument(
+        help="Source database: a libpq connection string or URI, e.g. "
+        "'host=db dbname=app user=me' or postgresql://me@db/app. PG* environment "
+        "variables fill in what it leaves out; '' uses them alone, as psql does.",
+        show_default=False,
+    ),
+]
+RepoArg = Annotated[
+    Path,
+    typer.Argument(
+        help="Git repository to write: created if missing; an existing export is continued.",
+        show_default=False,
+    ),
+]
+
+
+@app.command(epilog=EPILOG)
+def export(
+    source: SourceArg,
+    repo: RepoArg,
+    branch: Annotated[str, typer.Option(help="Branch to write.")] = "main",
+    bare: Annotated[bool, typer.Option("--bare", help="Create a bare repository.")] = False,
+    shadow_dsn: Annotated[
+        Optional[str],
+        typer.Option(
+            "--shadow-dsn",
+            help="Replay on this existing server (in a scratch database created and "
+            "dropped there) instead of a private PostgreSQL started for the export.",
+        ),
+    ] = None,
+    default_author: Annotated[
+        str, typer.Option(help="Author for history rows that recorded no user.")
+    ] = "unknown",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
+    ] = False,
+) -> None:
+    """Export the schema history of SOURCE into the git repository REPO.
+
+    Every pggit.history change is replayed in a private shadow database (never
+    in SOURCE, which is only read) and becomes one commit whose tree is the
+    whole schema at that point, one file per object.
+
+    Example:
+
+        pggit-export export "postgresql://me@db.example.com/app" ./app-schema
+    """
+    with _errors_exit(), _progress(not quiet and not as_json, "Exporting") as progress:
+        report = export_history(
+            source,
+            repo,
+            ExportOptions(
+                branch=branch,
+                bare=bare,
+                shadow_dsn=shadow_dsn,
+                default_author=default_author,
+                progress=progress,
+            ),
+        )
+    _print_report(report, as_json, quiet)
+    raise typer.Exit(EXIT_OK if report.clean else EXIT_INCOMPLETE)
+
+
+@app.command(epilog=EPILOG)
+def demo(
+    directory: Annotated[
+        Path, typer.Argument(help="Where to write the demo repository.", show_default=False)
+    ],
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
+    ] = False,
+) -> None:
+    """Export a bundled, realistic pgGit history (a small shop's database) to DIRECTORY.
+
+    Needs no PostgreSQL of your own: the tool starts a private one, loads the
+    demo history into it and exports it. Then try the git commands it prints.
+
+    Example:
+
+        pggit-export demo ./shop-history && cd shop-history && git log --stat
+    """
+    from .demo import run_demo
+
+    with _errors_exit(), _progress(not quiet and not as_json, "Exporting demo") as progress:
+        report = run_demo(directory, progress=progress)
+    _print_report(report, as_json, quiet)
+    if not (quiet or as_json):
+        typer.echo(
+            "\nTry:\n"
+            f"  cd {directory}\n"
+            "  git log --stat\n"
+            "  git log -p --follow public/customers.sql\n"
+            "  git log -S email --oneline\n"
+            "  git diff $(git rev-list -1 --before=2024-01-01 main) main -- public/\n"
+            "  git blame public/orders.sql"
+        )
+    raise typer.Exit(EXIT_OK if report.clean else EXIT_INCOMPLETE)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

@@ -1,0 +1,1 @@
+../../fixtures/demo_history.sql

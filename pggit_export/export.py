@@ -1,0 +1,219 @@
+"""The export pipeline: reader -> replay -> snapshot -> git writer.
+
+`export_history()` is what `pggit-export export` runs, and what a Python user
+calls. Each stage is a module of its own; this one only wires them and keeps
+the account: every history row ends up in exactly one commit, and every row
+that could not be replayed is named in the report.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .gitwriter import GitWriter, Signature
+from .layout import assign_paths
+from .message import SnapshotChanges, build_message, diff_snapshots, parse_id_ranges, read_trailer
+from .reader import Changeset, HistoryReader
+from .replay import Action, ReplayResult, Shadow, open_shadow
+from .restore import load_files
+from .snapshot import DEFAULT_EXCLUDED_SCHEMAS, Snapshot, render_snapshot
+
+DEFAULT_EMAIL_DOMAIN = "pggit.invalid"
+
+
+@dataclass
+class ExportOptions:
+    """Everything `export_history` can be told; the defaults are the CLI's."""
+
+    branch: str = "main"
+    bare: bool = False
+    shadow_dsn: str | None = None  # None: start a private PostgreSQL
+    default_author: str = "unknown"  # for rows whose created_by is NULL
+    exclude_schemas: tuple[str, ...] = DEFAULT_EXCLUDED_SCHEMAS
+    batch_commits: int = 200
+    # Called after each changeset with (changesets done, history rows done, rows in total).
+    progress: Callable[[int, int, int], None] | None = None
+
+
+@dataclass
+class ReportedChangeset:
+    """A changeset the report names: failed, or not replayed, and why."""
+
+    history_ids: list[int]
+    commit: str
+    reason: str
+    statement: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class ExportReport:
+    """What an export did; `to_dict()` is the `--json` summary."""
+
+    repository: str
+    branch: str
+    head: str | None = None
+    commits_written: int = 0
+    history_rows: int = 0
+    rows_exported: int = 0
+    resumed_after_id: int | None = None
+    source_server_version: int = 0
+    shadow: str = ""
+    shadow_server_version: int = 0
+    failed: list[ReportedChangeset] = field(default_factory=list)
+    not_replayed: list[ReportedChangeset] = field(default_factory=list)
+    refused_statements: list[ReportedChangeset] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.failed or self.refused_statements)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["clean"] = self.clean
+        return data
+
+
+def _author(changeset: Changeset, options: ExportOptions) -> tuple[Signature, bool]:
+    user = changeset.created_by
+    missing = not user
+    name = options.default_author if missing else str(user)
+    email_user = "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "unknown"
+    return Signature(name, f"{email_user}@{DEFAULT_EMAIL_DOMAIN}", changeset.time), missing
+
+
+def _files(snapshot: Snapshot) -> dict[str, bytes]:
+    paths = assign_paths(snapshot)
+    return {paths[key]: text.encode("utf-8") for key, text in snapshot.items()}
+
+
+def _excluded_only(changeset: Changeset, excluded: tuple[str, ...]) -> bool:
+    """True when every row names an object of pgGit itself (its install, for one)."""
+    return all(row.schema_name in excluded for row in changeset.rows)
+
+
+def _resume_point(writer: GitWriter) -> int | None:
+    head = writer.tip_commit()
+    if head is None:
+        return None
+    ids = read_trailer(head.message.decode("utf-8", "replace"), "Pggit-History-Ids")
+    if not ids:
+        raise RuntimeError(
+            f"branch {writer.branch} of {writer.path} has commits that pggit-export did not "
+            "write (no Pggit-History-Ids trailer): export into a new branch or repository"
+        )
+    return parse_id_ranges(ids)[-1]
+
+
+def _rebuild_shadow(shadow: Shadow, writer: GitWriter, report: ExportReport) -> None:
+    """Load the head snapshot into a fresh shadow, to continue replay after it."""
+    head = writer.tip_commit()
+    assert head is not None
+    files = {path: data.decode("utf-8") for path, data in writer.files_at(head).items()}
+    with shadow.conn.transaction():
+        result = load_files(shadow.conn, files)
+    for failure in result.failures:
+        report.warnings.append(
+            f"resuming: could not load {failure.path} into the shadow: {failure.error}"
+        )
+
+
+def export_history(
+    source: str, repository: str | os.PathLike[str], options: ExportOptions | None = None
+) -> ExportReport:
+    """Export the v1 history of `source` into the git repository at `repository`.
+
+    `source` is a libpq connection string or URI ("" uses the PG* environment
+    variables, as psql does). A repository that already holds an export is
+    continued after the last history row it contains.
+    """
+    options = options or ExportOptions()
+    report = ExportReport(repository=str(Path(repository)), branch=options.branch)
+    with HistoryReader(source) as reader, GitWriter(
+        repository, branch=options.branch, bare=options.bare, batch_commits=options.batch_commits
+    ) as writer:
+        info = reader.info()
+        report.history_rows = info.history_rows
+        report.source_server_version = info.server_version
+        last_id = _resume_point(writer)
+        after = reader.position_of(last_id) if last_id is not None else None
+        report.resumed_after_id = last_id
+
+        with open_shadow(options.shadow_dsn) as shadow:
+            report.shadow = shadow.description
+            report.shadow_server_version = shadow.server_version
+            if shadow.server_version // 10000 < info.server_version // 10000:
+                report.warnings.append(
+                    f"the shadow runs PostgreSQL {shadow.server_version // 10000}, older than "
+                    f"the source's {info.server_version // 10000}: newer syntax may fail to replay"
+                )
+            if last_id is not None:
+                _rebuild_shadow(shadow, writer, report)
+            snapshot = render_snapshot(shadow.conn, exclude_schemas=options.exclude_schemas)
+            changesets_done = 0
+            for changeset in reader.changesets(after):
+                snapshot = _export_changeset(changeset, shadow, writer, snapshot, options, report)
+                changesets_done += 1
+                report.rows_exported += len(changeset.rows)
+                if options.progress:
+                    options.progress(changesets_done, report.rows_exported, info.history_rows)
+        writer.flush()
+        writer.checkout()
+        report.head = writer.tip.decode() if writer.tip else None
+    return report
+
+
+def _export_changeset(
+    changeset: Changeset,
+    shadow: Shadow,
+    writer: GitWriter,
+    before: Snapshot,
+    options: ExportOptions,
+    report: ExportReport,
+) -> Snapshot:
+    """Replay one changeset, commit the snapshot after it, and account for its rows."""
+    skipped_reason = None
+    if _excluded_only(changeset, options.exclude_schemas):
+        skipped_reason = "pgGit's own objects (schema " + ", ".join(
+            sorted({row.schema_name or "" for row in changeset.rows})
+        ) + ")"
+        result = ReplayResult(statements=[])
+        after = before
+    else:
+        result = shadow.replay(changeset)
+        after = (
+            render_snapshot(shadow.conn, exclude_schemas=options.exclude_schemas)
+            if result.ok and result.replayed
+            else before
+        )
+    changes = diff_snapshots(before, after) if after is not before else SnapshotChanges()
+    author, author_missing = _author(changeset, options)
+    message = build_message(
+        changeset, result, changes, skipped_reason=skipped_reason, author_missing=author_missing
+    )
+    commit_id = writer.write_commit(_files(after), author, message).decode()
+    report.commits_written += 1
+    ids = changeset.history_ids
+    if result.failure is not None:
+        report.failed.append(
+            ReportedChangeset(
+                history_ids=ids,
+                commit=commit_id,
+                reason="replay failed",
+                statement=result.failure.statement,
+                error=result.failure.describe(),
+            )
+        )
+    if skipped_reason:
+        report.not_replayed.append(ReportedChangeset(ids, commit_id, skipped_reason))
+    for statement in result.statements:
+        if statement.action is Action.REFUSE:
+            report.refused_statements.append(
+                ReportedChangeset(ids, commit_id, statement.action.value, statement.text)
+            )
+    return after

@@ -1,0 +1,256 @@
+"""Stage 4: write real Git objects with dulwich.
+
+Crash safety: objects are buffered and written as one pack per batch; the
+branch ref moves (compare-and-swap) only after the pack and its index are in
+place. A process killed at any moment leaves the ref at the last complete
+batch, plus at worst an unreferenced temporary file that git ignores, so the
+repository stays valid and a rerun continues from the ref.
+
+One writer per repository at a time: an flock on `<gitdir>/pggit-export.lock`
+(released by the kernel if the process dies, so it never goes stale).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from dulwich.objects import Blob, Commit, ShaFile, Tree
+from dulwich.repo import Repo
+
+FILE_MODE = 0o100644
+DIR_MODE = 0o040000
+
+
+class RepositoryError(RuntimeError):
+    """The target repository cannot be written."""
+
+
+@dataclass(frozen=True)
+class Signature:
+    """An author or committer: `Name <email>` at a UTC time."""
+
+    name: str
+    email: str
+    when: dt.datetime  # naive = UTC, as pggit.history records it
+
+    def identity(self) -> bytes:
+        return f"{self.name} <{self.email}>".encode()
+
+    def timestamp(self) -> int:
+        when = self.when if self.when.tzinfo else self.when.replace(tzinfo=dt.timezone.utc)
+        return int(when.timestamp())
+
+
+class GitWriter:
+    """Writes commits of complete snapshots onto one branch of a repository.
+
+    Use as a context manager; it holds the repository lock while open.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        branch: str = "main",
+        bare: bool = False,
+        batch_commits: int = 200,
+        batch_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.path = Path(path)
+        self.branch = branch
+        self.bare = bare
+        self.ref = f"refs/heads/{branch}".encode()
+        self.batch_commits = batch_commits
+        self.batch_bytes = batch_bytes
+        self.repo: Repo | None = None
+        self._lock_file: IO[bytes] | None = None
+        self._pending: dict[bytes, ShaFile] = {}
+        self._pending_bytes = 0
+        self._pending_commits = 0
+        self._on_disk_tip: bytes | None = None
+        self.tip: bytes | None = None  # newest commit, written or pending
+        # path -> (content, blob id); directory -> (entries, tree id): unchanged
+        # files and schemas reuse their objects instead of being hashed again.
+        self._blobs: dict[str, tuple[bytes, bytes]] = {}
+        self._trees: dict[str, tuple[tuple[tuple[bytes, bytes], ...], bytes]] = {}
+
+    # -- opening -------------------------------------------------------------------------
+
+    def __enter__(self) -> GitWriter:
+        self.repo = self._open_or_create()
+        self._lock()
+        tip = self.repo.refs.as_dict().get(self.ref)
+        self._on_disk_tip = self.tip = tip
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        try:
+            if exc_type is None:
+                self.flush()
+        finally:
+            self._unlock()
+            if self.repo is not None:
+                self.repo.close()
+
+    def _open_or_create(self) -> Repo:
+        if self.path.exists() and any(self.path.iterdir()):
+            try:
+                repo = Repo(str(self.path))
+            except Exception as exc:  # noqa: BLE001 - dulwich raises several kinds
+                raise RepositoryError(
+                    f"{self.path} exists and is not a git repository: "
+                    "give a new or empty directory, or an existing export"
+                ) from exc
+            self.bare = repo.bare  # an existing repository stays as it is
+            return repo
+        self.path.mkdir(parents=True, exist_ok=True)
+        repo = Repo.init_bare(str(self.path)) if self.bare else Repo.init(str(self.path))
+        repo.refs.set_symbolic_ref(b"HEAD", self.ref)
+        return repo
+
+    def _lock(self) -> None:
+        assert self.repo is not None
+        lock_path = Path(self.repo.controldir()) / "pggit-export.lock"
+        self._lock_file = open(lock_path, "wb")  # noqa: SIM115 - held until __exit__
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            self._lock_file = None
+            raise RepositoryError(
+                f"another pggit-export is writing to {self.path} (lock {lock_path}); "
+                "wait for it to finish"
+            ) from None
+
+    def _unlock(self) -> None:
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    # -- reading -------------------------------------------------------------------------
+
+    def tip_commit(self) -> Commit | None:
+        """The branch's newest written commit, if any."""
+        assert self.repo is not None
+        if self.tip is None:
+            return None
+        obj = self._pending.get(self.tip) or self.repo[self.tip]
+        assert isinstance(obj, Commit)
+        return obj
+
+    def files_at(self, commit: Commit) -> dict[str, bytes]:
+        """Every file of a commit's tree, by path."""
+        assert self.repo is not None
+        files: dict[str, bytes] = {}
+        root = self.repo[commit.tree]
+        assert isinstance(root, Tree)
+        for entry in root.items():
+            sub = self.repo[entry.sha]
+            if isinstance(sub, Tree):
+                for item in sub.items():
+                    blob = self.repo[item.sha]
+                    assert isinstance(blob, Blob)
+                    files[f"{entry.path.decode()}/{item.path.decode()}"] = blob.data
+        return files
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _add(self, obj: ShaFile) -> bytes:
+        if obj.id not in self._pending:
+            self._pending[obj.id] = obj
+            self._pending_bytes += len(obj.as_raw_string())
+        return obj.id
+
+    def _blob_id(self, path: str, content: bytes) -> bytes:
+        cached = self._blobs.get(path)
+        if cached is not None and cached[0] == content:
+            return cached[1]
+        blob_id = self._add(Blob.from_string(content))
+        self._blobs[path] = (content, blob_id)
+        return blob_id
+
+    def _tree_id(self, directory: str, entries: tuple[tuple[bytes, bytes], ...], mode: int) -> bytes:
+        cached = self._trees.get(directory)
+        if cached is not None and cached[0] == entries:
+            return cached[1]
+        tree = Tree()
+        for name, sha in entries:
+            tree.add(name, mode, sha)
+        tree_id = self._add(tree)
+        self._trees[directory] = (entries, tree_id)
+        return tree_id
+
+    def build_tree(self, files: Mapping[str, bytes]) -> bytes:
+        """Root tree id of `{"schema/file.sql": content}`: one subtree per directory."""
+        by_dir: dict[str, list[tuple[bytes, bytes]]] = {}
+        for path in sorted(files):
+            directory, _, name = path.partition("/")
+            if not name or "/" in name:
+                raise RepositoryError(f"unexpected path in snapshot: {path!r}")
+            by_dir.setdefault(directory, []).append(
+                (name.encode("utf-8"), self._blob_id(path, files[path]))
+            )
+        root_entries = []
+        for directory, entries in sorted(by_dir.items()):
+            sub_id = self._tree_id(directory, tuple(entries), FILE_MODE)
+            root_entries.append((directory.encode("utf-8"), sub_id))
+        return self._tree_id("", tuple(root_entries), DIR_MODE)
+
+    def write_commit(
+        self, files: Mapping[str, bytes], author: Signature, message: str
+    ) -> bytes:
+        """Add a commit of `files` on top of the tip; the ref moves at the next flush."""
+        commit = Commit()
+        commit.tree = self.build_tree(files)
+        commit.parents = [self.tip] if self.tip is not None else []
+        commit.author = commit.committer = author.identity()
+        commit.author_time = commit.commit_time = author.timestamp()
+        commit.author_timezone = commit.commit_timezone = 0
+        commit.encoding = None
+        commit.message = message.encode("utf-8")
+        self.tip = self._add(commit)
+        self._pending_commits += 1
+        if self._pending_commits >= self.batch_commits or self._pending_bytes >= self.batch_bytes:
+            self.flush()
+        return self.tip
+
+    def flush(self) -> None:
+        """Write pending objects as one pack, then move the branch to the tip."""
+        assert self.repo is not None
+        store = self.repo.object_store
+        new = [(obj, None) for oid, obj in self._pending.items() if oid not in store]
+        if new:
+            store.add_objects(new)
+        self._pending.clear()
+        self._pending_bytes = 0
+        self._pending_commits = 0
+        if self.tip is not None and self.tip != self._on_disk_tip:
+            # Compare-and-swap: fail rather than overwrite a ref someone else moved.
+            if self._on_disk_tip is None:
+                moved = self.repo.refs.add_if_new(self.ref, self.tip, message=b"pggit-export")
+            else:
+                moved = self.repo.refs.set_if_equals(
+                    self.ref, self._on_disk_tip, self.tip, message=b"pggit-export"
+                )
+            if not moved:
+                raise RepositoryError(
+                    f"{self.ref.decode()} changed while exporting: something else wrote to it"
+                )
+            self._on_disk_tip = self.tip
+
+    def checkout(self) -> None:
+        """Make the working tree and index show the tip (normal repositories only)."""
+        assert self.repo is not None
+        if self.bare or self.tip is None:
+            return
+        self.flush()
+        from dulwich import porcelain
+
+        porcelain.reset(self.repo, "hard", self.tip)

@@ -1,0 +1,202 @@
+"""Commit messages: a subject that says what changed, the SQL that ran, trailers.
+
+Format (docs/ARCHITECTURE.md, "Commit format")::
+
+    Create 3 tables in billing            <- subject, <= 72 characters
+
+    <the changeset's SQL text, as recorded>
+
+    <notes: replay failure, refused statements, inferred time ...>
+
+    Pggit-History-Ids: 12-14, 17          <- trailers, always last
+    Pggit-Replay: failed
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .reader import Changeset
+from .replay import Action, ReplayResult
+from .snapshot import ObjectKey
+
+SUBJECT_LIMIT = 72
+SQL_BODY_LIMIT = 64 * 1024
+
+KIND_LABELS = {
+    "schema": "schema",
+    "extension": "extension",
+    "table": "table",
+    "view": "view",
+    "matview": "materialized view",
+    "sequence": "sequence",
+    "function": "function",
+    "type": "type",
+}
+
+
+@dataclass(frozen=True)
+class SnapshotChanges:
+    """What a changeset did to the snapshot: objects created, altered, dropped."""
+
+    created: list[ObjectKey] = field(default_factory=list)
+    altered: list[ObjectKey] = field(default_factory=list)
+    dropped: list[ObjectKey] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.created or self.altered or self.dropped)
+
+
+def diff_snapshots(before: dict[ObjectKey, str], after: dict[ObjectKey, str]) -> SnapshotChanges:
+    """Compare two snapshots object by object."""
+    return SnapshotChanges(
+        created=sorted(k for k in after if k not in before),
+        altered=sorted(k for k in after if k in before and before[k] != after[k]),
+        dropped=sorted(k for k in before if k not in after),
+    )
+
+
+def format_id_ranges(ids: list[int]) -> str:
+    """`1, 2, 3, 7` -> `1-3, 7`: batches such as CREATE EXTENSION cover many ids."""
+    parts: list[str] = []
+    ordered = sorted(set(ids))
+    start = prev = ordered[0]
+    for value in ordered[1:] + [None]:  # type: ignore[list-item]
+        if value is not None and value == prev + 1:
+            prev = value
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if value is not None:
+            start = prev = value
+    return ", ".join(parts)
+
+
+def parse_id_ranges(text: str) -> list[int]:
+    """Inverse of format_id_ranges."""
+    ids: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            low, high = part.split("-", 1)
+            ids.extend(range(int(low), int(high) + 1))
+        else:
+            ids.append(int(part))
+    return ids
+
+
+def _label(key: ObjectKey) -> str:
+    return key.schema if key.kind == "schema" else f"{key.schema}.{key.name}"
+
+
+def _phrase(verb: str, keys: list[ObjectKey], one_schema: bool) -> str:
+    if len(keys) == 1:
+        return f"{verb} {KIND_LABELS[keys[0].kind]} {_label(keys[0])}"
+    counts = Counter(KIND_LABELS[k.kind] for k in keys)
+    things = [f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in sorted(counts.items())]
+    return f"{verb} " + " and ".join(things)
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def _first_statement_line(changeset: Changeset, result: ReplayResult) -> str:
+    for statement in result.statements:
+        return " ".join(statement.text.split())
+    return "(no SQL recorded)"
+
+
+def subject_for(changeset: Changeset, result: ReplayResult, changes: SnapshotChanges) -> str:
+    """One line, <= 72 characters, saying what the changeset did to the schema."""
+    if not result.ok:
+        return _truncate(f"Replay failed: {_first_statement_line(changeset, result)}", SUBJECT_LIMIT)
+    if changes.empty:
+        return _truncate(
+            f"No schema change: {_first_statement_line(changeset, result)}", SUBJECT_LIMIT
+        )
+    all_keys = changes.created + changes.altered + changes.dropped
+    schemas = {k.schema for k in all_keys}
+    one_schema = len(schemas) == 1
+    phrases = [
+        _phrase(verb, keys, one_schema)
+        for verb, keys in (("Create", changes.created), ("Alter", changes.altered),
+                           ("Drop", changes.dropped))
+        if keys
+    ]
+    phrases = [phrases[0]] + [p[0].lower() + p[1:] for p in phrases[1:]]
+    subject = ", ".join(phrases)
+    multi = len(all_keys) > 1
+    if multi and one_schema:
+        subject += f" in {next(iter(schemas))}"
+    return _truncate(subject, SUBJECT_LIMIT)
+
+
+def build_message(
+    changeset: Changeset,
+    result: ReplayResult,
+    changes: SnapshotChanges,
+    *,
+    skipped_reason: str | None = None,
+    author_missing: bool = False,
+) -> str:
+    """The full commit message for one changeset."""
+    subject = subject_for(changeset, result, changes)
+    if skipped_reason:
+        subject = _truncate(f"Not replayed: {skipped_reason}", SUBJECT_LIMIT)
+    paragraphs = [subject]
+    sql_text = (changeset.sql or "").strip("\n")
+    if sql_text:
+        if len(sql_text) > SQL_BODY_LIMIT:
+            sql_text = (
+                sql_text[:SQL_BODY_LIMIT]
+                + f"\n[... {len(changeset.sql or '') - SQL_BODY_LIMIT} more characters"
+                " not shown; the full text is in pggit.history]"
+            )
+        paragraphs.append(sql_text)
+    else:
+        paragraphs.append("(this history row recorded no SQL text)")
+
+    notes: list[str] = []
+    if skipped_reason:
+        notes.append(f"This changeset was not replayed: {skipped_reason}.")
+    if result.failure is not None:
+        failure = result.failure
+        statement = _truncate(" ".join(failure.statement.split()), 500)
+        notes.append(
+            f"Replay failed at {failure.describe()}\n  {statement}\n"
+            "The changeset was rolled back in the shadow: this commit's tree is its parent's."
+        )
+    refused = [s for s in result.statements if s.action is Action.REFUSE]
+    for statement in refused:
+        notes.append(
+            f"Refused, not run ({statement.action.value}):\n"
+            f"  {_truncate(' '.join(statement.text.split()), 300)}"
+        )
+    if changeset.time_inferred:
+        notes.append("pggit.history recorded no time: the date is taken from the row before it.")
+    if author_missing:
+        notes.append("pggit.history recorded no user: the author is the default author.")
+    paragraphs.extend(notes)
+
+    trailers = [f"Pggit-History-Ids: {format_id_ranges(changeset.history_ids)}"]
+    if result.failure is not None:
+        trailers.append("Pggit-Replay: failed")
+    elif skipped_reason:
+        trailers.append("Pggit-Replay: skipped")
+    paragraphs.append("\n".join(trailers))
+    return "\n\n".join(paragraphs) + "\n"
+
+
+def read_trailer(message: str, name: str) -> str | None:
+    """The value of the last `name: value` trailer in a commit message."""
+    last_paragraph = message.rstrip("\n").rsplit("\n\n", 1)[-1]
+    value = None
+    for line in last_paragraph.splitlines():
+        key, sep, rest = line.partition(":")
+        if sep and key.strip().lower() == name.lower():
+            value = rest.strip()
+    return value

@@ -1,0 +1,274 @@
+"""Stage 1: read pgGit v1 history from the source database, read only, in order.
+
+The source is never written to and never runs history SQL. Everything here
+happens in one REPEATABLE READ, READ ONLY transaction, so the export sees one
+consistent history even while the database keeps changing, and rows are streamed
+through a server-side cursor rather than loaded whole.
+
+Rows are grouped into replay units (Changeset): v1 writes one row per affected
+object, all carrying the same sql_executed, created_at and created_by, so
+*consecutive* rows sharing those three are one unit, replayed once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+
+class SourceError(RuntimeError):
+    """The source database cannot be read as a pgGit v1 history."""
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One row of pggit.history, joined with the object it names."""
+
+    id: int
+    change_type: str
+    change_severity: str
+    sql_executed: str | None
+    created_at: dt.datetime | None  # as recorded; NULL in old or hand-edited histories
+    created_by: str | None
+    effective_time: dt.datetime  # created_at, or inferred from the rows before/after it
+    change_description: str | None = None
+    object_type: str | None = None  # None when the objects row is gone
+    schema_name: str | None = None
+    object_name: str | None = None
+    new_metadata: Any = None
+
+    @property
+    def object_label(self) -> str:
+        """`schema.name` of the object this row names, as v1 recorded it."""
+        if self.object_name is None:
+            return "(unknown object)"
+        if self.schema_name:
+            return f"{self.schema_name}.{self.object_name}"
+        return self.object_name
+
+
+@dataclass(frozen=True)
+class Changeset:
+    """A replay unit: consecutive history rows sharing sql_executed, created_at, created_by.
+
+    It is replayed once, in its own transaction, and becomes one commit.
+    """
+
+    rows: tuple[HistoryRow, ...]
+
+    @property
+    def sql(self) -> str | None:
+        return self.rows[0].sql_executed
+
+    @property
+    def created_by(self) -> str | None:
+        return self.rows[0].created_by
+
+    @property
+    def time(self) -> dt.datetime:
+        """When it ran (UTC, naive as recorded); inferred when created_at is NULL."""
+        return self.rows[0].effective_time
+
+    @property
+    def time_inferred(self) -> bool:
+        return self.rows[0].created_at is None
+
+    @property
+    def history_ids(self) -> list[int]:
+        return [row.id for row in self.rows]
+
+    @property
+    def last_id(self) -> int:
+        return self.rows[-1].id
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What the reader learned about the source server."""
+
+    server_version: int  # libpq form: 150004 for 15.4
+    history_rows: int
+
+
+# created_at is NULL in old or hand-edited histories. Such a row takes the time of
+# the nearest earlier row by id (or the nearest later one at the very start), so
+# that commit dates never go backwards and the order stays deterministic.
+HISTORY_QUERY = """
+WITH timed AS (
+    SELECT h.*,
+           coalesce(
+               h.created_at,
+               max(h.created_at) OVER (ORDER BY h.id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW),
+               min(h.created_at) OVER (ORDER BY h.id ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING),
+               timestamp '1970-01-01'
+           ) AS effective_time
+    FROM pggit.history AS h
+)
+SELECT t.id,
+       t.change_type::text AS change_type,
+       t.change_severity::text AS change_severity,
+       t.sql_executed,
+       t.created_at,
+       t.created_by,
+       t.effective_time,
+       t.change_description,
+       t.new_metadata,
+       o.object_type::text AS object_type,
+       o.schema_name,
+       o.object_name
+FROM timed AS t
+LEFT JOIN pggit.objects AS o ON o.id = t.object_id
+WHERE (t.effective_time, t.id) > (%(after_time)s, %(after_id)s)
+ORDER BY t.effective_time, t.id
+"""
+
+POSITION_QUERY = """
+WITH timed AS (
+    SELECT h.id,
+           coalesce(
+               h.created_at,
+               max(h.created_at) OVER (ORDER BY h.id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW),
+               min(h.created_at) OVER (ORDER BY h.id ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING),
+               timestamp '1970-01-01'
+           ) AS effective_time
+    FROM pggit.history AS h
+)
+SELECT effective_time FROM timed WHERE id = %(id)s
+"""
+
+_BEGINNING = (dt.datetime(1, 1, 1), 0)
+
+
+@dataclass
+class HistoryReader:
+    """An open, consistent, read-only view of a source's history.
+
+    Use as a context manager; iterate `changesets()` once.
+    """
+
+    conninfo: str
+    fetch_size: int = 500
+    _conn: psycopg.Connection[Any] | None = field(default=None, init=False, repr=False)
+
+    def __enter__(self) -> HistoryReader:
+        try:
+            conn = psycopg.connect(self.conninfo, row_factory=dict_row)  # type: ignore[arg-type]
+        except psycopg.OperationalError as exc:
+            raise SourceError(f"cannot connect to the source database: {exc}".strip()) from exc
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        self._conn = conn
+        try:
+            self._check_tables()
+        except BaseException:
+            conn.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._conn is not None:
+            self._conn.rollback()  # read only: nothing to keep
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        if self._conn is None:
+            raise RuntimeError("HistoryReader used outside its 'with' block")
+        return self._conn
+
+    def _check_tables(self) -> None:
+        found = self.conn.execute(
+            "SELECT to_regclass('pggit.history') IS NOT NULL AS history,"
+            " to_regclass('pggit.objects') IS NOT NULL AS objects"
+        ).fetchone()
+        assert found is not None
+        if not found["history"]:
+            raise SourceError(
+                "the source has no table pggit.history: is pgGit installed in this database?"
+            )
+        if not found["objects"]:
+            raise SourceError("the source has pggit.history but no pggit.objects")
+
+    def info(self) -> SourceInfo:
+        """Server version and history size (counted in the export's snapshot)."""
+        row = self.conn.execute("SELECT count(*) AS n FROM pggit.history").fetchone()
+        assert row is not None
+        return SourceInfo(server_version=self.conn.info.server_version, history_rows=row["n"])
+
+    def position_of(self, history_id: int) -> tuple[dt.datetime, int]:
+        """The (time, id) ordering key of a history row, to resume after it."""
+        row = self.conn.execute(POSITION_QUERY, {"id": history_id}).fetchone()
+        if row is None:
+            raise SourceError(
+                f"the repository was exported up to history id {history_id}, "
+                "which the source no longer has: was the history rewritten?"
+            )
+        return (row["effective_time"], history_id)
+
+    def rows(self, after: tuple[dt.datetime, int] | None = None) -> Iterator[HistoryRow]:
+        """History rows in (time, id) order, after `after` if given, streamed."""
+        after_time, after_id = after or _BEGINNING
+        with self.conn.cursor(name="pggit_export_history") as cur:
+            cur.itersize = self.fetch_size
+            cur.execute(HISTORY_QUERY, {"after_time": after_time, "after_id": after_id})
+            for rec in cur:
+                yield HistoryRow(
+                    id=rec["id"],
+                    change_type=rec["change_type"],
+                    change_severity=rec["change_severity"],
+                    sql_executed=rec["sql_executed"],
+                    created_at=rec["created_at"],
+                    created_by=rec["created_by"],
+                    effective_time=rec["effective_time"],
+                    change_description=rec["change_description"],
+                    object_type=rec["object_type"],
+                    schema_name=rec["schema_name"],
+                    object_name=rec["object_name"],
+                    new_metadata=rec["new_metadata"],
+                )
+
+    def changesets(self, after: tuple[dt.datetime, int] | None = None) -> Iterator[Changeset]:
+        """Replay units in order: consecutive rows sharing text, time and author."""
+        return group_changesets(self.rows(after))
+
+
+def group_changesets(rows: Iterator[HistoryRow]) -> Iterator[Changeset]:
+    """Group consecutive rows with equal (sql_executed, created_at, created_by).
+
+    Only *consecutive* rows: with `psql -f` the same text (`DROP VIEW x;`) can
+    recur in later transactions and must be replayed again there.
+    """
+    current: list[HistoryRow] = []
+    for row in rows:
+        if current and _same_unit(current[0], row):
+            current.append(row)
+            continue
+        if current:
+            yield Changeset(tuple(current))
+        current = [row]
+    if current:
+        yield Changeset(tuple(current))
+
+
+def _same_unit(a: HistoryRow, b: HistoryRow) -> bool:
+    # A NULL created_at never joins: without a time there is no evidence of one transaction.
+    return (
+        a.created_at is not None
+        and a.created_at == b.created_at
+        and a.sql_executed == b.sql_executed
+        and a.created_by == b.created_by
+    )
+
+
+@contextmanager
+def open_history(conninfo: str) -> Iterator[HistoryReader]:
+    """Open a read-only, consistent reader on a source database."""
+    with HistoryReader(conninfo) as reader:
+        yield reader

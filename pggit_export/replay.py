@@ -1,0 +1,301 @@
+"""Stage 2: replay changesets in the shadow, a private scratch database.
+
+History SQL runs only here, never in the source. Policy for each statement of a
+changeset (see docs/ARCHITECTURE.md, "Replay policy"):
+
+- DDL, DO blocks, SELECT and CALL are replayed: a SELECT or CALL may run a
+  function that creates objects.
+- INSERT/UPDATE/DELETE/MERGE/COPY/TRUNCATE and other data-only commands are
+  skipped: the shadow holds no data.
+- Transaction control (BEGIN, COMMIT, SAVEPOINT, ...) is skipped: the tool runs
+  each changeset in one transaction of its own.
+- Privileges and ownership (GRANT, REVOKE, OWNER TO, roles) are skipped: they
+  are not part of a snapshot, and the shadow does not have the source's roles.
+- Commands that could reach the host or the cluster (ALTER SYSTEM, databases,
+  tablespaces, LOAD, COPY with a program or file) are refused and reported.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import psycopg
+import sqlparse
+from psycopg import sql
+
+from .reader import Changeset
+from .server import EmbeddedServer
+
+
+class ShadowError(RuntimeError):
+    """The shadow database could not be created or used."""
+
+
+class Action(Enum):
+    """What replay does with one statement."""
+
+    REPLAY = "replay"
+    SKIP_DATA = "skip: changes data only, the shadow holds none"
+    SKIP_TRANSACTION = "skip: transaction control, each changeset is one transaction"
+    SKIP_PRIVILEGES = "skip: privileges, owners and roles are not part of a snapshot"
+    SKIP_MAINTENANCE = "skip: maintenance or session command with no effect on the schema"
+    REFUSE = "refused: could reach the server's host or cluster"
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement of a changeset's SQL text, with what replay does with it."""
+
+    text: str
+    action: Action
+
+
+_DATA = {"INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "TRUNCATE", "REFRESH", "VALUES", "TABLE"}
+_TRANSACTION = {
+    "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE", "PREPARE",
+}
+_PRIVILEGES = {"GRANT", "REVOKE", "REASSIGN"}
+_MAINTENANCE = {
+    "VACUUM", "ANALYZE", "ANALYSE", "CLUSTER", "REINDEX", "CHECKPOINT", "LOCK", "LISTEN",
+    "NOTIFY", "UNLISTEN", "EXPLAIN", "EXECUTE", "DEALLOCATE", "DECLARE", "FETCH", "MOVE",
+    "CLOSE", "DISCARD", "SHOW",
+}
+_ROLE_OBJECTS = {"ROLE", "USER", "GROUP"}
+_HOST_OBJECTS = {"DATABASE", "TABLESPACE"}
+_LEADING_NOISE = re.compile(r"^(\s+|--[^\n]*(\n|$)|/\*.*?\*/)+", re.S)
+_WORD = re.compile(r"[A-Za-z_]+")
+_OWNER_TO = re.compile(r"\bOWNER\s+TO\s+\S+\s*;?\s*$", re.I)
+_CONCURRENTLY = re.compile(r"^(\s*(?:CREATE\s+(?:UNIQUE\s+)?|DROP\s+)INDEX\s+)CONCURRENTLY\s+", re.I)
+
+
+def _leading_words(text: str, count: int = 4) -> list[str]:
+    body = _LEADING_NOISE.sub("", text)
+    return [w.upper() for w in _WORD.findall(body[:200])[:count]]
+
+
+def classify(text: str) -> Action:
+    """Decide what replay does with one statement (see the module docstring)."""
+    words = _leading_words(text)
+    if not words:
+        return Action.SKIP_MAINTENANCE
+    first = words[0]
+    second = words[1] if len(words) > 1 else ""
+    if first == "COPY":
+        return Action.REFUSE if re.search(r"\bPROGRAM\b|\bFROM\s+'|\bTO\s+'", text, re.I) else (
+            Action.SKIP_DATA
+        )
+    if first == "WITH":
+        kind = sqlparse.parse(text)[0].get_type()
+        return Action.SKIP_DATA if kind in {"INSERT", "UPDATE", "DELETE", "MERGE"} else Action.REPLAY
+    if first in _DATA:
+        return Action.SKIP_DATA
+    if first in _TRANSACTION or (first == "SET" and second == "TRANSACTION"):
+        return Action.SKIP_TRANSACTION
+    if (first == "ALTER" and second == "SYSTEM") or first == "LOAD":
+        return Action.REFUSE
+    if first in {"CREATE", "DROP", "ALTER"} and (second in _HOST_OBJECTS):
+        return Action.REFUSE
+    if first in _PRIVILEGES or (first in {"CREATE", "DROP", "ALTER"} and second in _ROLE_OBJECTS):
+        return Action.SKIP_PRIVILEGES
+    if first == "ALTER" and second == "DEFAULT":  # ALTER DEFAULT PRIVILEGES
+        return Action.SKIP_PRIVILEGES
+    if first == "ALTER" and _OWNER_TO.search(text):
+        return Action.SKIP_PRIVILEGES
+    if first in _MAINTENANCE:
+        return Action.SKIP_MAINTENANCE
+    return Action.REPLAY
+
+
+def split_statements(text: str) -> list[Statement]:
+    """Split a history text into statements (sqlparse) and classify each one.
+
+    Pieces made only of comments or whitespace are dropped.
+    """
+    statements = []
+    for piece in sqlparse.split(text):
+        if not _LEADING_NOISE.sub("", piece).strip(" \t\r\n;"):
+            continue
+        statements.append(Statement(piece, classify(piece)))
+    return statements
+
+
+def prepare_for_transaction(text: str) -> str:
+    """Rewrite a statement so it may run inside the changeset's transaction.
+
+    CREATE/DROP INDEX CONCURRENTLY refuse to run in a transaction block; without
+    CONCURRENTLY they make the same schema.
+    """
+    return _CONCURRENTLY.sub(r"\1", text, count=1)
+
+
+@dataclass(frozen=True)
+class ReplayFailure:
+    """Why a changeset could not be replayed."""
+
+    statement_index: int  # 1-based position among the changeset's statements
+    statement: str
+    sqlstate: str | None
+    message: str
+
+    def describe(self) -> str:
+        code = f" ({self.sqlstate})" if self.sqlstate else ""
+        return f"statement {self.statement_index}: {self.message}{code}"
+
+
+@dataclass
+class ReplayResult:
+    """What happened when one changeset was replayed."""
+
+    statements: list[Statement]
+    replayed: int = 0
+    failure: ReplayFailure | None = None
+    refused: list[Statement] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    @property
+    def skipped(self) -> list[Statement]:
+        return [s for s in self.statements if s.action not in (Action.REPLAY, Action.REFUSE)]
+
+
+class Shadow:
+    """A connection to the private scratch database where history SQL runs."""
+
+    def __init__(self, conn: psycopg.Connection[Any], description: str) -> None:
+        self.conn = conn
+        self.description = description
+
+    @property
+    def server_version(self) -> int:
+        return self.conn.info.server_version
+
+    def replay(self, changeset: Changeset) -> ReplayResult:
+        """Replay one changeset in a transaction of its own; roll it back on failure."""
+        statements = split_statements(changeset.sql or "")
+        result = ReplayResult(statements=statements)
+        result.refused = [s for s in statements if s.action is Action.REFUSE]
+        to_run = [(i, s) for i, s in enumerate(statements, 1) if s.action is Action.REPLAY]
+        if not to_run:
+            return result
+        try:
+            with self.conn.transaction():
+                for index, statement in to_run:
+                    try:
+                        self.conn.execute(prepare_for_transaction(statement.text))
+                    except psycopg.Error as exc:
+                        result.failure = ReplayFailure(
+                            statement_index=index,
+                            statement=statement.text,
+                            sqlstate=exc.sqlstate,
+                            message=_error_message(exc),
+                        )
+                        raise _Rollback() from exc
+                    result.replayed += 1
+        except _Rollback:
+            pass
+        finally:
+            # SET search_path, SET ROLE and the like must not leak into the next changeset.
+            self._reset_session()
+        return result
+
+    def _reset_session(self) -> None:
+        try:
+            self.conn.execute("DISCARD ALL")
+        except psycopg.Error as exc:
+            raise ShadowError(f"the shadow connection is unusable: {exc}") from exc
+
+
+class _Rollback(Exception):
+    """Raised inside a transaction block to roll it back."""
+
+
+def _error_message(exc: psycopg.Error) -> str:
+    diag = exc.diag
+    message = diag.message_primary or str(exc).strip().splitlines()[0]
+    if diag.message_detail:
+        message += f" DETAIL: {diag.message_detail}"
+    return message
+
+
+# Settings that change how the catalog renders, pinned so every server renders the same.
+_DATABASE_SETTINGS = {
+    "TimeZone": "UTC",
+    "DateStyle": "ISO, MDY",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "1",
+    "statement_timeout": "10min",
+    "lc_messages": "C",
+}
+
+
+def _connect_shadow(conninfo: str) -> psycopg.Connection[Any]:
+    conn = psycopg.connect(conninfo, autocommit=True)
+    # DISCARD ALL after each changeset drops prepared statements: never prepare.
+    conn.prepare_threshold = None
+    return conn
+
+
+def _pin_settings(admin: psycopg.Connection[Any], dbname: str) -> None:
+    for name, value in _DATABASE_SETTINGS.items():
+        try:
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+                    sql.Identifier(dbname), sql.Identifier(name), sql.Literal(value)
+                )
+            )
+        except psycopg.errors.InsufficientPrivilege:
+            pass  # lc_messages needs a superuser; English errors are a nicety
+
+
+@contextmanager
+def open_shadow(shadow_dsn: str | None = None) -> Iterator[Shadow]:
+    """Open a scratch database for replay, and remove it afterwards.
+
+    Without `shadow_dsn`, a private PostgreSQL is started for the duration
+    (see server.EmbeddedServer). With it, a database with a unique name is
+    created on that server and dropped at the end.
+    """
+    if shadow_dsn is None:
+        with EmbeddedServer() as server:
+            with psycopg.connect(server.conninfo("postgres"), autocommit=True) as admin:
+                admin.execute("CREATE DATABASE shadow TEMPLATE template0 ENCODING 'UTF8'")
+                _pin_settings(admin, "shadow")
+            with _connect_shadow(server.conninfo("shadow")) as conn:
+                version = server.binaries.version
+                yield Shadow(conn, f"private PostgreSQL {version} (embedded)")
+        return
+
+    name = f"pggit_export_shadow_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(shadow_dsn, autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise ShadowError(f"cannot connect to the shadow server: {exc}".strip()) from exc
+    with admin:
+        try:
+            admin.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(
+                    sql.Identifier(name)
+                )
+            )
+        except psycopg.Error as exc:
+            raise ShadowError(f"cannot create the scratch database {name}: {exc}") from exc
+        try:
+            _pin_settings(admin, name)
+            params = psycopg.conninfo.conninfo_to_dict(shadow_dsn)
+            params["dbname"] = name
+            with _connect_shadow(psycopg.conninfo.make_conninfo(**params)) as conn:  # type: ignore[arg-type]
+                version = conn.info.parameter_status("server_version") or "?"
+                yield Shadow(conn, f"scratch database {name} on PostgreSQL {version}")
+        finally:
+            force = sql.SQL(" WITH (FORCE)") if admin.info.server_version >= 130000 else sql.SQL("")
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {}{}").format(sql.Identifier(name), force)
+            )

@@ -1,0 +1,778 @@
+"""Render the catalog of a database as one SQL text per object.
+
+A snapshot maps an ObjectKey (kind, schema, name) to the text of the file that
+recreates that object. Things that cannot exist on their own (indexes,
+constraints, triggers, policies, comments, sequences owned by a column) live in
+the file of the table, view or type they belong to.
+
+The text must depend only on the catalog state, never on the session or on the
+order objects were created in: it becomes the content of Git commits, and a
+byte that changes for no reason is a spurious diff. Hence:
+
+* every catalog query runs with an empty ``search_path``, so every name that
+  ``pg_get_*``/``format_type`` print is schema-qualified;
+* everything is sorted by name (columns by position, enum labels by sort order),
+  never by OID, and no OID is printed;
+* owners, grants and other role-dependent details are left out.
+
+Each object kind is read with ONE query for the whole database (details come back
+as JSON aggregates), so the cost does not grow with one round trip per object.
+Every query takes an ``oids`` parameter (NULL: everything) so callers can later
+re-render only the objects a change touched.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+
+@dataclass(frozen=True, order=True)
+class ObjectKey:
+    """Identity of one file of the snapshot."""
+
+    kind: str  # schema, extension, table, view, matview, sequence, function, type
+    schema: str  # for "schema": the schema itself; "extension": where it is installed
+    name: str  # for "function": shared by every overload (functions and procedures)
+
+
+Snapshot = dict[ObjectKey, str]
+
+DEFAULT_EXCLUDED_SCHEMAS = ("pggit", "pggit_v0", "pggit_v2", "pggit_audit")
+
+Row = dict[str, Any]
+
+
+# --------------------------------------------------------------------------- SQL
+# Relations are written pg_catalog-qualified: with an empty search_path the
+# session's temporary schema is still searched first for relation names, and
+# replayed history could have created a temp table called pg_class.
+
+# Schemas that hold no user objects: pg_catalog, pg_toast, pg_temp_N, ...
+# (user schemas cannot start with "pg_").
+_USER_SCHEMA = """
+    n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+    AND n.nspname <> ALL (%(exclude)s::text[])
+"""
+
+
+def _not_extension_member(catalog: str, oid: str) -> str:
+    """SQL condition: the object is not part of an extension (pg_dump skips those too)."""
+    return f"""NOT EXISTS (
+        SELECT FROM pg_catalog.pg_depend e
+        WHERE e.classid = 'pg_catalog.{catalog}'::pg_catalog.regclass
+          AND e.objid = {oid} AND e.deptype = 'e')"""
+
+
+def _oid_filter(oid: str) -> str:
+    return f"(%(oids)s::oid[] IS NULL OR {oid} = ANY (%(oids)s::oid[]))"
+
+
+_SCHEMAS_SQL = f"""
+SELECT n.nspname AS name,
+       quote_ident(n.nspname) AS qname,
+       obj_description(n.oid, 'pg_namespace') AS comment
+FROM pg_catalog.pg_namespace n
+WHERE {_USER_SCHEMA}
+  AND {_not_extension_member('pg_namespace', 'n.oid')}
+  AND {_oid_filter('n.oid')}
+"""
+
+# Extensions installed in a system schema (pg_catalog) are user objects too.
+_EXTENSIONS_SQL = f"""
+SELECT e.extname AS name, n.nspname AS schema,
+       quote_ident(e.extname) AS qname, quote_ident(n.nspname) AS qschema,
+       obj_description(e.oid, 'pg_extension') AS comment
+FROM pg_catalog.pg_extension e
+JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+WHERE e.extname <> 'plpgsql'
+  AND n.nspname <> ALL (%(exclude)s::text[])
+  AND {_oid_filter('e.oid')}
+"""
+
+# Sequence parameters, as a JSON object, of the pg_sequence row aliased "s".
+_SEQUENCE_JSON = """json_build_object(
+    'type', format_type(s.seqtypid, NULL),
+    'start', s.seqstart::text, 'increment', s.seqincrement::text,
+    'min', s.seqmin::text, 'max', s.seqmax::text,
+    'cache', s.seqcache::text, 'cycle', s.seqcycle)"""
+
+_COLUMNS_JSON = f"""(
+    SELECT json_agg(json_build_object(
+        'name', quote_ident(a.attname),
+        'type', format_type(a.atttypid, a.atttypmod),
+        'collation', CASE WHEN a.attcollation <> t.typcollation
+                          THEN quote_ident(cn.nspname) || '.' || quote_ident(co.collname) END,
+        'notnull', a.attnotnull,
+        'identity', a.attidentity,
+        'generated', a.attgenerated,
+        'default', pg_get_expr(ad.adbin, ad.adrelid),
+        'local', a.attislocal,
+        'comment', col_description(a.attrelid, a.attnum),
+        'identity_sequence', (
+            SELECT {_SEQUENCE_JSON}
+            FROM pg_catalog.pg_depend d
+            JOIN pg_catalog.pg_sequence s ON s.seqrelid = d.objid
+            WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+              AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+              AND d.refobjid = a.attrelid AND d.refobjsubid = a.attnum
+              AND d.deptype = 'i')
+    ) ORDER BY a.attnum)
+    FROM pg_catalog.pg_attribute a
+    JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+    LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
+    LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace
+    LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)"""
+
+# Indexes that stand alone: not the index of a PRIMARY KEY/UNIQUE/EXCLUDE
+# constraint (the constraint recreates it) and not a partition's index attached
+# to an index of the parent (creating the parent's index recreates it).
+_INDEXES_JSON = """(
+    SELECT json_agg(json_build_object(
+        'name', quote_ident(ic.relname),
+        'def', pg_get_indexdef(i.indexrelid),
+        'partitioned', ic.relkind = 'I',
+        'comment', obj_description(ic.oid, 'pg_class')
+    ) ORDER BY ic.relname)
+    FROM pg_catalog.pg_index i
+    JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+    WHERE i.indrelid = c.oid
+      AND NOT EXISTS (
+          SELECT FROM pg_catalog.pg_constraint k
+          WHERE k.conrelid = i.indrelid AND k.conindid = i.indexrelid
+            AND k.contype IN ('p', 'u', 'x'))
+      AND NOT EXISTS (
+          SELECT FROM pg_catalog.pg_inherits h WHERE h.inhrelid = i.indexrelid))"""
+
+
+def _triggers_json(server_version: int) -> str:
+    # A partition's copy of a trigger defined on the parent is marked
+    # internal up to PG 12 and has tgparentid set from PG 13 on.
+    clone_filter = "AND tg.tgparentid = 0" if server_version >= 130000 else ""
+    return f"""(
+    SELECT json_agg(json_build_object(
+        'name', quote_ident(tg.tgname),
+        'def', pg_get_triggerdef(tg.oid),
+        'enabled', tg.tgenabled,
+        'comment', obj_description(tg.oid, 'pg_trigger')
+    ) ORDER BY tg.tgname)
+    FROM pg_catalog.pg_trigger tg
+    WHERE tg.tgrelid = c.oid AND NOT tg.tgisinternal {clone_filter})"""
+
+
+def _tables_sql(server_version: int) -> str:
+    return f"""
+SELECT n.nspname AS schema, c.relname AS name, quote_ident(n.nspname) AS qschema,
+       quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS qname,
+       c.relkind, c.relpersistence, c.relispartition,
+       c.relrowsecurity, c.relforcerowsecurity, c.reloptions,
+       CASE WHEN c.relispartition THEN pg_get_expr(c.relpartbound, c.oid) END AS partbound,
+       CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partkey,
+       obj_description(c.oid, 'pg_class') AS comment,
+       (SELECT json_agg(quote_ident(pn.nspname) || '.' || quote_ident(pc.relname)
+                        ORDER BY h.inhseqno)
+        FROM pg_catalog.pg_inherits h
+        JOIN pg_catalog.pg_class pc ON pc.oid = h.inhparent
+        JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace
+        WHERE h.inhrelid = c.oid) AS parents,
+       {_COLUMNS_JSON} AS columns,
+       -- Constraints inherited from a parent (conislocal false) or cloned from
+       -- the partitioned parent (conparentid set) come back with the parent.
+       -- NOT NULL constraints (contype 'n' from PG 18) are rendered on columns.
+       (SELECT json_agg(json_build_object(
+                   'name', quote_ident(k.conname),
+                   'type', k.contype,
+                   'def', pg_get_constraintdef(k.oid),
+                   'validated', k.convalidated,
+                   'comment', obj_description(k.oid, 'pg_constraint')
+               ) ORDER BY k.conname)
+        FROM pg_catalog.pg_constraint k
+        WHERE k.conrelid = c.oid AND k.contype IN ('p', 'u', 'c', 'x', 'f')
+          AND k.conislocal AND k.conparentid = 0) AS constraints,
+       {_INDEXES_JSON} AS indexes,
+       {_triggers_json(server_version)} AS triggers,
+       (SELECT json_agg(json_build_object(
+                   'name', quote_ident(p.polname),
+                   'permissive', p.polpermissive,
+                   'cmd', p.polcmd,
+                   'roles', (SELECT json_agg(r.name ORDER BY r.name)
+                             FROM (SELECT CASE WHEN ro = 0 THEN 'PUBLIC'
+                                          ELSE quote_ident(pg_get_userbyid(ro)) END AS name
+                                   FROM unnest(p.polroles) AS ro) r),
+                   'using', pg_get_expr(p.polqual, p.polrelid),
+                   'check', pg_get_expr(p.polwithcheck, p.polrelid),
+                   'comment', obj_description(p.oid, 'pg_policy')
+               ) ORDER BY p.polname)
+        FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid) AS policies,
+       -- Sequences OWNED BY a column (serial): identity sequences depend with 'i'.
+       (SELECT json_agg(json_build_object(
+                   'qname', quote_ident(sn.nspname) || '.' || quote_ident(sc.relname),
+                   'column', quote_ident(a.attname),
+                   'params', {_SEQUENCE_JSON},
+                   'comment', obj_description(sc.oid, 'pg_class')
+               ) ORDER BY sn.nspname, sc.relname)
+        FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_class sc ON sc.oid = d.objid AND sc.relkind = 'S'
+        JOIN pg_catalog.pg_namespace sn ON sn.oid = sc.relnamespace
+        JOIN pg_catalog.pg_sequence s ON s.seqrelid = sc.oid
+        JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+        WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+          AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+          AND d.refobjid = c.oid AND d.refobjsubid > 0 AND d.deptype = 'a') AS sequences
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p')
+  AND {_USER_SCHEMA}
+  AND {_not_extension_member('pg_class', 'c.oid')}
+  AND {_oid_filter('c.oid')}
+"""
+
+
+def _views_sql(server_version: int) -> str:
+    return f"""
+SELECT n.nspname AS schema, c.relname AS name, quote_ident(n.nspname) AS qschema,
+       quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS qname,
+       c.relkind, c.reloptions,
+       pg_get_viewdef(c.oid) AS def,
+       obj_description(c.oid, 'pg_class') AS comment,
+       {_COLUMNS_JSON} AS columns,
+       {_INDEXES_JSON} AS indexes,
+       {_triggers_json(server_version)} AS triggers
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('v', 'm')
+  AND {_USER_SCHEMA}
+  AND {_not_extension_member('pg_class', 'c.oid')}
+  AND {_oid_filter('c.oid')}
+"""
+
+
+# Sequences owned by a table column are rendered in the table's file.
+_SEQUENCES_SQL = f"""
+SELECT n.nspname AS schema, c.relname AS name,
+       quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS qname,
+       {_SEQUENCE_JSON} AS params,
+       obj_description(c.oid, 'pg_class') AS comment
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_sequence s ON s.seqrelid = c.oid
+WHERE c.relkind = 'S'
+  AND NOT EXISTS (
+      SELECT FROM pg_catalog.pg_depend d
+      JOIN pg_catalog.pg_class t ON t.oid = d.refobjid
+      WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+        AND d.objid = c.oid
+        AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+        AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i')
+        AND t.relkind IN ('r', 'p'))
+  AND {_USER_SCHEMA}
+  AND {_not_extension_member('pg_class', 'c.oid')}
+  AND {_oid_filter('c.oid')}
+"""
+
+# Aggregates (prokind 'a') are not rendered.
+_FUNCTIONS_SQL = f"""
+SELECT n.nspname AS schema, p.proname AS name,
+       quote_ident(n.nspname) || '.' || quote_ident(p.proname) AS qname,
+       p.prokind,
+       pg_get_function_identity_arguments(p.oid) AS args,
+       pg_get_functiondef(p.oid) AS def,
+       obj_description(p.oid, 'pg_proc') AS comment
+FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE p.prokind IN ('f', 'p', 'w')
+  AND {_USER_SCHEMA}
+  AND {_not_extension_member('pg_proc', 'p.oid')}
+  AND {_oid_filter('p.oid')}
+"""
+
+
+def _types_sql(server_version: int) -> str:
+    # Multirange types (PG 14+) are created by their range type; the name is
+    # printed when it is not the one PostgreSQL would choose.
+    if server_version >= 140000:
+        multirange = """(SELECT json_build_object('schema', mn.nspname, 'name', mt.typname,
+                                                  'qname', quote_ident(mn.nspname) || '.'
+                                                           || quote_ident(mt.typname))
+                         FROM pg_catalog.pg_type mt
+                         JOIN pg_catalog.pg_namespace mn ON mn.oid = mt.typnamespace
+                         WHERE mt.oid = r.rngmultitypid)"""
+    else:
+        multirange = "NULL::json"
+    return f"""
+SELECT n.nspname AS schema, t.typname AS name,
+       quote_ident(n.nspname) || '.' || quote_ident(t.typname) AS qname,
+       t.typtype,
+       obj_description(t.oid, 'pg_type') AS comment,
+       (SELECT json_agg(e.enumlabel ORDER BY e.enumsortorder)
+        FROM pg_catalog.pg_enum e WHERE e.enumtypid = t.oid) AS labels,
+       -- domain
+       CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) END AS basetype,
+       CASE WHEN t.typtype = 'd' AND t.typcollation <> bt.typcollation
+            THEN (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
+                  FROM pg_catalog.pg_collation co
+                  JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace
+                  WHERE co.oid = t.typcollation) END AS collation,
+       pg_get_expr(t.typdefaultbin, 0) AS default,
+       t.typnotnull AS notnull,
+       (SELECT json_agg(json_build_object(
+                   'name', quote_ident(k.conname),
+                   'def', pg_get_constraintdef(k.oid),
+                   'validated', k.convalidated,
+                   'comment', obj_description(k.oid, 'pg_constraint')
+               ) ORDER BY k.conname)
+        FROM pg_catalog.pg_constraint k
+        WHERE k.contypid = t.oid AND k.contype = 'c') AS constraints,
+       -- composite
+       (SELECT json_agg(json_build_object(
+                   'name', quote_ident(a.attname),
+                   'type', format_type(a.atttypid, a.atttypmod),
+                   'collation', CASE WHEN a.attcollation <> at.typcollation
+                                     THEN quote_ident(cn.nspname) || '.'
+                                          || quote_ident(co.collname) END,
+                   'comment', col_description(a.attrelid, a.attnum)
+               ) ORDER BY a.attnum)
+        FROM pg_catalog.pg_attribute a
+        JOIN pg_catalog.pg_type at ON at.oid = a.atttypid
+        LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
+        LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace
+        WHERE t.typtype = 'c' AND a.attrelid = t.typrelid
+          AND a.attnum > 0 AND NOT a.attisdropped) AS attributes,
+       -- range
+       CASE WHEN t.typtype = 'r' THEN json_build_object(
+           'subtype', format_type(r.rngsubtype, NULL),
+           'opclass', CASE WHEN NOT opc.opcdefault
+                           THEN quote_ident(opn.nspname) || '.' || quote_ident(opc.opcname) END,
+           'collation', CASE WHEN r.rngcollation <> st.typcollation
+                             THEN (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
+                                   FROM pg_catalog.pg_collation co
+                                   JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace
+                                   WHERE co.oid = r.rngcollation) END,
+           'canonical', CASE WHEN r.rngcanonical <> 0 THEN r.rngcanonical::regproc::text END,
+           'subdiff', CASE WHEN r.rngsubdiff <> 0 THEN r.rngsubdiff::regproc::text END,
+           'multirange', {multirange}) END AS range
+FROM pg_catalog.pg_type t
+JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+LEFT JOIN pg_catalog.pg_class rel ON rel.oid = t.typrelid
+LEFT JOIN pg_catalog.pg_type bt ON bt.oid = t.typbasetype
+LEFT JOIN pg_catalog.pg_range r ON r.rngtypid = t.oid
+LEFT JOIN pg_catalog.pg_type st ON st.oid = r.rngsubtype
+LEFT JOIN pg_catalog.pg_opclass opc ON opc.oid = r.rngsubopc
+LEFT JOIN pg_catalog.pg_namespace opn ON opn.oid = opc.opcnamespace
+WHERE (t.typtype IN ('e', 'd', 'r') OR (t.typtype = 'c' AND rel.relkind = 'c'))
+  AND {_USER_SCHEMA}
+  AND {_not_extension_member('pg_type', 't.oid')}
+  AND {_oid_filter('t.oid')}
+"""
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal for text.
+
+    Text holding a backslash is dollar-quoted: the loader splits files with
+    sqlparse, whose lexer reads backslash-quote as an escaped quote in every
+    string literal, so '...\\' would swallow the rest of the file.
+    """
+    if "\\" not in text:
+        return "'" + text.replace("'", "''") + "'"
+    tag = "$_$"
+    n = 0
+    while tag in text or text.endswith(tag[:-1]):
+        n += 1
+        tag = f"$_{n}$"
+    return f"{tag}{text}{tag}"
+
+
+def _comment(target: str, text: str | None) -> list[str]:
+    """``COMMENT ON target IS ...;`` as a one-element list, or no statement."""
+    if text is None:
+        return []
+    return [f"COMMENT ON {target} IS {_literal(text)};"]
+
+
+def _file(statements: Sequence[str]) -> str:
+    """Statements separated by a blank line, the file ending with one newline."""
+    return "\n\n".join(statements) + "\n"
+
+
+def _reloptions(options: list[str] | None) -> str:
+    """``WITH (a=b, ...)`` for pg_class.reloptions, or an empty string."""
+    if not options:
+        return ""
+    rendered = []
+    for option in options:
+        key, _, value = option.partition("=")
+        if not re.fullmatch(r"[A-Za-z0-9_.]+", value):
+            value = _literal(value)
+        rendered.append(f"{key}={value}")
+    return f" WITH ({', '.join(rendered)})"
+
+
+_INT_BOUNDS = {
+    "smallint": (-(2**15), 2**15 - 1),
+    "integer": (-(2**31), 2**31 - 1),
+    "bigint": (-(2**63), 2**63 - 1),
+}
+
+
+def _sequence_options(params: Row, *, with_type: bool) -> list[str]:
+    """CREATE SEQUENCE options that differ from the defaults PostgreSQL would pick."""
+    seq_type = params["type"]
+    low, high = _INT_BOUNDS.get(seq_type, _INT_BOUNDS["bigint"])
+    increment = int(params["increment"])
+    default_min, default_max = (1, high) if increment > 0 else (low, -1)
+    minimum, maximum = int(params["min"]), int(params["max"])
+    default_start = minimum if increment > 0 else maximum
+    options = []
+    if with_type and seq_type != "bigint":
+        options.append(f"AS {seq_type}")
+    if increment != 1:
+        options.append(f"INCREMENT BY {increment}")
+    if minimum != default_min:
+        options.append(f"MINVALUE {minimum}")
+    if maximum != default_max:
+        options.append(f"MAXVALUE {maximum}")
+    if int(params["start"]) != default_start:
+        options.append(f"START WITH {params['start']}")
+    if int(params["cache"]) != 1:
+        options.append(f"CACHE {params['cache']}")
+    if params["cycle"]:
+        options.append("CYCLE")
+    return options
+
+
+def _create_sequence(qname: str, params: Row) -> str:
+    options = _sequence_options(params, with_type=True)
+    return f"CREATE SEQUENCE {qname}" + "".join(f"\n    {o}" for o in options) + ";"
+
+
+def _column(col: Row) -> str:
+    """One column definition of CREATE TABLE."""
+    parts = [col["name"], col["type"]]
+    if col["collation"]:
+        parts.append(f"COLLATE {col['collation']}")
+    if col["generated"]:
+        kind = "VIRTUAL" if col["generated"] == "v" else "STORED"
+        parts.append(f"GENERATED ALWAYS AS ({col['default']}) {kind}")
+    elif col["default"] is not None:
+        parts.append(f"DEFAULT {col['default']}")
+    if col["identity"]:
+        when = "ALWAYS" if col["identity"] == "a" else "BY DEFAULT"
+        identity = f"GENERATED {when} AS IDENTITY"
+        if col["identity_sequence"]:
+            options = _sequence_options(col["identity_sequence"], with_type=False)
+            if options:
+                identity += f" ({' '.join(options)})"
+        parts.append(identity)
+    if col["notnull"]:
+        parts.append("NOT NULL")
+    return " ".join(parts)
+
+
+def _index(index: Row) -> str:
+    definition: str = index["def"]
+    if index["partitioned"]:
+        # pg_get_indexdef prints a partitioned table's index ON ONLY, which
+        # would not create the partitions' indexes: without ONLY it recurses.
+        marker = f"INDEX {index['name']} ON ONLY "
+        definition = definition.replace(marker, f"INDEX {index['name']} ON ", 1)
+    return definition + ";"
+
+
+_TRIGGER_ENABLED = {"D": "DISABLE", "R": "ENABLE REPLICA", "A": "ENABLE ALWAYS"}
+_POLICY_COMMANDS = {"r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE", "*": "ALL"}
+
+
+def _triggers(qname: str, triggers: list[Row], alter: str) -> list[str]:
+    statements = []
+    for trigger in triggers:
+        statements.append(trigger["def"] + ";")
+        if trigger["enabled"] in _TRIGGER_ENABLED:
+            action = _TRIGGER_ENABLED[trigger["enabled"]]
+            statements.append(f"ALTER {alter} {qname} {action} TRIGGER {trigger['name']};")
+    return statements
+
+
+def _policy(qname: str, policy: Row) -> str:
+    text = f"CREATE POLICY {policy['name']} ON {qname}"
+    if not policy["permissive"]:
+        text += "\n    AS RESTRICTIVE"
+    text += f"\n    FOR {_POLICY_COMMANDS[policy['cmd']]}"
+    text += f"\n    TO {', '.join(policy['roles'] or ['PUBLIC'])}"
+    if policy["using"] is not None:
+        text += f"\n    USING ({policy['using']})"
+    if policy["check"] is not None:
+        text += f"\n    WITH CHECK ({policy['check']})"
+    return text + ";"
+
+
+def _column_comments(qname: str, columns: list[Row]) -> list[str]:
+    statements = []
+    for col in columns:
+        statements += _comment(f"COLUMN {qname}.{col['name']}", col["comment"])
+    return statements
+
+
+# -------------------------------------------------------------------- renderers
+
+
+def _render_schemas(rows: list[Row]) -> Iterator[tuple[ObjectKey, str]]:
+    for row in rows:
+        statements = [f"CREATE SCHEMA IF NOT EXISTS {row['qname']};"]
+        statements += _comment(f"SCHEMA {row['qname']}", row["comment"])
+        yield ObjectKey("schema", row["name"], row["name"]), _file(statements)
+
+
+def _render_extensions(rows: list[Row]) -> Iterator[tuple[ObjectKey, str]]:
+    for row in rows:
+        # No VERSION: the shadow's server decides which versions exist.
+        statements = [
+            f"CREATE EXTENSION IF NOT EXISTS {row['qname']} WITH SCHEMA {row['qschema']};"
+        ]
+        statements += _comment(f"EXTENSION {row['qname']}", row["comment"])
+        yield ObjectKey("extension", row["schema"], row["name"]), _file(statements)
+
+
+def _render_table(row: Row) -> str:
+    qname = row["qname"]
+    columns: list[Row] = row["columns"] or []
+    constraints: list[Row] = row["constraints"] or []
+    sequences: list[Row] = row["sequences"] or []
+    parents: list[str] = row["parents"] or []
+    statements = [_create_sequence(seq["qname"], seq["params"]) for seq in sequences]
+
+    foreign_keys = [k for k in constraints if k["type"] == "f"]
+    # NOT VALID constraints cannot be declared inside CREATE TABLE.
+    inline = [k for k in constraints if k["type"] != "f" and k["validated"]]
+    not_valid = [k for k in constraints if k["type"] != "f" and not k["validated"]]
+
+    unlogged = "UNLOGGED " if row["relpersistence"] == "u" else ""
+    create = f"CREATE {unlogged}TABLE {qname}"
+    if row["relispartition"]:
+        # A partition's columns are the parent's: only local constraints are its own.
+        items = [f"CONSTRAINT {k['name']} {k['def']}" for k in inline]
+        create += f" PARTITION OF {parents[0]}"
+        if items:
+            create += " (\n" + ",\n".join(f"    {item}" for item in items) + "\n)"
+        create += f"\n{row['partbound']}"
+    else:
+        # Columns inherited from INHERITS parents come back with the parents.
+        items = [_column(col) for col in columns if col["local"] or not parents]
+        items += [f"CONSTRAINT {k['name']} {k['def']}" for k in inline]
+        create += " (\n" + ",\n".join(f"    {item}" for item in items) + "\n)" if items else " ()"
+        if parents:
+            create += f"\nINHERITS ({', '.join(parents)})"
+    if row["partkey"]:
+        create += f"\nPARTITION BY {row['partkey']}"
+    create += _reloptions(row["reloptions"])
+    statements.append(create + ";")
+
+    for k in not_valid:
+        statements.append(f"ALTER TABLE {qname} ADD CONSTRAINT {k['name']} {k['def']};")
+    for seq in sequences:
+        statements.append(f"ALTER SEQUENCE {seq['qname']} OWNED BY {qname}.{seq['column']};")
+    statements += [_index(index) for index in row["indexes"] or []]
+    statements += _triggers(qname, row["triggers"] or [], "TABLE")
+    if row["relrowsecurity"]:
+        statements.append(f"ALTER TABLE {qname} ENABLE ROW LEVEL SECURITY;")
+    if row["relforcerowsecurity"]:
+        statements.append(f"ALTER TABLE {qname} FORCE ROW LEVEL SECURITY;")
+    statements += [_policy(qname, policy) for policy in row["policies"] or []]
+
+    statements += _comment(f"TABLE {qname}", row["comment"])
+    statements += _column_comments(qname, columns)
+    for k in inline + not_valid:
+        statements += _comment(f"CONSTRAINT {k['name']} ON {qname}", k["comment"])
+    for index in row["indexes"] or []:
+        statements += _comment(f"INDEX {row['qschema']}.{index['name']}", index["comment"])
+    for trigger in row["triggers"] or []:
+        statements += _comment(f"TRIGGER {trigger['name']} ON {qname}", trigger["comment"])
+    for policy in row["policies"] or []:
+        statements += _comment(f"POLICY {policy['name']} ON {qname}", policy["comment"])
+    for seq in sequences:
+        statements += _comment(f"SEQUENCE {seq['qname']}", seq["comment"])
+
+    # Foreign keys last, so table files load in any order, FK cycles included.
+    # ONLY is refused for a foreign key on a partitioned table.
+    only = "" if row["relkind"] == "p" else "ONLY "
+    for k in foreign_keys:
+        statements.append(f"ALTER TABLE {only}{qname}\n    ADD CONSTRAINT {k['name']} {k['def']};")
+        statements += _comment(f"CONSTRAINT {k['name']} ON {qname}", k["comment"])
+    return _file(statements)
+
+
+def _render_view(row: Row) -> str:
+    qname = row["qname"]
+    # pg_get_viewdef ends the query with ";" and starts it with a space.
+    query = row["def"].strip().rstrip(";").rstrip()
+    options = _reloptions(row["reloptions"])
+    columns: list[Row] = row["columns"] or []
+    if row["relkind"] == "m":
+        target = "MATERIALIZED VIEW"
+        # WITH NO DATA: the snapshot is schema only, and refreshing could be costly.
+        statements = [f"CREATE MATERIALIZED VIEW {qname}{options} AS\n{query}\nWITH NO DATA;"]
+    else:
+        target = "VIEW"
+        statements = [f"CREATE VIEW {qname}{options} AS\n{query};"]
+    statements += [_index(index) for index in row["indexes"] or []]
+    statements += _triggers(qname, row["triggers"] or [], target)
+    statements += _comment(f"{target} {qname}", row["comment"])
+    statements += _column_comments(qname, columns)
+    for index in row["indexes"] or []:
+        statements += _comment(f"INDEX {row['qschema']}.{index['name']}", index["comment"])
+    for trigger in row["triggers"] or []:
+        statements += _comment(f"TRIGGER {trigger['name']} ON {qname}", trigger["comment"])
+    return _file(statements)
+
+
+def _render_sequence(row: Row) -> str:
+    statements = [_create_sequence(row["qname"], row["params"])]
+    statements += _comment(f"SEQUENCE {row['qname']}", row["comment"])
+    return _file(statements)
+
+
+def _render_functions(rows: list[Row]) -> str:
+    """All overloads of one name, ordered by identity arguments."""
+    statements = []
+    for row in sorted(rows, key=lambda r: r["args"]):
+        statements.append(row["def"].rstrip() + ";")
+        kind = "PROCEDURE" if row["prokind"] == "p" else "FUNCTION"
+        statements += _comment(f"{kind} {row['qname']}({row['args']})", row["comment"])
+    return _file(statements)
+
+
+def _multirange_name(range_name: str) -> str:
+    """The multirange type name PostgreSQL derives from a range type name."""
+    # Mirrors makeMultirangeTypeName(): "range" becomes "multirange", else a suffix.
+    position = range_name.find("range")
+    if position >= 0:
+        return range_name[:position] + "multi" + range_name[position:]
+    return range_name + "_multirange"
+
+
+def _render_type(row: Row) -> str:
+    qname = row["qname"]
+    typtype = row["typtype"]
+    target = "DOMAIN" if typtype == "d" else "TYPE"
+    after: list[str] = []
+    if typtype == "e":
+        labels = [_literal(label) for label in row["labels"] or []]
+        body = "".join(f"\n    {label}" + ("," if i < len(labels) - 1 else "")
+                       for i, label in enumerate(labels))
+        create = f"CREATE TYPE {qname} AS ENUM ({body}\n)" if labels else (
+            f"CREATE TYPE {qname} AS ENUM ()")
+    elif typtype == "c":
+        attributes: list[Row] = row["attributes"] or []
+        items = [
+            f"{a['name']} {a['type']}" + (f" COLLATE {a['collation']}" if a["collation"] else "")
+            for a in attributes
+        ]
+        create = f"CREATE TYPE {qname} AS (" + (
+            "\n" + ",\n".join(f"    {item}" for item in items) + "\n)" if items else ")")
+        after += _column_comments(qname, attributes)
+    elif typtype == "d":
+        create = f"CREATE DOMAIN {qname} AS {row['basetype']}"
+        if row["collation"]:
+            create += f"\n    COLLATE {row['collation']}"
+        if row["default"] is not None:
+            create += f"\n    DEFAULT {row['default']}"
+        if row["notnull"]:
+            create += "\n    NOT NULL"
+        for k in row["constraints"] or []:
+            if k["validated"]:
+                create += f"\n    CONSTRAINT {k['name']} {k['def']}"
+            else:
+                # NOT VALID is only accepted by ALTER DOMAIN.
+                after.append(f"ALTER DOMAIN {qname} ADD CONSTRAINT {k['name']} {k['def']};")
+            after += _comment(f"CONSTRAINT {k['name']} ON DOMAIN {qname}", k["comment"])
+    else:
+        spec = row["range"]
+        options = [f"subtype = {spec['subtype']}"]
+        if spec["opclass"]:
+            options.append(f"subtype_opclass = {spec['opclass']}")
+        if spec["collation"]:
+            options.append(f"collation = {spec['collation']}")
+        if spec["canonical"]:
+            options.append(f"canonical = {spec['canonical']}")
+        if spec["subdiff"]:
+            options.append(f"subtype_diff = {spec['subdiff']}")
+        multirange = spec["multirange"]
+        if multirange and (
+            multirange["schema"] != row["schema"]
+            or multirange["name"] != _multirange_name(row["name"])
+        ):
+            options.append(f"multirange_type_name = {multirange['qname']}")
+        create = f"CREATE TYPE {qname} AS RANGE (\n" + ",\n".join(
+            f"    {option}" for option in options) + "\n)"
+    statements = [create + ";"]
+    statements += _comment(f"{target} {qname}", row["comment"])
+    return _file(statements + after)
+
+
+# ------------------------------------------------------------------------ entry
+
+
+@contextmanager
+def _empty_search_path(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """Run the block in a transaction (or savepoint) with search_path = ''.
+
+    The setting is transaction-local; it is put back explicitly too, because
+    inside the caller's transaction releasing our savepoint would keep it.
+    On error the rollback (to the savepoint) undoes it.
+    """
+    with conn.transaction():
+        cur = conn.execute("SELECT current_setting('search_path')")
+        row = cur.fetchone()
+        previous = row[0] if row else ""
+        conn.execute("SELECT set_config('search_path', '', true)")
+        yield
+        conn.execute("SELECT set_config('search_path', %s, true)", (previous,))
+
+
+def _fetch(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> list[Row]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, params)  # type: ignore[arg-type]  # static SQL built above
+        return cur.fetchall()
+
+
+def render_snapshot(
+    conn: psycopg.Connection[Any],
+    *,
+    exclude_schemas: Collection[str] = DEFAULT_EXCLUDED_SCHEMAS,
+) -> Snapshot:
+    """Render every user object of the connected database.
+
+    Skips system schemas, ``exclude_schemas``, objects that belong to an
+    extension and plpgsql. Returns the files sorted by key. Runs in the caller's
+    transaction (as a savepoint) if there is one, else in its own.
+    """
+    version = conn.info.server_version
+    params: dict[str, Any] = {"exclude": list(exclude_schemas), "oids": None}
+    files: list[tuple[ObjectKey, str]] = []
+    with _empty_search_path(conn):
+        files += _render_schemas(_fetch(conn, _SCHEMAS_SQL, params))
+        files += _render_extensions(_fetch(conn, _EXTENSIONS_SQL, params))
+        for row in _fetch(conn, _tables_sql(version), params):
+            files.append((ObjectKey("table", row["schema"], row["name"]), _render_table(row)))
+        for row in _fetch(conn, _views_sql(version), params):
+            kind = "matview" if row["relkind"] == "m" else "view"
+            files.append((ObjectKey(kind, row["schema"], row["name"]), _render_view(row)))
+        for row in _fetch(conn, _SEQUENCES_SQL, params):
+            files.append((ObjectKey("sequence", row["schema"], row["name"]), _render_sequence(row)))
+        overloads: dict[ObjectKey, list[Row]] = {}
+        for row in _fetch(conn, _FUNCTIONS_SQL, params):
+            overloads.setdefault(ObjectKey("function", row["schema"], row["name"]), []).append(row)
+        files += [(key, _render_functions(rows)) for key, rows in overloads.items()]
+        for row in _fetch(conn, _types_sql(version), params):
+            files.append((ObjectKey("type", row["schema"], row["name"]), _render_type(row)))
+    return dict(sorted(files))

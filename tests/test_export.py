@@ -1,0 +1,215 @@
+"""Exporting: a v1 history becomes a git history, checked with the real git CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pggit_export import ExportOptions, export_history
+from pggit_export.restore import load_files
+from pggit_export.snapshot import render_snapshot
+
+from history import Change, append_changes, at, git, make_source
+
+SHOP = [
+    Change(
+        "CREATE TABLE users (id serial PRIMARY KEY, name text NOT NULL);",
+        at(1, 9), "alice",
+        [("CREATE", "TABLE", "public", "users"), ("CREATE", "INDEX", "public", "users_pkey")],
+    ),
+    # A batch (one text, one transaction) with DML and transaction control mixed in:
+    # v1 wrote one row per object, all with the same text, time and user.
+    Change(
+        "BEGIN;\nCREATE SCHEMA billing;\n"
+        "CREATE TABLE billing.invoices (id int PRIMARY KEY, user_id int REFERENCES users(id));\n"
+        "CREATE TABLE billing.lines (invoice_id int, amount numeric(10,2));\n"
+        "INSERT INTO users (name) VALUES ('seed');\nCOMMIT;",
+        at(2, 10), "bob",
+        [
+            ("CREATE", "TABLE", "billing", "invoices"),
+            ("CREATE", "INDEX", "billing", "invoices_pkey"),
+            ("ALTER", "TABLE", "billing", "invoices"),
+            ("CREATE", "TABLE", "billing", "lines"),
+        ],
+    ),
+    Change("ALTER TABLE users ADD COLUMN email text;", at(3, 11), "alice",
+           [("ALTER", "TABLE", "public", "users")]),
+    Change("CREATE VIEW user_emails AS SELECT id, email FROM users;", at(4), "carol",
+           [("CREATE", "VIEW", "public", "user_emails")]),
+    Change("UPDATE users SET email = name || '@example.com';", at(5), "alice",
+           [("ALTER", "TABLE", "public", "users")]),
+    Change("DROP VIEW user_emails;", at(6), "carol", [("DROP", "VIEW", "public", "user_emails")]),
+]
+
+
+def export(source: str, repo: Path, shadow: str, **kw: object) -> object:
+    return export_history(source, repo, ExportOptions(shadow_dsn=shadow, **kw))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def shop_source(make_database: Callable[[], str]) -> str:
+    return make_source(make_database(), SHOP)
+
+
+def test_one_commit_per_changeset_with_authors_and_dates(
+    shop_source: str, pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    report = export(shop_source, repo, pg_admin_dsn)
+    assert report.commits_written == len(SHOP)
+    assert report.rows_exported == report.history_rows == 10
+    git(repo, "fsck", "--strict")
+    log = git(repo, "log", "--reverse", "--format=%an|%ae|%aI|%cn|%cI|%s").splitlines()
+    assert len(log) == len(SHOP)
+    first = log[0].split("|")
+    assert first[:5] == [
+        "alice", "alice@pggit.invalid", "2024-01-01T09:00:00+00:00", "alice",
+        "2024-01-01T09:00:00+00:00",
+    ]
+    assert [line.split("|")[0] for line in log] == [c.user for c in SHOP]
+    assert first[5] == "Create table public.users"
+    assert log[1].split("|")[5] == "Create 1 schema and 2 tables in billing"
+    assert log[2].split("|")[5] == "Alter table public.users"
+    assert log[4].split("|")[5].startswith("No schema change: UPDATE users")
+    assert log[5].split("|")[5] == "Drop view public.user_emails"
+
+
+def test_tree_holds_one_file_per_object_at_each_point(
+    shop_source: str, pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    export(shop_source, repo, pg_admin_dsn)
+    commits = git(repo, "rev-list", "--reverse", "main").split()
+    assert git(repo, "ls-tree", "-r", "--name-only", commits[1]).split() == [
+        "billing/_schema.sql", "billing/invoices.sql", "billing/lines.sql",
+        "public/_schema.sql", "public/users.sql",
+    ]
+    assert "email" not in git(repo, "show", f"{commits[1]}:public/users.sql")
+    assert "email text" in git(repo, "show", f"{commits[2]}:public/users.sql")
+    assert "public/user_emails.sql" in git(repo, "ls-tree", "-r", "--name-only", commits[3])
+    assert "public/user_emails.sql" not in git(repo, "ls-tree", "-r", "--name-only", commits[5])
+    # The foreign key comes after the table, as ALTER TABLE, in the referencing table's file.
+    invoices = git(repo, "show", f"{commits[1]}:billing/invoices.sql")
+    assert invoices.index("CREATE TABLE billing.invoices") < invoices.index("FOREIGN KEY")
+    # A normal repository: the working tree shows the head snapshot.
+    assert (repo / "public" / "users.sql").read_text() == git(repo, "show", "main:public/users.sql")
+    assert git(repo, "status", "--porcelain") == ""
+    # git's own tools work on the history.
+    follow = git(repo, "log", "--follow", "-p", "--format=%s", "public/users.sql")
+    assert "+    email text" in follow
+    assert git(repo, "diff", "--name-status", commits[0], commits[1], "--", "billing/").split() == [
+        "A", "billing/_schema.sql", "A", "billing/invoices.sql", "A", "billing/lines.sql",
+    ]
+
+
+def test_message_holds_sql_and_history_ids(shop_source: str, pg_admin_dsn: str, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    export(shop_source, repo, pg_admin_dsn)
+    second = git(repo, "rev-list", "--reverse", "main").split()[1]
+    body = git(repo, "log", "-1", "--format=%B", second)
+    assert "CREATE TABLE billing.lines (invoice_id int, amount numeric(10,2));" in body
+    assert git(repo, "log", "-1", "--format=%(trailers:key=Pggit-History-Ids,valueonly)",
+               second).strip() == "3-6"
+    all_ids = git(repo, "log", "--format=%(trailers:key=Pggit-History-Ids,valueonly)").split()
+    assert sorted(all_ids) == sorted(["1-2", "3-6", "7", "8", "9", "10"])
+
+
+def test_same_history_exported_twice_gives_same_commit_ids(
+    shop_source: str, pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    first = export(shop_source, tmp_path / "a", pg_admin_dsn)
+    second = export(shop_source, tmp_path / "b", pg_admin_dsn, bare=True)
+    assert first.head == second.head
+    assert git(tmp_path / "b", "rev-parse", "--is-bare-repository").strip() == "true"
+    assert git(tmp_path / "a", "rev-list", "main") == git(tmp_path / "b", "rev-list", "main")
+
+
+def test_snapshot_files_recreate_the_schema(
+    shop_source: str, pg_admin_dsn: str, tmp_path: Path, make_database: Callable[[], str]
+) -> None:
+    repo = tmp_path / "repo"
+    export(shop_source, repo, pg_admin_dsn)
+    for rev in git(repo, "rev-list", "main").split():
+        paths = git(repo, "ls-tree", "-r", "--name-only", rev).split()
+        files = {p: git(repo, "show", f"{rev}:{p}") for p in paths}
+        with psycopg.connect(make_database()) as conn:
+            result = load_files(conn, dict(reversed(list(files.items()))))
+            assert result.failures == []
+            rendered = render_snapshot(conn)
+        from pggit_export.export import _files
+
+        assert {p: c.decode() for p, c in _files(rendered).items()} == files
+
+
+def test_failed_changeset_is_committed_and_reported(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    source = make_source(make_database(), [
+        Change("CREATE TABLE a (id int);", at(1)),
+        Change("ALTER TABLE missing ADD COLUMN x int;\nCREATE TABLE b (id int);", at(2), "bob",
+               [("ALTER", "TABLE", "public", "missing"), ("CREATE", "TABLE", "public", "b")]),
+        Change("CREATE TABLE c (id int);", at(3)),
+    ])
+    repo = tmp_path / "repo"
+    report = export(source, repo, pg_admin_dsn)
+    assert report.commits_written == 3
+    [failed] = report.failed
+    assert failed.history_ids == [2, 3]
+    assert "relation \"missing\" does not exist" in (failed.error or "")
+    assert failed.statement == "ALTER TABLE missing ADD COLUMN x int;"
+    # The failed changeset rolled back whole: b does not exist after it, its tree is unchanged.
+    commits = git(repo, "rev-list", "--reverse", "main").split()
+    assert git(repo, "rev-parse", f"{commits[1]}^{{tree}}") == git(
+        repo, "rev-parse", f"{commits[0]}^{{tree}}")
+    message = git(repo, "log", "-1", "--format=%B", commits[1])
+    assert message.startswith("Replay failed: ALTER TABLE missing ADD COLUMN x int;")
+    assert "Pggit-Replay: failed" in message
+    assert "42P01" in message
+    assert "public/c.sql" in git(repo, "ls-tree", "-r", "--name-only", "main")
+    git(repo, "fsck", "--strict")
+
+
+def test_repeated_text_in_separate_transactions_is_replayed_each_time(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    # psql -f: the same statement text can recur later; only consecutive rows group.
+    drop = "DROP TABLE IF EXISTS t;"
+    create = "CREATE TABLE t (id int);"
+    source = make_source(make_database(), [
+        Change(create, at(1)),
+        Change(drop, at(2), objects=[("DROP", "TABLE", "public", "t")]),
+        Change(create, at(3)),
+        Change(drop, at(4), objects=[("DROP", "TABLE", "public", "t")]),
+    ])
+    repo = tmp_path / "repo"
+    report = export(source, repo, pg_admin_dsn)
+    assert report.commits_written == 4 and report.clean
+    subjects = git(repo, "log", "--reverse", "--format=%s").splitlines()
+    assert subjects[1:] == ["Drop table public.t", "Create table public.t", "Drop table public.t"]
+
+
+def test_rerun_continues_and_matches_a_single_run(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    first_part, second_part = SHOP[:3], SHOP[3:]
+    incremental = make_source(make_database(), first_part)
+    export(incremental, tmp_path / "inc", pg_admin_dsn)
+    again = export(incremental, tmp_path / "inc", pg_admin_dsn)
+    assert again.commits_written == 0 and again.resumed_after_id == 7
+    with psycopg.connect(incremental) as conn:
+        append_changes(conn, second_part)
+    resumed = export(incremental, tmp_path / "inc", pg_admin_dsn)
+    assert resumed.commits_written == len(second_part)
+    whole = export(make_source(make_database(), SHOP), tmp_path / "whole", pg_admin_dsn)
+    assert resumed.head == whole.head
+    git(tmp_path / "inc", "fsck", "--strict")
+    assert git(tmp_path / "inc", "status", "--porcelain") == ""
+
+
+def test_private_shadow_by_default(shop_source: str, tmp_path: Path) -> None:
+    report = export_history(shop_source, tmp_path / "repo")
+    assert report.commits_written == len(SHOP)
+    assert "embedded" in report.shadow
