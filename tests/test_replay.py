@@ -1,0 +1,158 @@
+"""Replay edge cases: what runs in the shadow, what is skipped or refused, and isolation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pggit_export import ExportOptions, export_history
+from pggit_export.replay import Action, classify, prepare_for_transaction, split_statements
+
+from history import Change, at, git, make_source
+
+
+@pytest.mark.parametrize(
+    ("statement", "action"),
+    [
+        ("CREATE TABLE t (id int)", Action.REPLAY),
+        ("  -- leading comment\nALTER TABLE t ADD x int", Action.REPLAY),
+        ("DO $$ BEGIN CREATE TABLE x (); END $$", Action.REPLAY),
+        ("SELECT add_audit('t')", Action.REPLAY),
+        ("CALL migrate()", Action.REPLAY),
+        ("SET search_path = app", Action.REPLAY),
+        ("INSERT INTO t VALUES (1)", Action.SKIP_DATA),
+        ("WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x", Action.SKIP_DATA),
+        ("WITH x AS (SELECT 1) SELECT * FROM x", Action.REPLAY),
+        ("update t set x = 1", Action.SKIP_DATA),
+        ("COPY t FROM stdin", Action.SKIP_DATA),
+        ("TRUNCATE t", Action.SKIP_DATA),
+        ("BEGIN", Action.SKIP_TRANSACTION),
+        ("COMMIT", Action.SKIP_TRANSACTION),
+        ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", Action.SKIP_TRANSACTION),
+        ("GRANT SELECT ON t TO reader", Action.SKIP_PRIVILEGES),
+        ("ALTER TABLE t OWNER TO bob", Action.SKIP_PRIVILEGES),
+        ("CREATE ROLE bob", Action.SKIP_PRIVILEGES),
+        ("VACUUM ANALYZE t", Action.SKIP_MAINTENANCE),
+        ("ALTER SYSTEM SET work_mem = '1GB'", Action.REFUSE),
+        ("CREATE DATABASE other", Action.REFUSE),
+        ("COPY t TO PROGRAM 'rm -rf /'", Action.REFUSE),
+        ("COPY t FROM '/etc/passwd'", Action.REFUSE),
+        ("CREATE TABLESPACE x LOCATION '/tmp'", Action.REFUSE),
+    ],
+)
+def test_classify(statement: str, action: Action) -> None:
+    assert classify(statement) is action
+
+
+def test_split_keeps_dollar_quoted_bodies_whole() -> None:
+    text = (
+        "BEGIN;\nCREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $b$ BEGIN; RETURN 1; END; $b$;"
+        "\n-- only a comment\nCOMMIT;"
+    )
+    statements = split_statements(text)
+    assert [s.action for s in statements] == [
+        Action.SKIP_TRANSACTION, Action.REPLAY, Action.SKIP_TRANSACTION,
+    ]
+    assert statements[1].text.endswith("END; $b$;")
+
+
+def test_concurrently_is_dropped_inside_a_transaction() -> None:
+    assert prepare_for_transaction("CREATE UNIQUE INDEX CONCURRENTLY i ON t (x)") == (
+        "CREATE UNIQUE INDEX i ON t (x)"
+    )
+    assert prepare_for_transaction("DROP INDEX CONCURRENTLY i") == "DROP INDEX i"
+
+
+def export(source: str, tmp_path: Path, shadow: str) -> tuple[object, Path]:
+    repo = tmp_path / "repo"
+    return export_history(source, repo, ExportOptions(shadow_dsn=shadow)), repo
+
+
+def test_ddl_in_functions_do_blocks_and_selects_is_replayed(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    source = make_source(make_database(), [
+        Change(
+            "CREATE TABLE t (id int);\n"
+            "CREATE FUNCTION add_log(tbl text) RETURNS void LANGUAGE plpgsql AS $$\n"
+            "BEGIN EXECUTE format('CREATE TABLE %I (id int)', tbl || '_log'); END $$;\n"
+            "SELECT add_log('t');\n"
+            "DO $$ BEGIN CREATE TABLE from_do (id int); END $$;\n"
+            "CREATE INDEX CONCURRENTLY t_id ON t (id);",
+            at(1),
+        ),
+    ])
+    report, repo = export(source, tmp_path, pg_admin_dsn)
+    assert report.clean
+    files = git(repo, "ls-tree", "-r", "--name-only", "main").split()
+    assert {"public/t_log.sql", "public/from_do.sql", "public/add_log.sql"} <= set(files)
+    assert "CREATE INDEX t_id ON public.t USING btree (id);" in git(repo, "show", "main:public/t.sql")
+
+
+def test_session_state_does_not_leak_between_changesets(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    source = make_source(make_database(), [
+        Change("CREATE SCHEMA app;\nSET search_path = app;\nCREATE TABLE a (id int);", at(1),
+               objects=[("CREATE", "TABLE", "app", "a")]),
+        Change("CREATE TABLE b (id int);", at(2), objects=[("CREATE", "TABLE", "public", "b")]),
+    ])
+    report, repo = export(source, tmp_path, pg_admin_dsn)
+    assert report.clean
+    files = git(repo, "ls-tree", "-r", "--name-only", "main").split()
+    assert "app/a.sql" in files and "public/b.sql" in files and "app/b.sql" not in files
+
+
+def test_refused_statements_are_reported_and_not_run(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    source = make_source(make_database(), [
+        Change("CREATE TABLE t (id int);\nALTER SYSTEM SET work_mem = '1GB';\n"
+               "COPY t TO PROGRAM 'touch /tmp/pggit-export-pwned';", at(1)),
+    ])
+    report, repo = export(source, tmp_path, pg_admin_dsn)
+    assert [r.statement for r in report.refused_statements] == [
+        "ALTER SYSTEM SET work_mem = '1GB';", "COPY t TO PROGRAM 'touch /tmp/pggit-export-pwned';",
+    ]
+    assert not Path("/tmp/pggit-export-pwned").exists()
+    with psycopg.connect(pg_admin_dsn) as conn:
+        assert conn.execute("SHOW work_mem").fetchone() != ("1GB",)
+    message = git(repo, "log", "-1", "--format=%B")
+    assert "Refused, not run" in message and "ALTER SYSTEM" in message
+    assert "public/t.sql" in git(repo, "ls-tree", "-r", "--name-only", "main")
+
+
+def test_pggit_install_row_is_kept_but_not_replayed(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    source = make_source(make_database(), [
+        Change("CREATE FUNCTION pggit.handle_ddl() RETURNS event_trigger LANGUAGE plpgsql "
+               "AS $$ BEGIN END $$;", at(1), "postgres",
+               [("CREATE", "FUNCTION", "pggit", "16500")]),
+        Change("CREATE TABLE t (id int);", at(2)),
+    ])
+    report, repo = export(source, tmp_path, pg_admin_dsn)
+    assert report.clean and report.commits_written == 2
+    assert [r.history_ids for r in report.not_replayed] == [[1]]
+    first = git(repo, "log", "--reverse", "--format=%s").splitlines()[0]
+    assert first == "Not replayed: pgGit's own objects (schema pggit)"
+
+
+def test_null_time_and_user_are_filled_and_marked(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    source = make_source(make_database(), [
+        Change("CREATE TABLE a (id int);", at(3)),
+        Change("CREATE TABLE b (id int);", None, None, [("CREATE", "TABLE", "public", "b")]),
+        Change("CREATE TABLE c (id int);", at(5), objects=[("CREATE", "TABLE", "public", "c")]),
+    ])
+    report, repo = export(source, tmp_path, pg_admin_dsn)
+    assert report.commits_written == 3
+    log = git(repo, "log", "--reverse", "--format=%an|%aI").splitlines()
+    assert log == ["alice|2024-01-03T12:00:00+00:00", "unknown|2024-01-03T12:00:00+00:00",
+                   "alice|2024-01-05T12:00:00+00:00"]
+    body = git(repo, "log", "--skip=1", "-1", "--format=%B")
+    assert "recorded no time" in body and "recorded no user" in body
