@@ -1,0 +1,67 @@
+"""Source and shadow servers of different PostgreSQL major versions.
+
+Needs a second PostgreSQL installed on the machine (Debian's packages put them
+in /usr/lib/postgresql/N/bin); skipped where there is none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pggit_export import ExportOptions, export_history
+from pggit_export.server import EmbeddedServer, PostgresBinaries, _version_of, find_binaries
+
+from history import Change, at, git, make_source
+
+
+def _other_major() -> PostgresBinaries | None:
+    bundled = find_binaries()
+    root = Path("/usr/lib/postgresql")
+    for bindir in sorted(root.glob("*/bin")) if root.is_dir() else []:
+        version = _version_of(bindir)
+        if version and int(version.split(".")[0]) != bundled.major:
+            return PostgresBinaries(bindir, version)
+    return None
+
+
+OTHER = _other_major()
+needs_other_major = pytest.mark.skipif(OTHER is None, reason="no second PostgreSQL major installed")
+
+
+@pytest.fixture(scope="module")
+def other_server() -> Iterator[EmbeddedServer]:
+    assert OTHER is not None
+    with EmbeddedServer(OTHER) as server:
+        yield server
+
+
+@needs_other_major
+def test_source_on_another_major_version(other_server: EmbeddedServer, tmp_path: Path) -> None:
+    with psycopg.connect(other_server.conninfo(), autocommit=True) as admin:
+        admin.execute("CREATE DATABASE src")
+    source = make_source(other_server.conninfo("src"), [
+        Change("CREATE TABLE t (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, n text);", at(1)),
+    ])
+    report = export_history(source, tmp_path / "repo")
+    assert report.clean and report.commits_written == 1
+    assert report.source_server_version // 10000 == OTHER.major
+    assert "GENERATED ALWAYS AS IDENTITY" in git(tmp_path / "repo", "show", "main:public/t.sql")
+
+
+@needs_other_major
+def test_warns_when_the_shadow_is_older_than_the_source(
+    other_server: EmbeddedServer, make_database, tmp_path: Path
+) -> None:
+    assert OTHER is not None
+    if OTHER.major > find_binaries().major:
+        pytest.skip("the other server is newer than the bundled one")
+    source = make_source(make_database(), [Change("CREATE TABLE t (id int);", at(1))])
+    report = export_history(
+        source, tmp_path / "repo", ExportOptions(shadow_dsn=other_server.conninfo())
+    )
+    assert report.shadow_server_version // 10000 == OTHER.major
+    assert any("older than the source" in w for w in report.warnings)
