@@ -113,6 +113,16 @@ def _print_report(report: ExportReport, as_json: bool, quiet: bool) -> None:
     for warning in report.warnings:
         typer.echo(f"warning: {warning}", err=True)
     if quiet:
+        # Quiet drops the summary, never the rows that did not make it.
+        for item in report.failed:
+            typer.echo(
+                f"pggit-export: history ids {_ids(item.history_ids)} failed to replay: "
+                f"{item.error}",
+                err=True,
+            )
+        for item in report.refused_statements:
+            typer.echo(f"pggit-export: history ids {_ids(item.history_ids)}: statement "
+                       "refused, not run", err=True)
         return
     resumed = (
         f" (continued after history id {report.resumed_after_id})"
@@ -154,6 +164,7 @@ def _ids(ids: list[int]) -> str:
 SourceArg = Annotated[
     str,
     typer.Argument(
+        metavar="SOURCE",
         help="Source database: a libpq connection string or URI, e.g. "
         "'host=db dbname=app user=me' or postgresql://me@db/app. PG* environment "
         "variables fill in what it leaves out; '' uses them alone, as psql does.",
@@ -163,6 +174,7 @@ SourceArg = Annotated[
 RepoArg = Annotated[
     Path,
     typer.Argument(
+        metavar="REPO",
         help="Git repository to write: created if missing; an existing export is continued.",
         show_default=False,
     ),
@@ -186,6 +198,14 @@ def export(
     default_author: Annotated[
         str, typer.Option(help="Author for history rows that recorded no user.")
     ] = "unknown",
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Commits written per pack. The branch moves after each batch: an "
+            "interrupted export keeps every finished batch, and a rerun continues.",
+        ),
+    ] = 200,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings.")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
@@ -210,6 +230,7 @@ def export(
                 bare=bare,
                 shadow_dsn=shadow_dsn,
                 default_author=default_author,
+                batch_commits=batch_size,
                 progress=progress,
             ),
         )
@@ -220,7 +241,9 @@ def export(
 @app.command(epilog=EPILOG)
 def demo(
     directory: Annotated[
-        Path, typer.Argument(help="Where to write the demo repository.", show_default=False)
+        Path, typer.Argument(
+            metavar="DIRECTORY", help="Where to write the demo repository.", show_default=False
+        )
     ],
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings.")] = False,
     as_json: Annotated[

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,10 +110,33 @@ class GitWriter:
                 ) from exc
             self.bare = repo.bare  # an existing repository stays as it is
             return repo
-        self.path.mkdir(parents=True, exist_ok=True)
-        repo = Repo.init_bare(str(self.path)) if self.bare else Repo.init(str(self.path))
+        return self._init_atomically()
+
+    def _init_atomically(self) -> Repo:
+        """Create the repository in a temporary directory and rename it into place.
+
+        A process killed half-way through `init` then leaves no half-made
+        repository that the next run would refuse, only the temporary directory,
+        which the next run removes (its name is ours).
+        """
+        if self.bare:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            final = self.path
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            final = self.path / ".git"
+        staging = final.parent / f".{final.name}.pggit-export-init"
+        if staging.exists():
+            shutil.rmtree(staging)
+        repo = Repo.init_bare(str(staging), mkdir=True)
         repo.refs.set_symbolic_ref(b"HEAD", self.ref)
-        return repo
+        if not self.bare:
+            config = repo.get_config()
+            config.set((b"core",), b"bare", False)
+            config.write_to_path()
+        repo.close()
+        os.replace(staging, final)  # replaces an empty directory the user made for a bare repo
+        return Repo(str(self.path))
 
     def _lock(self) -> None:
         assert self.repo is not None

@@ -1,0 +1,5 @@
+"""`python -m pggit_export` runs the command line."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,107 @@
+"""Recovery: a killed export leaves a valid repository, and a rerun finishes the same job."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pggit_export.gitwriter import GitWriter, RepositoryError
+
+from history import Change, at, git, make_source
+
+
+def synthetic_history(count: int) -> list[Change]:
+    """Tables created, altered and dropped: enough changesets for many batches."""
+    changes = []
+    for i in range(count):
+        table = f"t{i % 7}"
+        ensure = f"CREATE TABLE IF NOT EXISTS {table} (id int);\n"
+        if i % 3 == 0:
+            sql, kind = f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id int);", "CREATE"
+        elif i % 3 == 1:
+            sql, kind = f"{ensure}ALTER TABLE {table} ADD COLUMN c{i} text;", "ALTER"
+        else:
+            sql, kind = f"{ensure}CREATE INDEX i{i} ON {table} (id);", "CREATE"
+        changes.append(Change(sql, at(1 + i // 24, i % 24), "alice", [(kind, "TABLE", "public", table)]))
+    return changes
+
+
+def run_export(source: str, repo: Path, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pggit_export", "export", source, str(repo), "--quiet",
+         "--batch-size", "2", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+def shadow_servers() -> set[int]:
+    """PIDs of running postmasters of private shadows."""
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return {
+        int(line.split()[0]) for line in out.splitlines()
+        if "pggit-export-shadow-" in line and " -D " in line and "postgres" in line
+    }
+
+
+def test_killed_at_random_points_then_resumed_gives_the_clean_result(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    source = make_source(make_database(), synthetic_history(40))
+    servers_before = shadow_servers()
+    started = time.monotonic()
+    clean = run_export(source, tmp_path / "clean")
+    assert clean.wait(timeout=300) == 0, clean.stderr.read() if clean.stderr else ""
+    clean_seconds = time.monotonic() - started
+    clean_head = git(tmp_path / "clean", "rev-parse", "main")
+
+    repo = tmp_path / "killed"
+    rng = random.Random(20261125)
+    kills = 0
+    for _ in range(10):
+        process = run_export(source, repo)
+        time.sleep(rng.uniform(0.05, clean_seconds))
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait(timeout=60)
+        if (repo / ".git" / "HEAD").exists():
+            git(repo, "fsck", "--strict")
+    assert kills >= 5, "the export finished too fast to be interrupted"
+    final = run_export(source, repo)
+    assert final.wait(timeout=300) == 0, final.stderr.read() if final.stderr else ""
+    assert git(repo, "rev-parse", "main") == clean_head
+    git(repo, "fsck", "--strict")
+    assert git(repo, "status", "--porcelain") == ""
+    # Postmasters of killed exports get SIGINT from the kernel when their parent dies.
+    deadline = time.monotonic() + 20
+    while shadow_servers() - servers_before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert shadow_servers() - servers_before == set()
+
+
+def test_second_export_into_the_same_repository_fails_fast(tmp_path: Path) -> None:
+    with GitWriter(tmp_path / "repo"):
+        with pytest.raises(RepositoryError, match="another pggit-export is writing"):
+            with GitWriter(tmp_path / "repo"):
+                pass
+
+
+def test_locked_repository_gives_exit_code_3_and_one_line(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    source = make_source(make_database(), synthetic_history(2))
+    with GitWriter(tmp_path / "repo"):
+        result = subprocess.run(
+            [sys.executable, "-m", "pggit_export", "export", source, str(tmp_path / "repo")],
+            capture_output=True, text=True, timeout=120,
+        )
+    assert result.returncode == 3
+    assert result.stderr.startswith("pggit-export: error: another pggit-export is writing")
+    assert "Traceback" not in result.stderr
