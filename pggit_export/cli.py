@@ -23,7 +23,7 @@ from . import __version__
 from .export import ExportOptions, ExportReport, export_history
 from .gitwriter import RepositoryError
 from .reader import SourceError
-from .replay import ShadowError
+from .replay import DEFAULT_MAX_SQL_BYTES, DEFAULT_STATEMENT_TIMEOUT, ShadowError
 from .server import ServerError
 
 EXIT_OK = 0
@@ -129,10 +129,13 @@ def _print_report(report: ExportReport, as_json: bool, quiet: bool) -> None:
         if report.resumed_after_id is not None
         else ""
     )
+    verb = "Dry run, nothing written: would export" if report.dry_run else "Exported"
     typer.echo(
-        f"Exported {report.rows_exported} history rows as {report.commits_written} commits "
+        f"{verb} {report.rows_exported} history rows as {report.commits_written} commits "
         f"into {report.repository}, branch {report.branch}{resumed}"
     )
+    if report.stopped_early:
+        typer.echo("  --strict: stopped at the first changeset that failed to replay")
     typer.echo(f"  head:   {report.head or '(no commits)'}")
     source_major = report.source_server_version // 10000
     typer.echo(f"  shadow: {report.shadow}; source: PostgreSQL {source_major}")
@@ -151,7 +154,7 @@ def _print_report(report: ExportReport, as_json: bool, quiet: bool) -> None:
         for item in report.refused_statements:
             text = " ".join((item.statement or "").split())[:100]
             typer.echo(f"    history ids {_ids(item.history_ids)}: {text}")
-    if report.clean:
+    if report.clean and not report.stopped_early:
         typer.echo("  every changeset replayed")
 
 
@@ -206,6 +209,26 @@ def export(
             "interrupted export keeps every finished batch, and a rerun continues.",
         ),
     ] = 200,
+    statement_timeout: Annotated[
+        str,
+        typer.Option(help="Cancel a replayed statement after this long (PostgreSQL interval)."),
+    ] = DEFAULT_STATEMENT_TIMEOUT,
+    max_sql_bytes: Annotated[
+        int,
+        typer.Option(min=1, help="Refuse (and report) history texts larger than this."),
+    ] = DEFAULT_MAX_SQL_BYTES,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Replay everything and print the report; write nothing."),
+    ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Stop at the first changeset that fails to replay (exit 1); the commits "
+            "before it are kept, and a rerun without --strict continues.",
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings.")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
@@ -231,11 +254,15 @@ def export(
                 shadow_dsn=shadow_dsn,
                 default_author=default_author,
                 batch_commits=batch_size,
+                statement_timeout=statement_timeout,
+                max_sql_bytes=max_sql_bytes,
+                dry_run=dry_run,
+                strict=strict,
                 progress=progress,
             ),
         )
     _print_report(report, as_json, quiet)
-    raise typer.Exit(EXIT_OK if report.clean else EXIT_INCOMPLETE)
+    raise typer.Exit(EXIT_OK if report.clean and not report.stopped_early else EXIT_INCOMPLETE)
 
 
 @app.command(epilog=EPILOG)

@@ -18,7 +18,13 @@ from .gitwriter import GitWriter, Signature
 from .layout import assign_paths
 from .message import SnapshotChanges, build_message, diff_snapshots, parse_id_ranges, read_trailer
 from .reader import Changeset, HistoryReader
-from .replay import Action, ReplayResult, Shadow, open_shadow
+from .replay import (
+    DEFAULT_MAX_SQL_BYTES,
+    DEFAULT_STATEMENT_TIMEOUT,
+    ReplayResult,
+    Shadow,
+    open_shadow,
+)
 from .restore import load_files
 from .snapshot import DEFAULT_EXCLUDED_SCHEMAS, Snapshot, render_snapshot
 
@@ -35,6 +41,10 @@ class ExportOptions:
     default_author: str = "unknown"  # for rows whose created_by is NULL
     exclude_schemas: tuple[str, ...] = DEFAULT_EXCLUDED_SCHEMAS
     batch_commits: int = 200
+    statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT  # per replayed statement
+    max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES  # larger texts are refused unparsed
+    dry_run: bool = False  # replay and report, write nothing
+    strict: bool = False  # stop at the first changeset that fails to replay
     # Called after each changeset with (changesets done, history rows done, rows in total).
     progress: Callable[[int, int, int], None] | None = None
 
@@ -68,6 +78,8 @@ class ExportReport:
     not_replayed: list[ReportedChangeset] = field(default_factory=list)
     refused_statements: list[ReportedChangeset] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    stopped_early: bool = False  # --strict stopped at a failure
 
     @property
     def clean(self) -> bool:
@@ -133,9 +145,15 @@ def export_history(
     continued after the last history row it contains.
     """
     options = options or ExportOptions()
-    report = ExportReport(repository=str(Path(repository)), branch=options.branch)
+    report = ExportReport(
+        repository=str(Path(repository)), branch=options.branch, dry_run=options.dry_run
+    )
     with HistoryReader(source) as reader, GitWriter(
-        repository, branch=options.branch, bare=options.bare, batch_commits=options.batch_commits
+        repository,
+        branch=options.branch,
+        bare=options.bare,
+        batch_commits=options.batch_commits,
+        dry_run=options.dry_run,
     ) as writer:
         info = reader.info()
         report.history_rows = info.history_rows
@@ -144,7 +162,7 @@ def export_history(
         after = reader.position_of(last_id) if last_id is not None else None
         report.resumed_after_id = last_id
 
-        with open_shadow(options.shadow_dsn) as shadow:
+        with open_shadow(options.shadow_dsn, statement_timeout=options.statement_timeout) as shadow:
             report.shadow = shadow.description
             report.shadow_server_version = shadow.server_version
             if shadow.server_version // 10000 < info.server_version // 10000:
@@ -157,7 +175,13 @@ def export_history(
             snapshot = render_snapshot(shadow.conn, exclude_schemas=options.exclude_schemas)
             changesets_done = 0
             for changeset in reader.changesets(after):
-                snapshot = _export_changeset(changeset, shadow, writer, snapshot, options, report)
+                next_snapshot = _export_changeset(
+                    changeset, shadow, writer, snapshot, options, report
+                )
+                if next_snapshot is None:
+                    report.stopped_early = True
+                    break
+                snapshot = next_snapshot
                 changesets_done += 1
                 report.rows_exported += len(changeset.rows)
                 if options.progress:
@@ -175,8 +199,11 @@ def _export_changeset(
     before: Snapshot,
     options: ExportOptions,
     report: ExportReport,
-) -> Snapshot:
-    """Replay one changeset, commit the snapshot after it, and account for its rows."""
+) -> Snapshot | None:
+    """Replay one changeset, commit the snapshot after it, and account for its rows.
+
+    Returns the snapshot after it, or None when --strict stops at its failure.
+    """
     skipped_reason = None
     if _excluded_only(changeset, options.exclude_schemas):
         skipped_reason = "pgGit's own objects (schema " + ", ".join(
@@ -185,7 +212,18 @@ def _export_changeset(
         result = ReplayResult(statements=[])
         after = before
     else:
-        result = shadow.replay(changeset)
+        result = shadow.replay(changeset, max_sql_bytes=options.max_sql_bytes)
+        if options.strict and result.failure is not None:
+            report.failed.append(
+                ReportedChangeset(
+                    history_ids=changeset.history_ids,
+                    commit="",
+                    reason="replay failed; --strict stopped the export before it",
+                    statement=result.failure.statement,
+                    error=result.failure.describe(),
+                )
+            )
+            return None
         after = (
             render_snapshot(shadow.conn, exclude_schemas=options.exclude_schemas)
             if result.ok and result.replayed
@@ -211,9 +249,13 @@ def _export_changeset(
         )
     if skipped_reason:
         report.not_replayed.append(ReportedChangeset(ids, commit_id, skipped_reason))
-    for statement in result.statements:
-        if statement.action is Action.REFUSE:
-            report.refused_statements.append(
-                ReportedChangeset(ids, commit_id, statement.action.value, statement.text)
-            )
+    for statement in result.refused:
+        report.refused_statements.append(
+            ReportedChangeset(ids, commit_id, statement.action.value, _excerpt(statement.text))
+        )
     return after
+
+
+def _excerpt(text: str, limit: int = 2000) -> str:
+    """A statement for the report: hostile texts can be megabytes long."""
+    return text if len(text) <= limit else f"{text[:limit]}... [{len(text)} characters]"

@@ -62,6 +62,7 @@ class GitWriter:
         bare: bool = False,
         batch_commits: int = 200,
         batch_bytes: int = 64 * 1024 * 1024,
+        dry_run: bool = False,
     ) -> None:
         self.path = Path(path)
         self.branch = branch
@@ -69,6 +70,8 @@ class GitWriter:
         self.ref = f"refs/heads/{branch}".encode()
         self.batch_commits = batch_commits
         self.batch_bytes = batch_bytes
+        # Dry run: commits are built (so ids and costs are real) but nothing touches the disk.
+        self.dry_run = dry_run
         self.repo: Repo | None = None
         self._lock_file: IO[bytes] | None = None
         self._pending: dict[bytes, ShaFile] = {}
@@ -84,9 +87,12 @@ class GitWriter:
     # -- opening -------------------------------------------------------------------------
 
     def __enter__(self) -> GitWriter:
-        self.repo = self._open_or_create()
-        self._lock()
-        tip = self.repo.refs.as_dict().get(self.ref)
+        if self.dry_run:
+            self.repo = self._open_existing() if self._has_content() else None
+        else:
+            self.repo = self._open_or_create()
+            self._lock()
+        tip = self.repo.refs.as_dict().get(self.ref) if self.repo is not None else None
         self._on_disk_tip = self.tip = tip
         return self
 
@@ -99,17 +105,23 @@ class GitWriter:
             if self.repo is not None:
                 self.repo.close()
 
+    def _has_content(self) -> bool:
+        return self.path.exists() and any(self.path.iterdir())
+
+    def _open_existing(self) -> Repo:
+        try:
+            repo = Repo(str(self.path))
+        except Exception as exc:  # noqa: BLE001 - dulwich raises several kinds
+            raise RepositoryError(
+                f"{self.path} exists and is not a git repository: "
+                "give a new or empty directory, or an existing export"
+            ) from exc
+        self.bare = repo.bare  # an existing repository stays as it is
+        return repo
+
     def _open_or_create(self) -> Repo:
-        if self.path.exists() and any(self.path.iterdir()):
-            try:
-                repo = Repo(str(self.path))
-            except Exception as exc:  # noqa: BLE001 - dulwich raises several kinds
-                raise RepositoryError(
-                    f"{self.path} exists and is not a git repository: "
-                    "give a new or empty directory, or an existing export"
-                ) from exc
-            self.bare = repo.bare  # an existing repository stays as it is
-            return repo
+        if self._has_content():
+            return self._open_existing()
         return self._init_atomically()
 
     def _init_atomically(self) -> Repo:
@@ -162,9 +174,9 @@ class GitWriter:
 
     def tip_commit(self) -> Commit | None:
         """The branch's newest written commit, if any."""
-        assert self.repo is not None
         if self.tip is None:
             return None
+        assert self.repo is not None
         obj = self._pending.get(self.tip) or self.repo[self.tip]
         assert isinstance(obj, Commit)
         return obj
@@ -247,6 +259,11 @@ class GitWriter:
 
     def flush(self) -> None:
         """Write pending objects as one pack, then move the branch to the tip."""
+        if self.dry_run:
+            self._pending.clear()
+            self._pending_bytes = self._pending_commits = 0
+            self._on_disk_tip = self.tip
+            return
         assert self.repo is not None
         store = self.repo.object_store
         new = [(obj, None) for oid, obj in self._pending.items() if oid not in store]
@@ -271,9 +288,9 @@ class GitWriter:
 
     def checkout(self) -> None:
         """Make the working tree and index show the tip (normal repositories only)."""
-        assert self.repo is not None
-        if self.bare or self.tip is None:
+        if self.dry_run or self.bare or self.tip is None:
             return
+        assert self.repo is not None
         self.flush()
         from dulwich import porcelain
 

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .reader import Changeset
-from .replay import Action, ReplayResult
+from .replay import ReplayResult
 from .snapshot import ObjectKey
 
 SUBJECT_LIMIT = 72
@@ -170,10 +170,9 @@ def build_message(
             f"Replay failed at {failure.describe()}\n  {statement}\n"
             "The changeset was rolled back in the shadow: this commit's tree is its parent's."
         )
-    refused = [s for s in result.statements if s.action is Action.REFUSE]
-    for statement in refused:
+    for statement in result.refused:
         notes.append(
-            f"Refused, not run ({statement.action.value}):\n"
+            f"Not run, {statement.action.value}:\n"
             f"  {_truncate(' '.join(statement.text.split()), 300)}"
         )
     if changeset.time_inferred:

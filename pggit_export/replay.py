@@ -46,6 +46,12 @@ class Action(Enum):
     SKIP_PRIVILEGES = "skip: privileges, owners and roles are not part of a snapshot"
     SKIP_MAINTENANCE = "skip: maintenance or session command with no effect on the schema"
     REFUSE = "refused: could reach the server's host or cluster"
+    TOO_LARGE = "refused: SQL text over the size limit (--max-sql-bytes), not parsed"
+
+
+REFUSALS = frozenset({Action.REFUSE, Action.TOO_LARGE})
+DEFAULT_MAX_SQL_BYTES = 4 * 1024 * 1024
+DEFAULT_STATEMENT_TIMEOUT = "10min"
 
 
 @dataclass(frozen=True)
@@ -163,7 +169,7 @@ class ReplayResult:
 
     @property
     def skipped(self) -> list[Statement]:
-        return [s for s in self.statements if s.action not in (Action.REPLAY, Action.REFUSE)]
+        return [s for s in self.statements if s.action is not Action.REPLAY and s.action not in REFUSALS]
 
 
 class Shadow:
@@ -177,11 +183,19 @@ class Shadow:
     def server_version(self) -> int:
         return self.conn.info.server_version
 
-    def replay(self, changeset: Changeset) -> ReplayResult:
-        """Replay one changeset in a transaction of its own; roll it back on failure."""
-        statements = split_statements(changeset.sql or "")
+    def replay(self, changeset: Changeset, *, max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES) -> ReplayResult:
+        """Replay one changeset in a transaction of its own; roll it back on failure.
+
+        A text over `max_sql_bytes` is not even parsed (sqlparse needs seconds per
+        megabyte): it is refused whole, and reported.
+        """
+        text = changeset.sql or ""
+        if len(text.encode("utf-8", "surrogatepass")) > max_sql_bytes:
+            statements = [Statement(text, Action.TOO_LARGE)]
+        else:
+            statements = split_statements(text)
         result = ReplayResult(statements=statements)
-        result.refused = [s for s in statements if s.action is Action.REFUSE]
+        result.refused = [s for s in statements if s.action in REFUSALS]
         to_run = [(i, s) for i, s in enumerate(statements, 1) if s.action is Action.REPLAY]
         if not to_run:
             return result
@@ -231,7 +245,6 @@ _DATABASE_SETTINGS = {
     "DateStyle": "ISO, MDY",
     "IntervalStyle": "postgres",
     "extra_float_digits": "1",
-    "statement_timeout": "10min",
     "lc_messages": "C",
 }
 
@@ -243,8 +256,9 @@ def _connect_shadow(conninfo: str) -> psycopg.Connection[Any]:
     return conn
 
 
-def _pin_settings(admin: psycopg.Connection[Any], dbname: str) -> None:
-    for name, value in _DATABASE_SETTINGS.items():
+def _pin_settings(admin: psycopg.Connection[Any], dbname: str, statement_timeout: str) -> None:
+    settings = {**_DATABASE_SETTINGS, "statement_timeout": statement_timeout}
+    for name, value in settings.items():
         try:
             admin.execute(
                 sql.SQL("ALTER DATABASE {} SET {} = {}").format(
@@ -256,8 +270,13 @@ def _pin_settings(admin: psycopg.Connection[Any], dbname: str) -> None:
 
 
 @contextmanager
-def open_shadow(shadow_dsn: str | None = None) -> Iterator[Shadow]:
+def open_shadow(
+    shadow_dsn: str | None = None, *, statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT
+) -> Iterator[Shadow]:
     """Open a scratch database for replay, and remove it afterwards.
+
+    Every statement replayed there is cancelled after `statement_timeout`
+    (a PostgreSQL interval such as "10min").
 
     Without `shadow_dsn`, a private PostgreSQL is started for the duration
     (see server.EmbeddedServer). With it, a database with a unique name is
@@ -267,7 +286,7 @@ def open_shadow(shadow_dsn: str | None = None) -> Iterator[Shadow]:
         with EmbeddedServer() as server:
             with psycopg.connect(server.conninfo("postgres"), autocommit=True) as admin:
                 admin.execute("CREATE DATABASE shadow TEMPLATE template0 ENCODING 'UTF8'")
-                _pin_settings(admin, "shadow")
+                _pin_settings(admin, "shadow", statement_timeout)
             with _connect_shadow(server.conninfo("shadow")) as conn:
                 version = server.binaries.version
                 yield Shadow(conn, f"private PostgreSQL {version} (embedded)")
@@ -288,7 +307,7 @@ def open_shadow(shadow_dsn: str | None = None) -> Iterator[Shadow]:
         except psycopg.Error as exc:
             raise ShadowError(f"cannot create the scratch database {name}: {exc}") from exc
         try:
-            _pin_settings(admin, name)
+            _pin_settings(admin, name, statement_timeout)
             params = psycopg.conninfo.conninfo_to_dict(shadow_dsn)
             params["dbname"] = name
             with _connect_shadow(psycopg.conninfo.make_conninfo(**params)) as conn:  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -105,3 +106,71 @@ def test_locked_repository_gives_exit_code_3_and_one_line(
     assert result.returncode == 3
     assert result.stderr.startswith("pggit-export: error: another pggit-export is writing")
     assert "Traceback" not in result.stderr
+
+
+def test_dry_run_replays_and_reports_but_writes_nothing(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    from pggit_export import ExportOptions, export_history
+
+    source = make_source(make_database(), [
+        Change("CREATE TABLE a (id int);", at(1)),
+        Change("ALTER TABLE nope ADD x int;", at(2), objects=[("ALTER", "TABLE", "public", "nope")]),
+    ])
+    repo = tmp_path / "repo"
+    report = export_history(source, repo, ExportOptions(shadow_dsn=pg_admin_dsn, dry_run=True))
+    assert report.commits_written == 2 and [f.history_ids for f in report.failed] == [[2]]
+    assert not repo.exists()
+    # The same run for real gives the commit the dry run computed.
+    real = export_history(source, repo, ExportOptions(shadow_dsn=pg_admin_dsn))
+    assert real.head == report.head
+
+
+def test_strict_stops_before_the_first_failure_and_a_rerun_continues(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    source = make_source(make_database(), [
+        Change("CREATE TABLE a (id int);", at(1)),
+        Change("ALTER TABLE nope ADD x int;", at(2), objects=[("ALTER", "TABLE", "public", "nope")]),
+        Change("CREATE TABLE b (id int);", at(3), objects=[("CREATE", "TABLE", "public", "b")]),
+    ])
+    repo = tmp_path / "repo"
+    result = subprocess.run(
+        [sys.executable, "-m", "pggit_export", "export", source, str(repo), "--strict",
+         "--shadow-dsn", pg_admin_dsn],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1
+    assert "--strict: stopped" in result.stdout and "history ids 2" in result.stdout
+    assert git(repo, "rev-list", "--count", "main").strip() == "1"
+    rerun = subprocess.run(
+        [sys.executable, "-m", "pggit_export", "export", source, str(repo), "--json",
+         "--shadow-dsn", pg_admin_dsn],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert rerun.returncode == 1  # done, with one failed changeset
+    summary = json.loads(rerun.stdout)
+    assert summary["commits_written"] == 2 and summary["failed"][0]["history_ids"] == [2]
+    assert git(repo, "rev-list", "--count", "main").strip() == "3"
+
+
+def test_oversized_text_is_refused_unparsed_and_reported(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    from pggit_export import ExportOptions, export_history
+
+    huge = "CREATE TABLE big (id int);\n" + "INSERT INTO big VALUES (1);\n" * 200_000  # 5.6 MB
+    source = make_source(make_database(), [
+        Change(huge, at(1), objects=[("CREATE", "TABLE", "public", "big")]),
+        Change("CREATE TABLE after_it (id int);", at(2)),
+    ])
+    started = time.monotonic()
+    report = export_history(source, tmp_path / "repo", ExportOptions(shadow_dsn=pg_admin_dsn))
+    assert time.monotonic() - started < 60
+    [refused] = report.refused_statements
+    assert refused.history_ids == [1] and "size limit" in refused.reason
+    assert len(refused.statement or "") < 3000
+    assert git(tmp_path / "repo", "ls-tree", "--name-only", "-r", "main").split() == [
+        "public/_schema.sql", "public/after_it.sql",
+    ]
+    git(tmp_path / "repo", "fsck", "--strict")
