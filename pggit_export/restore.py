@@ -43,7 +43,7 @@ def split_statements(text: str) -> list[str]:
     """The statements of one SQL file, without empty or comment-only ones."""
     statements = []
     for statement in sqlparse.split(text):
-        if sqlparse.format(statement, strip_comments=True).strip():
+        if sqlparse.format(statement, strip_comments=True).strip().rstrip(";").strip():
             statements.append(statement.strip())
     return statements
 
@@ -64,6 +64,8 @@ def load_files(conn: psycopg.Connection[Any], files: Mapping[str, str]) -> LoadR
 def _load(conn: psycopg.Connection[Any], files: Mapping[str, str]) -> LoadResult:
     # As pg_dump does: a function body may name tables whose files come later.
     conn.execute("SET LOCAL check_function_bodies = off")
+    # Snapshots are rendered with it on: '\' in a literal is a plain character.
+    conn.execute("SET LOCAL standard_conforming_strings = on")
     pending = [(path, stmt) for path in sorted(files) for stmt in split_statements(files[path])]
     total = len(pending)
     passes = 0

@@ -10,7 +10,9 @@ order objects were created in: it becomes the content of Git commits, and a
 byte that changes for no reason is a spurious diff. Hence:
 
 * every catalog query runs with an empty ``search_path``, so every name that
-  ``pg_get_*``/``format_type`` print is schema-qualified;
+  ``pg_get_*``/``format_type`` print is schema-qualified, and with fixed
+  settings for everything else that changes how constants print (DateStyle,
+  TimeZone, ...);
 * everything is sorted by name (columns by position, enum labels by sort order),
   never by OID, and no OID is printed;
 * owners, grants and other role-dependent details are left out.
@@ -202,7 +204,7 @@ SELECT n.nspname AS schema, c.relname AS name, quote_ident(n.nspname) AS qschema
                    'name', quote_ident(p.polname),
                    'permissive', p.polpermissive,
                    'cmd', p.polcmd,
-                   'roles', (SELECT json_agg(r.name ORDER BY r.name)
+                   'roles', (SELECT json_agg(r.name ORDER BY r.name COLLATE "C")
                              FROM (SELECT CASE WHEN ro = 0 THEN 'PUBLIC'
                                           ELSE quote_ident(pg_get_userbyid(ro)) END AS name
                                    FROM unnest(p.polroles) AS ro) r),
@@ -277,7 +279,8 @@ WHERE c.relkind = 'S'
   AND {_oid_filter('c.oid')}
 """
 
-# Aggregates (prokind 'a') are not rendered.
+# Aggregates (prokind 'a') are not rendered. Functions with an internal
+# dependency (the constructors CREATE TYPE ... AS RANGE makes) come with their type.
 _FUNCTIONS_SQL = f"""
 SELECT n.nspname AS schema, p.proname AS name,
        quote_ident(n.nspname) || '.' || quote_ident(p.proname) AS qname,
@@ -288,6 +291,10 @@ SELECT n.nspname AS schema, p.proname AS name,
 FROM pg_catalog.pg_proc p
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE p.prokind IN ('f', 'p', 'w')
+  AND NOT EXISTS (
+      SELECT FROM pg_catalog.pg_depend d
+      WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+        AND d.objid = p.oid AND d.deptype = 'i')
   AND {_USER_SCHEMA}
   AND {_not_extension_member('pg_proc', 'p.oid')}
   AND {_oid_filter('p.oid')}
@@ -400,6 +407,13 @@ def _comment(target: str, text: str | None) -> list[str]:
     return [f"COMMENT ON {target} IS {_literal(text)};"]
 
 
+def _parenthesized(items: Sequence[str]) -> str:
+    """Items one per line in parentheses (one line per item diffs well), or ``()``."""
+    if not items:
+        return "()"
+    return "(\n" + ",\n".join(f"    {item}" for item in items) + "\n)"
+
+
 def _file(statements: Sequence[str]) -> str:
     """Statements separated by a blank line, the file ending with one newline."""
     return "\n\n".join(statements) + "\n"
@@ -493,13 +507,14 @@ _TRIGGER_ENABLED = {"D": "DISABLE", "R": "ENABLE REPLICA", "A": "ENABLE ALWAYS"}
 _POLICY_COMMANDS = {"r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE", "*": "ALL"}
 
 
-def _triggers(qname: str, triggers: list[Row], alter: str) -> list[str]:
+def _triggers(qname: str, triggers: list[Row]) -> list[str]:
+    # Only tables' triggers can be disabled (views refuse it).
     statements = []
     for trigger in triggers:
         statements.append(trigger["def"] + ";")
         if trigger["enabled"] in _TRIGGER_ENABLED:
             action = _TRIGGER_ENABLED[trigger["enabled"]]
-            statements.append(f"ALTER {alter} {qname} {action} TRIGGER {trigger['name']};")
+            statements.append(f"ALTER TABLE {qname} {action} TRIGGER {trigger['name']};")
     return statements
 
 
@@ -563,13 +578,13 @@ def _render_table(row: Row) -> str:
         items = [f"CONSTRAINT {k['name']} {k['def']}" for k in inline]
         create += f" PARTITION OF {parents[0]}"
         if items:
-            create += " (\n" + ",\n".join(f"    {item}" for item in items) + "\n)"
+            create += f" {_parenthesized(items)}"
         create += f"\n{row['partbound']}"
     else:
         # Columns inherited from INHERITS parents come back with the parents.
         items = [_column(col) for col in columns if col["local"] or not parents]
         items += [f"CONSTRAINT {k['name']} {k['def']}" for k in inline]
-        create += " (\n" + ",\n".join(f"    {item}" for item in items) + "\n)" if items else " ()"
+        create += f" {_parenthesized(items)}"
         if parents:
             create += f"\nINHERITS ({', '.join(parents)})"
     if row["partkey"]:
@@ -582,7 +597,7 @@ def _render_table(row: Row) -> str:
     for seq in sequences:
         statements.append(f"ALTER SEQUENCE {seq['qname']} OWNED BY {qname}.{seq['column']};")
     statements += [_index(index) for index in row["indexes"] or []]
-    statements += _triggers(qname, row["triggers"] or [], "TABLE")
+    statements += _triggers(qname, row["triggers"] or [])
     if row["relrowsecurity"]:
         statements.append(f"ALTER TABLE {qname} ENABLE ROW LEVEL SECURITY;")
     if row["relforcerowsecurity"]:
@@ -625,7 +640,7 @@ def _render_view(row: Row) -> str:
         target = "VIEW"
         statements = [f"CREATE VIEW {qname}{options} AS\n{query};"]
     statements += [_index(index) for index in row["indexes"] or []]
-    statements += _triggers(qname, row["triggers"] or [], target)
+    statements += _triggers(qname, row["triggers"] or [])
     statements += _comment(f"{target} {qname}", row["comment"])
     statements += _column_comments(qname, columns)
     for index in row["indexes"] or []:
@@ -667,18 +682,14 @@ def _render_type(row: Row) -> str:
     after: list[str] = []
     if typtype == "e":
         labels = [_literal(label) for label in row["labels"] or []]
-        body = "".join(f"\n    {label}" + ("," if i < len(labels) - 1 else "")
-                       for i, label in enumerate(labels))
-        create = f"CREATE TYPE {qname} AS ENUM ({body}\n)" if labels else (
-            f"CREATE TYPE {qname} AS ENUM ()")
+        create = f"CREATE TYPE {qname} AS ENUM {_parenthesized(labels)}"
     elif typtype == "c":
         attributes: list[Row] = row["attributes"] or []
         items = [
             f"{a['name']} {a['type']}" + (f" COLLATE {a['collation']}" if a["collation"] else "")
             for a in attributes
         ]
-        create = f"CREATE TYPE {qname} AS (" + (
-            "\n" + ",\n".join(f"    {item}" for item in items) + "\n)" if items else ")")
+        create = f"CREATE TYPE {qname} AS {_parenthesized(items)}"
         after += _column_comments(qname, attributes)
     elif typtype == "d":
         create = f"CREATE DOMAIN {qname} AS {row['basetype']}"
@@ -712,8 +723,7 @@ def _render_type(row: Row) -> str:
             or multirange["name"] != _multirange_name(row["name"])
         ):
             options.append(f"multirange_type_name = {multirange['qname']}")
-        create = f"CREATE TYPE {qname} AS RANGE (\n" + ",\n".join(
-            f"    {option}" for option in options) + "\n)"
+        create = f"CREATE TYPE {qname} AS RANGE {_parenthesized(options)}"
     statements = [create + ";"]
     statements += _comment(f"{target} {qname}", row["comment"])
     return _file(statements + after)
@@ -722,21 +732,45 @@ def _render_type(row: Row) -> str:
 # ------------------------------------------------------------------------ entry
 
 
-@contextmanager
-def _empty_search_path(conn: psycopg.Connection[Any]) -> Iterator[None]:
-    """Run the block in a transaction (or savepoint) with search_path = ''.
+# Settings that change how the catalog is printed: names are qualified with
+# an empty search_path; the others change how constants in expressions (defaults,
+# partition bounds, view queries) and identifiers come out.
+_OUTPUT_SETTINGS = {
+    "search_path": "",
+    "quote_all_identifiers": "off",
+    "standard_conforming_strings": "on",
+    "DateStyle": "ISO, MDY",
+    "IntervalStyle": "postgres",
+    "TimeZone": "UTC",
+    "extra_float_digits": "3",
+    "bytea_output": "hex",
+}
 
-    The setting is transaction-local; it is put back explicitly too, because
-    inside the caller's transaction releasing our savepoint would keep it.
-    On error the rollback (to the savepoint) undoes it.
+_SAVE_SETTINGS_SQL = """
+SELECT array_agg(current_setting(name) ORDER BY ord)
+FROM unnest(%s::text[]) WITH ORDINALITY AS s(name, ord)
+"""
+
+_SET_SETTINGS_SQL = """
+SELECT count(set_config(name, value, true)) FROM unnest(%s::text[], %s::text[]) AS s(name, value)
+"""
+
+
+@contextmanager
+def _stable_output(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """Run the block in a transaction (or savepoint) with _OUTPUT_SETTINGS.
+
+    The settings are transaction-local; they are put back explicitly too,
+    because inside the caller's transaction releasing our savepoint would keep
+    them. On error the rollback (to the savepoint) undoes them.
     """
+    names = list(_OUTPUT_SETTINGS)
     with conn.transaction():
-        cur = conn.execute("SELECT current_setting('search_path')")
-        row = cur.fetchone()
-        previous = row[0] if row else ""
-        conn.execute("SELECT set_config('search_path', '', true)")
+        row = conn.execute(_SAVE_SETTINGS_SQL, (names,)).fetchone()
+        previous: list[str] = row[0] if row else []
+        conn.execute(_SET_SETTINGS_SQL, (names, list(_OUTPUT_SETTINGS.values())))
         yield
-        conn.execute("SELECT set_config('search_path', %s, true)", (previous,))
+        conn.execute(_SET_SETTINGS_SQL, (names, previous))
 
 
 def _fetch(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> list[Row]:
@@ -759,7 +793,7 @@ def render_snapshot(
     version = conn.info.server_version
     params: dict[str, Any] = {"exclude": list(exclude_schemas), "oids": None}
     files: list[tuple[ObjectKey, str]] = []
-    with _empty_search_path(conn):
+    with _stable_output(conn):
         files += _render_schemas(_fetch(conn, _SCHEMAS_SQL, params))
         files += _render_extensions(_fetch(conn, _EXTENSIONS_SQL, params))
         for row in _fetch(conn, _tables_sql(version), params):
