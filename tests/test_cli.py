@@ -1,0 +1,98 @@
+"""The command line: help that teaches, exit codes scripts can trust, libpq conventions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pggit_export.cli import app
+
+from history import Change, at, git, make_source
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMANDS = sorted(c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands)
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pggit_export", *args],
+        capture_output=True, text=True, timeout=300, env=env, stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example_and_is_documented(command: str) -> None:
+    result = cli(command, "--help")
+    assert result.returncode == 0
+    assert "Example:" in result.stdout and f"pggit-export {command}" in result.stdout
+    assert "Exit codes" in result.stdout
+    assert f"pggit-export {command}" in (ROOT / "README.md").read_text()
+
+
+def test_no_arguments_shows_help() -> None:
+    result = cli()
+    assert "pggit-export demo" in result.stdout + result.stderr
+    assert result.returncode in (0, 2)
+
+
+def test_bad_usage_exits_2() -> None:
+    assert cli("export").returncode == 2
+    assert cli("export", "x", "y", "--no-such-option").returncode == 2
+
+
+def test_unreachable_source_exits_3_with_one_line(tmp_path: Path) -> None:
+    result = cli("export", "host=/nonexistent-dir dbname=x connect_timeout=2", str(tmp_path / "r"))
+    assert result.returncode == 3
+    assert result.stderr.startswith("pggit-export: error: cannot connect to the source database")
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_source_without_pggit_exits_3(make_database: Callable[[], str], tmp_path: Path) -> None:
+    result = cli("export", make_database(), str(tmp_path / "r"))
+    assert result.returncode == 3
+    assert "is pgGit installed in this database?" in result.stderr
+
+
+def test_target_that_is_not_a_repository_exits_3(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    source = make_source(make_database(), [Change("CREATE TABLE t (id int);", at(1))])
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "notes.txt").write_text("mine")
+    result = cli("export", source, str(tmp_path / "r"))
+    assert result.returncode == 3 and "is not a git repository" in result.stderr
+    assert (tmp_path / "r" / "notes.txt").read_text() == "mine"
+
+
+def test_pg_environment_variables_and_json_summary(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    source = make_source(make_database(), [Change("CREATE TABLE t (id int);", at(1))])
+    params = psycopg.conninfo.conninfo_to_dict(source)
+    env = {**os.environ, "PGHOST": str(params["host"]), "PGPORT": str(params["port"]),
+           "PGUSER": str(params["user"]), "PGDATABASE": str(params["dbname"])}
+    result = cli("export", "", str(tmp_path / "r"), "--json", "--shadow-dsn", pg_admin_dsn, env=env)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["commits_written"] == 1 and summary["clean"] is True
+    assert summary["head"] == git(tmp_path / "r", "rev-parse", "main").strip()
+
+
+def test_failed_changesets_give_exit_1_and_are_listed(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    source = make_source(make_database(), [
+        Change("ALTER TABLE nope ADD x int;", at(1), objects=[("ALTER", "TABLE", "public", "nope")]),
+    ])
+    result = cli("export", source, str(tmp_path / "r"), "--shadow-dsn", pg_admin_dsn)
+    assert result.returncode == 1
+    assert "1 changesets failed to replay" in result.stdout
+    assert 'history ids 1 (commit' in result.stdout and 'relation "nope" does not exist' in result.stdout
