@@ -36,6 +36,11 @@ EPILOG = (
     "(each is named in the report); 2 bad usage; 3 could not run."
 )
 
+CHECK_EPILOG = (
+    "Exit codes: 0 the history is clean; 1 it has findings of severity warning or error; "
+    "2 bad usage; 3 could not run."
+)
+
 app = typer.Typer(
     name="pggit-export",
     help=(
@@ -263,6 +268,47 @@ def export(
         )
     _print_report(report, as_json, quiet)
     raise typer.Exit(EXIT_OK if report.clean and not report.stopped_early else EXIT_INCOMPLETE)
+
+
+@app.command(epilog=CHECK_EPILOG)
+def check(
+    source: SourceArg,
+    shadow_dsn: Annotated[
+        Optional[str],
+        typer.Option(
+            "--shadow-dsn",
+            help="The server the export would replay on, to check extensions and roles "
+            "against (default: the private PostgreSQL the export would start).",
+        ),
+    ] = None,
+    max_sql_bytes: Annotated[
+        int, typer.Option(min=1, help="The export's limit on history text size.")
+    ] = DEFAULT_MAX_SQL_BYTES,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the findings as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Check SOURCE's history before exporting it; writes nothing anywhere.
+
+    Reports rows with no time, user or SQL; objects history alters or drops but
+    never creates (older than pgGit, or made by a command v1 does not record);
+    names created again after a drop; times that go backwards against ids;
+    statements the shadow cannot run (missing extensions or roles, refused
+    statements) and object kinds the snapshot does not render.
+
+    Example:
+
+        pggit-export check "postgresql://me@db.example.com/app" --json
+    """
+    from .check import check_history
+
+    with _errors_exit():
+        report = check_history(source, shadow_dsn=shadow_dsn, max_sql_bytes=max_sql_bytes)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        typer.echo(report.format_text())
+    raise typer.Exit(EXIT_OK if report.clean else EXIT_INCOMPLETE)
 
 
 @app.command(epilog=EPILOG)

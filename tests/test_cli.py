@@ -96,3 +96,17 @@ def test_failed_changesets_give_exit_1_and_are_listed(
     assert result.returncode == 1
     assert "1 changesets failed to replay" in result.stdout
     assert 'history ids 1 (commit' in result.stdout and 'relation "nope" does not exist' in result.stdout
+
+
+def test_check_exit_codes_and_json(make_database: Callable[[], str], pg_admin_dsn: str) -> None:
+    clean = make_source(make_database(), [Change("CREATE TABLE t (id int);", at(1))])
+    result = cli("check", clean, "--shadow-dsn", pg_admin_dsn)
+    assert result.returncode == 0 and "Summary: clean" in result.stdout
+    messy = make_source(make_database(), [
+        Change("ALTER TABLE old_t ADD x int;", at(1), objects=[("ALTER", "TABLE", "public", "old_t")]),
+        Change(None, at(2), objects=[("CREATE", "TABLE", "public", "u")]),
+    ])
+    result = cli("check", messy, "--json", "--shadow-dsn", pg_admin_dsn)
+    assert result.returncode == 1
+    codes = {f["code"]: f["history_ids"] for f in json.loads(result.stdout)["findings"]}
+    assert codes["missing-create"] == [1] and codes["missing-sql"] == [2]
