@@ -15,18 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from .gitwriter import GitWriter, Signature
-from .layout import assign_paths
-from .message import SnapshotChanges, build_message, diff_snapshots, parse_id_ranges, read_trailer
+from .message import build_message, parse_id_ranges, read_trailer
 from .reader import Changeset, HistoryReader
 from .replay import (
     DEFAULT_MAX_SQL_BYTES,
     DEFAULT_STATEMENT_TIMEOUT,
+    TRACKER_SCHEMA,
     ReplayResult,
     Shadow,
     open_shadow,
 )
 from .restore import load_files
-from .snapshot import DEFAULT_EXCLUDED_SCHEMAS, Snapshot, render_snapshot
+from .snapshot import DEFAULT_EXCLUDED_SCHEMAS, Rendered, keys_touched, render_objects
+from .state import FileChanges, SnapshotChanges, SnapshotState, diff_files
 
 DEFAULT_EMAIL_DOMAIN = "pggit.invalid"
 
@@ -45,6 +46,11 @@ class ExportOptions:
     max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES  # larger texts are refused unparsed
     dry_run: bool = False  # replay and report, write nothing
     strict: bool = False  # stop at the first changeset that fails to replay
+    # Re-render only what each changeset touched (event triggers in the shadow).
+    incremental: bool = True
+    # Testing aid: after every changeset also render everything and fail loudly
+    # if the incremental snapshot differs. Slow.
+    verify_incremental: bool = False
     # Called after each changeset with (changesets done, history rows done, rows in total).
     progress: Callable[[int, int, int], None] | None = None
 
@@ -78,6 +84,7 @@ class ExportReport:
     not_replayed: list[ReportedChangeset] = field(default_factory=list)
     refused_statements: list[ReportedChangeset] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    incremental: bool = False  # whether the export could re-render only what changed
     dry_run: bool = False
     stopped_early: bool = False  # --strict stopped at a failure
 
@@ -97,11 +104,6 @@ def _author(changeset: Changeset, options: ExportOptions) -> tuple[Signature, bo
     name = options.default_author if missing else str(user)
     email_user = "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "unknown"
     return Signature(name, f"{email_user}@{DEFAULT_EMAIL_DOMAIN}", changeset.time), missing
-
-
-def _files(snapshot: Snapshot) -> dict[str, bytes]:
-    paths = assign_paths(snapshot)
-    return {paths[key]: text.encode("utf-8") for key, text in snapshot.items()}
 
 
 def _excluded_only(changeset: Changeset, excluded: tuple[str, ...]) -> bool:
@@ -129,10 +131,123 @@ def _rebuild_shadow(shadow: Shadow, writer: GitWriter, report: ExportReport) -> 
     files = {path: data.decode("utf-8") for path, data in writer.files_at(head).items()}
     with shadow.conn.transaction():
         result = load_files(shadow.conn, files)
+        shadow.take_touched()  # the load is not a change
     for failure in result.failures:
         report.warnings.append(
             f"resuming: could not load {failure.path} into the shadow: {failure.error}"
         )
+
+
+class IncrementalRenderError(AssertionError):
+    """verify_incremental found the incremental snapshot differing from a full render."""
+
+
+@dataclass
+class _Exporter:
+    """One export run: the shadow, the writer, and the snapshot state between changesets."""
+
+    shadow: Shadow
+    writer: GitWriter
+    options: ExportOptions
+    report: ExportReport
+    state: SnapshotState = field(default_factory=SnapshotState)
+    pending: FileChanges = field(default_factory=dict)  # goes into the next commit
+
+    @property
+    def excluded(self) -> tuple[str, ...]:
+        return (*self.options.exclude_schemas, TRACKER_SCHEMA)
+
+    def start(self) -> None:
+        """Render the shadow as it is and line the writer's tree up with it."""
+        _, _ = self.state.apply(render_objects(self.shadow.conn, exclude_schemas=self.excluded))
+        self.pending = diff_files(self.writer.current_files(), self.state.all_files())
+        if self.pending and self.writer.tip is not None:
+            self.report.warnings.append(
+                "resuming: the head snapshot, loaded into a new shadow, renders differently "
+                f"({len(self.pending)} files); the differences go into the next commit"
+            )
+
+    def render_after(self, result: ReplayResult) -> tuple[SnapshotChanges, FileChanges]:
+        conn = self.shadow.conn
+        if result.touched is None:  # no change tracking: render everything
+            rendered = render_objects(conn, exclude_schemas=self.excluded)
+            changes, files = self.state.apply(rendered)
+        else:
+            touched = result.touched
+            keys = keys_touched(conn, touched.altered, touched.dropped, self.state.owners)
+            keys |= self.state.children_of(keys)
+            rendered = (
+                render_objects(conn, keys, exclude_schemas=self.excluded)
+                if keys
+                else Rendered(files={}, owners={})
+            )
+            changes, files = self.state.apply(rendered, keys)
+        if self.options.verify_incremental:
+            full = render_objects(conn, exclude_schemas=self.excluded).files
+            if full != self.state.files:
+                wrong = sorted(
+                    k for k in set(full) | set(self.state.files)
+                    if full.get(k) != self.state.files.get(k)
+                )
+                raise IncrementalRenderError(f"incremental snapshot differs for {wrong}")
+        return changes, files
+
+    def export_changeset(self, changeset: Changeset) -> bool:
+        """Replay one changeset, commit the snapshot after it, and account for its rows.
+
+        Returns False when --strict stops at its failure.
+        """
+        options, report = self.options, self.report
+        skipped_reason = None
+        changes, files = SnapshotChanges(), {}
+        if _excluded_only(changeset, options.exclude_schemas):
+            skipped_reason = "pgGit's own objects (schema " + ", ".join(
+                sorted({row.schema_name or "" for row in changeset.rows})
+            ) + ")"
+            result = ReplayResult(statements=[])
+        else:
+            result = self.shadow.replay(changeset, max_sql_bytes=options.max_sql_bytes)
+            if options.strict and result.failure is not None:
+                report.failed.append(
+                    ReportedChangeset(
+                        history_ids=changeset.history_ids,
+                        commit="",
+                        reason="replay failed; --strict stopped the export before it",
+                        statement=result.failure.statement,
+                        error=result.failure.describe(),
+                    )
+                )
+                return False
+            if result.ok and result.replayed:
+                changes, files = self.render_after(result)
+        author, author_missing = _author(changeset, options)
+        message = build_message(
+            changeset, result, changes, skipped_reason=skipped_reason,
+            author_missing=author_missing,
+        )
+        if self.pending:
+            files = {**self.pending, **files}
+            self.pending = {}
+        commit_id = self.writer.write_commit(files, author, message).decode()
+        report.commits_written += 1
+        ids = changeset.history_ids
+        if result.failure is not None:
+            report.failed.append(
+                ReportedChangeset(
+                    history_ids=ids,
+                    commit=commit_id,
+                    reason="replay failed",
+                    statement=result.failure.statement,
+                    error=result.failure.describe(),
+                )
+            )
+        if skipped_reason:
+            report.not_replayed.append(ReportedChangeset(ids, commit_id, skipped_reason))
+        for statement in result.refused:
+            report.refused_statements.append(
+                ReportedChangeset(ids, commit_id, statement.action.value, _excerpt(statement.text))
+            )
+        return True
 
 
 def export_history(
@@ -170,18 +285,21 @@ def export_history(
                     f"the shadow runs PostgreSQL {shadow.server_version // 10000}, older than "
                     f"the source's {info.server_version // 10000}: newer syntax may fail to replay"
                 )
+            if options.incremental and not shadow.install_tracker():
+                report.warnings.append(
+                    "the shadow's user may not create event triggers: every change is "
+                    "rendered in full (slower, same result)"
+                )
+            report.incremental = shadow.tracking
             if last_id is not None:
                 _rebuild_shadow(shadow, writer, report)
-            snapshot = render_snapshot(shadow.conn, exclude_schemas=options.exclude_schemas)
+            exporter = _Exporter(shadow, writer, options, report)
+            exporter.start()
             changesets_done = 0
             for changeset in reader.changesets(after):
-                next_snapshot = _export_changeset(
-                    changeset, shadow, writer, snapshot, options, report
-                )
-                if next_snapshot is None:
+                if not exporter.export_changeset(changeset):
                     report.stopped_early = True
                     break
-                snapshot = next_snapshot
                 changesets_done += 1
                 report.rows_exported += len(changeset.rows)
                 if options.progress:
@@ -190,70 +308,6 @@ def export_history(
         writer.checkout()
         report.head = writer.tip.decode() if writer.tip else None
     return report
-
-
-def _export_changeset(
-    changeset: Changeset,
-    shadow: Shadow,
-    writer: GitWriter,
-    before: Snapshot,
-    options: ExportOptions,
-    report: ExportReport,
-) -> Snapshot | None:
-    """Replay one changeset, commit the snapshot after it, and account for its rows.
-
-    Returns the snapshot after it, or None when --strict stops at its failure.
-    """
-    skipped_reason = None
-    if _excluded_only(changeset, options.exclude_schemas):
-        skipped_reason = "pgGit's own objects (schema " + ", ".join(
-            sorted({row.schema_name or "" for row in changeset.rows})
-        ) + ")"
-        result = ReplayResult(statements=[])
-        after = before
-    else:
-        result = shadow.replay(changeset, max_sql_bytes=options.max_sql_bytes)
-        if options.strict and result.failure is not None:
-            report.failed.append(
-                ReportedChangeset(
-                    history_ids=changeset.history_ids,
-                    commit="",
-                    reason="replay failed; --strict stopped the export before it",
-                    statement=result.failure.statement,
-                    error=result.failure.describe(),
-                )
-            )
-            return None
-        after = (
-            render_snapshot(shadow.conn, exclude_schemas=options.exclude_schemas)
-            if result.ok and result.replayed
-            else before
-        )
-    changes = diff_snapshots(before, after) if after is not before else SnapshotChanges()
-    author, author_missing = _author(changeset, options)
-    message = build_message(
-        changeset, result, changes, skipped_reason=skipped_reason, author_missing=author_missing
-    )
-    commit_id = writer.write_commit(_files(after), author, message).decode()
-    report.commits_written += 1
-    ids = changeset.history_ids
-    if result.failure is not None:
-        report.failed.append(
-            ReportedChangeset(
-                history_ids=ids,
-                commit=commit_id,
-                reason="replay failed",
-                statement=result.failure.statement,
-                error=result.failure.describe(),
-            )
-        )
-    if skipped_reason:
-        report.not_replayed.append(ReportedChangeset(ids, commit_id, skipped_reason))
-    for statement in result.refused:
-        report.refused_statements.append(
-            ReportedChangeset(ids, commit_id, statement.action.value, _excerpt(statement.text))
-        )
-    return after
 
 
 def _excerpt(text: str, limit: int = 2000) -> str:

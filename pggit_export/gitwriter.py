@@ -79,10 +79,10 @@ class GitWriter:
         self._pending_commits = 0
         self._on_disk_tip: bytes | None = None
         self.tip: bytes | None = None  # newest commit, written or pending
-        # path -> (content, blob id); directory -> (entries, tree id): unchanged
-        # files and schemas reuse their objects instead of being hashed again.
-        self._blobs: dict[str, tuple[bytes, bytes]] = {}
-        self._trees: dict[str, tuple[tuple[tuple[bytes, bytes], ...], bytes]] = {}
+        # The tip's tree, by directory: a commit rebuilds only the directories it
+        # changes, so its cost does not grow with the number of schemas or files.
+        self._dirs: dict[str, dict[bytes, bytes]] = {}  # directory -> file name -> blob id
+        self._dir_trees: dict[str, bytes] = {}  # directory -> tree id
 
     # -- opening -------------------------------------------------------------------------
 
@@ -94,6 +94,8 @@ class GitWriter:
             self._lock()
         tip = self.repo.refs.as_dict().get(self.ref) if self.repo is not None else None
         self._on_disk_tip = self.tip = tip
+        if tip is not None:
+            self._load_tree_state()
         return self
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
@@ -204,47 +206,68 @@ class GitWriter:
             self._pending_bytes += len(obj.as_raw_string())
         return obj.id
 
-    def _blob_id(self, path: str, content: bytes) -> bytes:
-        cached = self._blobs.get(path)
-        if cached is not None and cached[0] == content:
-            return cached[1]
-        blob_id = self._add(Blob.from_string(content))
-        self._blobs[path] = (content, blob_id)
-        return blob_id
+    def _load_tree_state(self) -> None:
+        assert self.repo is not None
+        commit = self.tip_commit()
+        assert commit is not None
+        root = self.repo[commit.tree]
+        assert isinstance(root, Tree)
+        for entry in root.items():
+            sub = self.repo[entry.sha]
+            if not isinstance(sub, Tree):
+                raise RepositoryError(
+                    f"{self.path}: {entry.path.decode()} at the top of the tree is not a "
+                    "directory: this branch was not written by pggit-export"
+                )
+            directory = entry.path.decode("utf-8")
+            self._dirs[directory] = {item.path: item.sha for item in sub.items()}
+            self._dir_trees[directory] = entry.sha
 
-    def _tree_id(self, directory: str, entries: tuple[tuple[bytes, bytes], ...], mode: int) -> bytes:
-        cached = self._trees.get(directory)
-        if cached is not None and cached[0] == entries:
-            return cached[1]
-        tree = Tree()
-        for name, sha in entries:
-            tree.add(name, mode, sha)
-        tree_id = self._add(tree)
-        self._trees[directory] = (entries, tree_id)
-        return tree_id
+    def current_files(self) -> dict[str, bytes]:
+        """Path -> blob id of every file in the tip's tree (pending commits included)."""
+        return {
+            f"{directory}/{name.decode('utf-8')}": sha
+            for directory, files in self._dirs.items()
+            for name, sha in files.items()
+        }
 
-    def build_tree(self, files: Mapping[str, bytes]) -> bytes:
-        """Root tree id of `{"schema/file.sql": content}`: one subtree per directory."""
-        by_dir: dict[str, list[tuple[bytes, bytes]]] = {}
-        for path in sorted(files):
+    def _apply(self, changes: Mapping[str, bytes | None]) -> bytes:
+        """Apply file changes (None deletes) to the tip's tree; return the new root tree id."""
+        dirty: set[str] = set()
+        for path, content in changes.items():
             directory, _, name = path.partition("/")
-            if not name or "/" in name:
+            if not directory or not name or "/" in name:
                 raise RepositoryError(f"unexpected path in snapshot: {path!r}")
-            by_dir.setdefault(directory, []).append(
-                (name.encode("utf-8"), self._blob_id(path, files[path]))
-            )
-        root_entries = []
-        for directory, entries in sorted(by_dir.items()):
-            sub_id = self._tree_id(directory, tuple(entries), FILE_MODE)
-            root_entries.append((directory.encode("utf-8"), sub_id))
-        return self._tree_id("", tuple(root_entries), DIR_MODE)
+            files = self._dirs.setdefault(directory, {})
+            if content is None:
+                files.pop(name.encode("utf-8"), None)
+            else:
+                files[name.encode("utf-8")] = self._add(Blob.from_string(content))
+            dirty.add(directory)
+        for directory in dirty:
+            files = self._dirs[directory]
+            if not files:
+                del self._dirs[directory]
+                self._dir_trees.pop(directory, None)
+                continue
+            tree = Tree()
+            for name, sha in files.items():
+                tree.add(name, FILE_MODE, sha)
+            self._dir_trees[directory] = self._add(tree)
+        root = Tree()
+        for directory, sha in self._dir_trees.items():
+            root.add(directory.encode("utf-8"), DIR_MODE, sha)
+        return self._add(root)
 
     def write_commit(
-        self, files: Mapping[str, bytes], author: Signature, message: str
+        self, changes: Mapping[str, bytes | None], author: Signature, message: str
     ) -> bytes:
-        """Add a commit of `files` on top of the tip; the ref moves at the next flush."""
+        """Commit the tip's tree with `changes` applied ({path: content, or None to delete}).
+
+        The branch moves at the next flush.
+        """
         commit = Commit()
-        commit.tree = self.build_tree(files)
+        commit.tree = self._apply(changes)
         commit.parents = [self.tip] if self.tip is not None else []
         commit.author = commit.committer = author.identity()
         commit.author_time = commit.commit_time = author.timestamp()

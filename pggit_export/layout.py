@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from urllib.parse import unquote
 
 from .snapshot import ObjectKey
@@ -108,17 +108,84 @@ def _place(entries: list[tuple[ObjectKey, str]]) -> dict[ObjectKey, str]:
     return names
 
 
-def assign_paths(keys: list[ObjectKey] | Mapping[ObjectKey, object]) -> dict[ObjectKey, str]:
+def _fold(key: ObjectKey) -> str:
+    return encode_name(_stem_name(key)).casefold()
+
+
+class TreeLayout:
+    """The path of every file of a snapshot, kept up to date as objects come and go.
+
+    A file's name depends only on the names in its directory that fold to the
+    same string (rules 3 and 4), and directory names only on the set of schemas,
+    so a change recomputes just those few names: the cost does not grow with
+    the size of the schema.
+    """
+
+    def __init__(self) -> None:
+        self._groups: dict[tuple[str, str], set[ObjectKey]] = defaultdict(set)
+        self._folds_by_schema: dict[str, set[str]] = defaultdict(set)
+        self._dir_names: dict[str, str] = {}
+        self.paths: dict[ObjectKey, str] = {}
+
+    def update(
+        self, created: Iterable[ObjectKey], dropped: Iterable[ObjectKey]
+    ) -> dict[ObjectKey, tuple[str | None, str | None]]:
+        """Add and remove keys; return `{key: (old path, new path)}` for every moved key.
+
+        A created key has old path None, a dropped one new path None; a key
+        renamed by a new name clash has both.
+        """
+        created, dropped = list(created), list(dropped)
+        touched: set[tuple[str, str]] = set()
+        for key in dropped:
+            group = (key.schema, _fold(key))
+            self._groups[group].discard(key)
+            touched.add(group)
+        for key in created:
+            group = (key.schema, _fold(key))
+            self._groups[group].add(key)
+            self._folds_by_schema[key.schema].add(group[1])
+            touched.add(group)
+        for group in touched:
+            if not self._groups[group]:
+                del self._groups[group]
+                self._folds_by_schema[group[0]].discard(group[1])
+        schemas = {s for s, folds in self._folds_by_schema.items() if folds}
+        if schemas != set(self._dir_names):
+            directories = [ObjectKey("schema", s, s) for s in sorted(schemas)]
+            placed = _place([(d, d.schema) for d in directories])
+            dir_names = {d.schema: placed[d].removesuffix(".sql") for d in directories}
+            for schema, name in dir_names.items():
+                if self._dir_names.get(schema) != name:  # every file of it moves
+                    touched |= {(schema, fold) for fold in self._folds_by_schema[schema]}
+            self._dir_names = dir_names
+        moves: dict[ObjectKey, tuple[str | None, str | None]] = {}
+        for group in touched:
+            keys = self._groups.get(group, set())
+            placed = _place([(key, _stem_name(key)) for key in keys])
+            old_keys = {key for key in keys if key in self.paths} | {
+                key for key in dropped if (key.schema, _fold(key)) == group
+            }
+            for key in old_keys | set(placed):
+                old = self.paths.get(key)
+                new = f"{self._dir_names[key.schema]}/{placed[key]}" if key in placed else None
+                if old != new:
+                    moves[key] = (old, new)
+                    if new is None:
+                        self.paths.pop(key, None)
+                    else:
+                        self.paths[key] = new
+        return moves
+
+
+def assign_paths(keys: Iterable[ObjectKey]) -> dict[ObjectKey, str]:
     """Map every object of a snapshot to its path in the tree (`dir/file.sql`)."""
-    schemas = sorted({key.schema for key in keys})
-    dir_entries: dict[str, list[tuple[ObjectKey, str]]] = defaultdict(list)
-    for key in keys:
-        dir_entries[key.schema].append((key, _stem_name(key)))
-    directories = {key.schema: key for key in (ObjectKey("schema", s, s) for s in schemas)}
-    dir_names = _place([(directories[s], s) for s in schemas])
-    paths: dict[ObjectKey, str] = {}
-    for schema in schemas:
-        directory = dir_names[directories[schema]].removesuffix(".sql")
-        for key, file_name in _place(dir_entries[schema]).items():
-            paths[key] = f"{directory}/{file_name}"
-    return paths
+    layout = TreeLayout()
+    layout.update(keys, ())
+    return dict(layout.paths)
+
+
+def snapshot_files(snapshot: Mapping[ObjectKey, str]) -> dict[str, str]:
+    """Every file of a snapshot, by path: what a commit's tree holds."""
+    paths = assign_paths(snapshot)
+    return {paths[key]: text for key, text in snapshot.items()}

@@ -15,11 +15,11 @@ Format (docs/ARCHITECTURE.md, "Commit format")::
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 
 from .reader import Changeset
 from .replay import ReplayResult
 from .snapshot import ObjectKey
+from .state import SnapshotChanges
 
 SUBJECT_LIMIT = 72
 SQL_BODY_LIMIT = 64 * 1024
@@ -34,28 +34,6 @@ KIND_LABELS = {
     "function": "function",
     "type": "type",
 }
-
-
-@dataclass(frozen=True)
-class SnapshotChanges:
-    """What a changeset did to the snapshot: objects created, altered, dropped."""
-
-    created: list[ObjectKey] = field(default_factory=list)
-    altered: list[ObjectKey] = field(default_factory=list)
-    dropped: list[ObjectKey] = field(default_factory=list)
-
-    @property
-    def empty(self) -> bool:
-        return not (self.created or self.altered or self.dropped)
-
-
-def diff_snapshots(before: dict[ObjectKey, str], after: dict[ObjectKey, str]) -> SnapshotChanges:
-    """Compare two snapshots object by object."""
-    return SnapshotChanges(
-        created=sorted(k for k in after if k not in before),
-        altered=sorted(k for k in after if k in before and before[k] != after[k]),
-        dropped=sorted(k for k in before if k not in after),
-    )
 
 
 def format_id_ranges(ids: list[int]) -> str:

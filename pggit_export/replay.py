@@ -141,6 +141,16 @@ def prepare_for_transaction(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class TouchedObjects:
+    """What one changeset's DDL touched, as the shadow's event triggers saw it."""
+
+    # (catalog, oid) of objects created or altered (still in the catalog)
+    altered: list[tuple[int, int]] = field(default_factory=list)
+    # (catalog, oid, object type, address names) of dropped objects (gone from the catalog)
+    dropped: list[tuple[int, int, str, list[str]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class ReplayFailure:
     """Why a changeset could not be replayed."""
 
@@ -162,6 +172,8 @@ class ReplayResult:
     replayed: int = 0
     failure: ReplayFailure | None = None
     refused: list[Statement] = field(default_factory=list)
+    # What the changeset's DDL touched; None when the shadow cannot track it.
+    touched: TouchedObjects | None = None
 
     @property
     def ok(self) -> bool:
@@ -178,6 +190,43 @@ class Shadow:
     def __init__(self, conn: psycopg.Connection[Any], description: str) -> None:
         self.conn = conn
         self.description = description
+        self.tracking = False  # True once the change tracker is installed and intact
+
+    def install_tracker(self) -> bool:
+        """Install the event triggers that record what each changeset touches.
+
+        Needs a superuser; without one (a --shadow-dsn of a plain user) every
+        changeset is rendered in full instead, which is slower but the same.
+        """
+        try:
+            with self.conn.transaction():
+                self.conn.execute(_TRACKER_SQL)
+        except psycopg.errors.InsufficientPrivilege:
+            self.tracking = False
+        else:
+            self.tracking = True
+        return self.tracking
+
+    def take_touched(self) -> TouchedObjects | None:
+        """What was touched since the last call; None when tracking is unavailable."""
+        if not self.tracking:
+            return None
+        try:
+            row = self.conn.execute(_TAKE_TOUCHED_SQL).fetchone()
+        except psycopg.Error:
+            self.tracking = False  # the history dropped our schema: render in full from now on
+            return None
+        assert row is not None
+        if row[0] != 2:
+            self.tracking = False
+            return None
+        touched = TouchedObjects()
+        for classid, objid, dropped, object_type, names in row[1]:
+            if dropped:
+                touched.dropped.append((classid, objid, object_type, names or []))
+            else:
+                touched.altered.append((classid, objid))
+        return touched
 
     @property
     def server_version(self) -> int:
@@ -213,6 +262,7 @@ class Shadow:
                         )
                         raise _Rollback() from exc
                     result.replayed += 1
+                result.touched = self.take_touched()
         except _Rollback:
             pass
         finally:
@@ -225,6 +275,53 @@ class Shadow:
             self.conn.execute("DISCARD ALL")
         except psycopg.Error as exc:
             raise ShadowError(f"the shadow connection is unusable: {exc}") from exc
+
+
+# Installed in the shadow so the snapshot can re-render only what a changeset
+# touched. Its schema is excluded from snapshots. The functions pin their
+# search_path: replayed history may set any.
+TRACKER_SCHEMA = "_pggit_export"
+_TRACKER_SQL = """
+CREATE SCHEMA _pggit_export;
+CREATE TABLE _pggit_export.touched (
+    classid oid NOT NULL,
+    objid oid NOT NULL,
+    dropped boolean NOT NULL,
+    object_type text,
+    address_names text[]
+);
+GRANT USAGE ON SCHEMA _pggit_export TO PUBLIC;
+GRANT INSERT ON _pggit_export.touched TO PUBLIC;
+CREATE FUNCTION _pggit_export.on_ddl_command_end() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    INSERT INTO _pggit_export.touched (classid, objid, dropped)
+    SELECT classid, objid, false FROM pg_event_trigger_ddl_commands() WHERE objid <> 0;
+END $$;
+CREATE FUNCTION _pggit_export.on_sql_drop() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+    INSERT INTO _pggit_export.touched (classid, objid, dropped, object_type, address_names)
+    SELECT classid, objid, true, object_type, address_names
+    FROM pg_event_trigger_dropped_objects();
+END $$;
+CREATE EVENT TRIGGER _pggit_export_ddl_command_end ON ddl_command_end
+    EXECUTE FUNCTION _pggit_export.on_ddl_command_end();
+CREATE EVENT TRIGGER _pggit_export_sql_drop ON sql_drop
+    EXECUTE FUNCTION _pggit_export.on_sql_drop();
+"""
+
+# Read and clear in the changeset's own transaction; also say whether the
+# triggers are still there (history could drop or disable them).
+_TAKE_TOUCHED_SQL = """
+WITH taken AS (DELETE FROM _pggit_export.touched RETURNING *)
+SELECT (SELECT count(*) FROM pg_catalog.pg_event_trigger
+        WHERE evtname IN ('_pggit_export_ddl_command_end', '_pggit_export_sql_drop')
+          AND evtenabled <> 'D') AS triggers,
+       (SELECT coalesce(json_agg(json_build_array(classid::bigint, objid::bigint, dropped, object_type,
+                                                  address_names)), '[]')
+        FROM taken) AS touched
+"""
 
 
 class _Rollback(Exception):

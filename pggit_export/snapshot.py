@@ -19,16 +19,16 @@ byte that changes for no reason is a spurious diff. Hence:
 
 Each object kind is read with ONE query for the whole database (details come back
 as JSON aggregates), so the cost does not grow with one round trip per object.
-Every query takes an ``oids`` parameter (NULL: everything) so callers can later
-re-render only the objects a change touched.
+Every query can be limited to a set of keys, so a caller can re-render only the
+objects a change touched (`render_objects`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -72,30 +72,37 @@ def _not_extension_member(catalog: str, oid: str) -> str:
           AND e.objid = {oid} AND e.deptype = 'e')"""
 
 
-def _oid_filter(oid: str) -> str:
-    return f"(%(oids)s::oid[] IS NULL OR {oid} = ANY (%(oids)s::oid[]))"
+def _key_filter(schema: str, name: str) -> str:
+    """SQL condition: (schema, name) is one of the keys asked for, or all were asked for.
+
+    Filtering by key rather than OID lets a caller re-render an object it knows
+    only by name (a dropped function overload, a renamed table's old name): a
+    key that no longer exists simply comes back with no row.
+    """
+    return f"""(%(key_schemas)s::text[] IS NULL OR ({schema}, {name}) IN (
+        SELECT k.s, k.n FROM unnest(%(key_schemas)s::text[], %(key_names)s::text[]) AS k(s, n)))"""
 
 
 _SCHEMAS_SQL = f"""
-SELECT n.nspname AS name,
+SELECT n.nspname AS name, n.oid,
        quote_ident(n.nspname) AS qname,
        obj_description(n.oid, 'pg_namespace') AS comment
 FROM pg_catalog.pg_namespace n
 WHERE {_USER_SCHEMA}
   AND {_not_extension_member('pg_namespace', 'n.oid')}
-  AND {_oid_filter('n.oid')}
+  AND {_key_filter('n.nspname', 'n.nspname')}
 """
 
 # Extensions installed in a system schema (pg_catalog) are user objects too.
 _EXTENSIONS_SQL = f"""
-SELECT e.extname AS name, n.nspname AS schema,
+SELECT e.extname AS name, n.nspname AS schema, e.oid,
        quote_ident(e.extname) AS qname, quote_ident(n.nspname) AS qschema,
        obj_description(e.oid, 'pg_extension') AS comment
 FROM pg_catalog.pg_extension e
 JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
 WHERE e.extname <> 'plpgsql'
   AND n.nspname <> ALL (%(exclude)s::text[])
-  AND {_oid_filter('e.oid')}
+  AND {_key_filter('n.nspname', 'e.extname')}
 """
 
 # Sequence parameters, as a JSON object, of the pg_sequence row aliased "s".
@@ -136,6 +143,16 @@ _COLUMNS_JSON = f"""(
 # Indexes that stand alone: not the index of a PRIMARY KEY/UNIQUE/EXCLUDE
 # constraint (the constraint recreates it) and not a partition's index attached
 # to an index of the parent (creating the parent's index recreates it).
+# pg_class rows that live in a relation's file: its indexes and the sequences its
+# columns own. Their OIDs let a dropped index be traced back to its file.
+_OWNED_RELATIONS = """ARRAY(
+    SELECT i.indexrelid FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid
+    UNION ALL
+    SELECT d.objid FROM pg_catalog.pg_depend d
+    WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+      AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+      AND d.refobjid = c.oid AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i'))"""
+
 _INDEXES_JSON = """(
     SELECT json_agg(json_build_object(
         'name', quote_ident(ic.relname),
@@ -173,11 +190,17 @@ def _tables_sql(server_version: int) -> str:
     return f"""
 SELECT n.nspname AS schema, c.relname AS name, quote_ident(n.nspname) AS qschema,
        quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS qname,
-       c.relkind, c.relpersistence, c.relispartition,
+       c.oid, c.relkind, c.relpersistence, c.relispartition,
+       {_OWNED_RELATIONS} AS owned,
        c.relrowsecurity, c.relforcerowsecurity, c.reloptions,
        CASE WHEN c.relispartition THEN pg_get_expr(c.relpartbound, c.oid) END AS partbound,
        CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END AS partkey,
        obj_description(c.oid, 'pg_class') AS comment,
+       (SELECT json_agg(json_build_array(pn.nspname, pc.relname) ORDER BY h.inhseqno)
+        FROM pg_catalog.pg_inherits h
+        JOIN pg_catalog.pg_class pc ON pc.oid = h.inhparent
+        JOIN pg_catalog.pg_namespace pn ON pn.oid = pc.relnamespace
+        WHERE h.inhrelid = c.oid) AS parent_keys,
        (SELECT json_agg(quote_ident(pn.nspname) || '.' || quote_ident(pc.relname)
                         ORDER BY h.inhseqno)
         FROM pg_catalog.pg_inherits h
@@ -233,7 +256,7 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p')
   AND {_USER_SCHEMA}
   AND {_not_extension_member('pg_class', 'c.oid')}
-  AND {_oid_filter('c.oid')}
+  AND {_key_filter('n.nspname', 'c.relname')}
 """
 
 
@@ -241,7 +264,7 @@ def _views_sql(server_version: int) -> str:
     return f"""
 SELECT n.nspname AS schema, c.relname AS name, quote_ident(n.nspname) AS qschema,
        quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS qname,
-       c.relkind, c.reloptions,
+       c.oid, c.relkind, c.reloptions, {_OWNED_RELATIONS} AS owned,
        pg_get_viewdef(c.oid) AS def,
        obj_description(c.oid, 'pg_class') AS comment,
        {_COLUMNS_JSON} AS columns,
@@ -252,13 +275,13 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('v', 'm')
   AND {_USER_SCHEMA}
   AND {_not_extension_member('pg_class', 'c.oid')}
-  AND {_oid_filter('c.oid')}
+  AND {_key_filter('n.nspname', 'c.relname')}
 """
 
 
 # Sequences owned by a table column are rendered in the table's file.
 _SEQUENCES_SQL = f"""
-SELECT n.nspname AS schema, c.relname AS name,
+SELECT n.nspname AS schema, c.relname AS name, c.oid,
        quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS qname,
        {_SEQUENCE_JSON} AS params,
        obj_description(c.oid, 'pg_class') AS comment
@@ -276,13 +299,13 @@ WHERE c.relkind = 'S'
         AND t.relkind IN ('r', 'p'))
   AND {_USER_SCHEMA}
   AND {_not_extension_member('pg_class', 'c.oid')}
-  AND {_oid_filter('c.oid')}
+  AND {_key_filter('n.nspname', 'c.relname')}
 """
 
 # Aggregates (prokind 'a') are not rendered. Functions with an internal
 # dependency (the constructors CREATE TYPE ... AS RANGE makes) come with their type.
 _FUNCTIONS_SQL = f"""
-SELECT n.nspname AS schema, p.proname AS name,
+SELECT n.nspname AS schema, p.proname AS name, p.oid,
        quote_ident(n.nspname) || '.' || quote_ident(p.proname) AS qname,
        p.prokind,
        pg_get_function_identity_arguments(p.oid) AS args,
@@ -297,7 +320,7 @@ WHERE p.prokind IN ('f', 'p', 'w')
         AND d.objid = p.oid AND d.deptype = 'i')
   AND {_USER_SCHEMA}
   AND {_not_extension_member('pg_proc', 'p.oid')}
-  AND {_oid_filter('p.oid')}
+  AND {_key_filter('n.nspname', 'p.proname')}
 """
 
 
@@ -314,7 +337,8 @@ def _types_sql(server_version: int) -> str:
     else:
         multirange = "NULL::json"
     return f"""
-SELECT n.nspname AS schema, t.typname AS name,
+SELECT n.nspname AS schema, t.typname AS name, t.oid,
+       CASE WHEN t.typrelid <> 0 THEN ARRAY[t.typrelid] ELSE '{{}}'::oid[] END AS owned,
        quote_ident(n.nspname) || '.' || quote_ident(t.typname) AS qname,
        t.typtype,
        obj_description(t.oid, 'pg_type') AS comment,
@@ -376,7 +400,7 @@ LEFT JOIN pg_catalog.pg_namespace opn ON opn.oid = opc.opcnamespace
 WHERE (t.typtype IN ('e', 'd', 'r') OR (t.typtype = 'c' AND rel.relkind = 'c'))
   AND {_USER_SCHEMA}
   AND {_not_extension_member('pg_type', 't.oid')}
-  AND {_oid_filter('t.oid')}
+  AND {_key_filter('n.nspname', 't.typname')}
 """
 
 
@@ -779,6 +803,103 @@ def _fetch(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) ->
         return cur.fetchall()
 
 
+# Fixed OIDs of the system catalogs (the same in every PostgreSQL version): an
+# object is identified as (catalog, oid), as event triggers report it.
+PG_CLASS = 1259
+PG_PROC = 1255
+PG_TYPE = 1247
+PG_NAMESPACE = 2615
+PG_EXTENSION = 3079
+
+CatalogRef = tuple[int, int]  # (classid, objid)
+
+_QUERY_KINDS = ("schema", "extension", "table", "view", "sequence", "function", "type")
+_KINDS_OF_QUERY = {"view": ("view", "matview")}
+
+
+@dataclass
+class Rendered:
+    """Files rendered from a catalog, and which catalog objects each file holds."""
+
+    files: Snapshot
+    # (catalog, oid) of every object, index and owned sequence -> the file it is in.
+    owners: dict[CatalogRef, ObjectKey]
+    # Partitions and inheritance children -> their parents: a change to a parent
+    # (DETACH PARTITION) can change a child's file with no trace left in pg_depend.
+    parents: dict[ObjectKey, list[ObjectKey]] = field(default_factory=dict)
+
+
+def _key_params(keys: Collection[ObjectKey] | None, kinds: Sequence[str]) -> dict[str, Any]:
+    if keys is None:
+        return {"key_schemas": None, "key_names": None}
+    wanted = sorted(k for k in keys if k.kind in kinds)
+    return {"key_schemas": [k.schema for k in wanted], "key_names": [k.name for k in wanted]}
+
+
+def render_objects(
+    conn: psycopg.Connection[Any],
+    keys: Collection[ObjectKey] | None = None,
+    *,
+    exclude_schemas: Collection[str] = DEFAULT_EXCLUDED_SCHEMAS,
+) -> Rendered:
+    """Render the objects `keys` names (None: every user object of the database).
+
+    A key whose object does not exist (any more) is simply absent from the
+    result. Runs in the caller's transaction (as a savepoint) if there is one.
+    """
+    version = conn.info.server_version
+    files: list[tuple[ObjectKey, str]] = []
+    owners: dict[CatalogRef, ObjectKey] = {}
+    parents: dict[ObjectKey, list[ObjectKey]] = {}
+
+    def rows(sql: str, query_kind: str) -> list[Row]:
+        kinds = _KINDS_OF_QUERY.get(query_kind, (query_kind,))
+        params = {"exclude": list(exclude_schemas), **_key_params(keys, kinds)}
+        if params["key_schemas"] == []:
+            return []  # nothing of this kind asked for: skip the query
+        return _fetch(conn, sql, params)
+
+    def own(key: ObjectKey, catalog: int, row: Row) -> None:
+        owners[(catalog, row["oid"])] = key
+        for oid in row.get("owned") or ():
+            owners[(PG_CLASS, oid)] = key
+
+    with _stable_output(conn):
+        schema_rows = rows(_SCHEMAS_SQL, "schema")
+        for row, (key, text) in zip(schema_rows, _render_schemas(schema_rows)):
+            files.append((key, text))
+            own(key, PG_NAMESPACE, row)
+        extension_rows = rows(_EXTENSIONS_SQL, "extension")
+        for row, (key, text) in zip(extension_rows, _render_extensions(extension_rows)):
+            files.append((key, text))
+            own(key, PG_EXTENSION, row)
+        for row in rows(_tables_sql(version), "table"):
+            key = ObjectKey("table", row["schema"], row["name"])
+            files.append((key, _render_table(row)))
+            own(key, PG_CLASS, row)
+            if row["parent_keys"]:
+                parents[key] = [ObjectKey("table", *pair) for pair in row["parent_keys"]]
+        for row in rows(_views_sql(version), "view"):
+            key = ObjectKey("matview" if row["relkind"] == "m" else "view", row["schema"], row["name"])
+            files.append((key, _render_view(row)))
+            own(key, PG_CLASS, row)
+        for row in rows(_SEQUENCES_SQL, "sequence"):
+            key = ObjectKey("sequence", row["schema"], row["name"])
+            files.append((key, _render_sequence(row)))
+            own(key, PG_CLASS, row)
+        overloads: dict[ObjectKey, list[Row]] = {}
+        for row in rows(_FUNCTIONS_SQL, "function"):
+            key = ObjectKey("function", row["schema"], row["name"])
+            overloads.setdefault(key, []).append(row)
+            own(key, PG_PROC, row)
+        files += [(key, _render_functions(group)) for key, group in overloads.items()]
+        for row in rows(_types_sql(version), "type"):
+            key = ObjectKey("type", row["schema"], row["name"])
+            files.append((key, _render_type(row)))
+            own(key, PG_TYPE, row)
+    return Rendered(files=dict(sorted(files)), owners=owners, parents=parents)
+
+
 def render_snapshot(
     conn: psycopg.Connection[Any],
     *,
@@ -790,23 +911,168 @@ def render_snapshot(
     extension and plpgsql. Returns the files sorted by key. Runs in the caller's
     transaction (as a savepoint) if there is one, else in its own.
     """
-    version = conn.info.server_version
-    params: dict[str, Any] = {"exclude": list(exclude_schemas), "oids": None}
-    files: list[tuple[ObjectKey, str]] = []
-    with _stable_output(conn):
-        files += _render_schemas(_fetch(conn, _SCHEMAS_SQL, params))
-        files += _render_extensions(_fetch(conn, _EXTENSIONS_SQL, params))
-        for row in _fetch(conn, _tables_sql(version), params):
-            files.append((ObjectKey("table", row["schema"], row["name"]), _render_table(row)))
-        for row in _fetch(conn, _views_sql(version), params):
-            kind = "matview" if row["relkind"] == "m" else "view"
-            files.append((ObjectKey(kind, row["schema"], row["name"]), _render_view(row)))
-        for row in _fetch(conn, _SEQUENCES_SQL, params):
-            files.append((ObjectKey("sequence", row["schema"], row["name"]), _render_sequence(row)))
-        overloads: dict[ObjectKey, list[Row]] = {}
-        for row in _fetch(conn, _FUNCTIONS_SQL, params):
-            overloads.setdefault(ObjectKey("function", row["schema"], row["name"]), []).append(row)
-        files += [(key, _render_functions(rows)) for key, rows in overloads.items()]
-        for row in _fetch(conn, _types_sql(version), params):
-            files.append((ObjectKey("type", row["schema"], row["name"]), _render_type(row)))
-    return dict(sorted(files))
+    return render_objects(conn, exclude_schemas=exclude_schemas).files
+
+
+# --------------------------------------------------------------- what changed
+
+
+def _touched_sql(server_version: int) -> str:
+    # An array stands for its element type, a multirange (PG 14+) for its range.
+    multirange = (
+        "LEFT JOIN pg_catalog.pg_range mr ON mr.rngmultitypid = t.oid"
+        if server_version >= 140000
+        else "LEFT JOIN (SELECT NULL::oid AS rngtypid) mr ON false"
+    )
+    return f"""
+WITH refs AS (
+    SELECT DISTINCT r.classid, r.objid
+    FROM unnest(%(classids)s::oid[], %(objids)s::oid[]) AS r(classid, objid)
+),
+-- A change can alter the text of objects that depend on the changed one: a
+-- view over a renamed column, a foreign key to a renamed table, everything in a
+-- renamed schema. One level of pg_depend finds them.
+affected AS (
+    SELECT classid, objid FROM refs
+    UNION
+    SELECT d.classid, d.objid
+    FROM pg_catalog.pg_depend d
+    JOIN refs ON d.refclassid = refs.classid AND d.refobjid = refs.objid
+    WHERE d.deptype IN ('n', 'a')
+),
+-- The relation each affected object belongs to (its own, for relations).
+rel AS (
+    SELECT a.classid, a.objid, a.objid AS relid
+    FROM affected a WHERE a.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+    UNION ALL
+    SELECT a.classid, a.objid, k.conrelid FROM affected a
+    JOIN pg_catalog.pg_constraint k
+      ON a.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND k.oid = a.objid
+    WHERE k.conrelid <> 0
+    UNION ALL
+    SELECT a.classid, a.objid, tg.tgrelid FROM affected a
+    JOIN pg_catalog.pg_trigger tg
+      ON a.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass AND tg.oid = a.objid
+    UNION ALL
+    SELECT a.classid, a.objid, ad.adrelid FROM affected a
+    JOIN pg_catalog.pg_attrdef ad
+      ON a.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND ad.oid = a.objid
+    UNION ALL
+    SELECT a.classid, a.objid, rw.ev_class FROM affected a
+    JOIN pg_catalog.pg_rewrite rw
+      ON a.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND rw.oid = a.objid
+    UNION ALL
+    SELECT a.classid, a.objid, po.polrelid FROM affected a
+    JOIN pg_catalog.pg_policy po
+      ON a.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND po.oid = a.objid
+    UNION ALL
+    SELECT a.classid, a.objid, t.typrelid FROM affected a
+    JOIN pg_catalog.pg_type t
+      ON a.classid = 'pg_catalog.pg_type'::pg_catalog.regclass AND t.oid = a.objid
+    WHERE t.typrelid <> 0
+),
+-- Indexes live in their table's file, owned sequences in their owner's.
+rel_file AS (
+    SELECT r.classid, r.objid, coalesce(i.indrelid, own.refobjid, c.oid) AS relid
+    FROM rel r
+    JOIN pg_catalog.pg_class c ON c.oid = r.relid
+    LEFT JOIN pg_catalog.pg_index i ON i.indexrelid = c.oid
+    LEFT JOIN LATERAL (
+        SELECT d.refobjid FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_class t ON t.oid = d.refobjid AND t.relkind IN ('r', 'p')
+        WHERE c.relkind = 'S'
+          AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid
+          AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+          AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i')
+        LIMIT 1) own ON true
+),
+typ AS (
+    SELECT a.classid, a.objid, a.objid AS typid
+    FROM affected a WHERE a.classid = 'pg_catalog.pg_type'::pg_catalog.regclass
+    UNION ALL
+    SELECT a.classid, a.objid, k.contypid FROM affected a
+    JOIN pg_catalog.pg_constraint k
+      ON a.classid = 'pg_catalog.pg_constraint'::pg_catalog.regclass AND k.oid = a.objid
+    WHERE k.contypid <> 0
+),
+typ_file AS (
+    SELECT y.classid, y.objid, coalesce(el.oid, mr.rngtypid, t.oid) AS typid
+    FROM typ y
+    JOIN pg_catalog.pg_type t ON t.oid = y.typid
+    LEFT JOIN pg_catalog.pg_type el ON el.typarray = t.oid
+    {multirange}
+)
+SELECT r.classid, r.objid,
+       CASE c.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'matview' WHEN 'S' THEN 'sequence'
+                      WHEN 'c' THEN 'type' ELSE 'table' END AS kind,
+       n.nspname AS schema, c.relname AS name
+FROM rel_file r
+JOIN pg_catalog.pg_class c ON c.oid = r.relid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'c')
+UNION ALL
+SELECT y.classid, y.objid, 'type', n.nspname, t.typname
+FROM typ_file y
+JOIN pg_catalog.pg_type t ON t.oid = y.typid
+JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+WHERE t.typtype IN ('e', 'd', 'r')
+UNION ALL
+SELECT a.classid, a.objid, 'function', n.nspname, p.proname
+FROM affected a
+JOIN pg_catalog.pg_proc p
+  ON a.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND p.oid = a.objid
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+UNION ALL
+SELECT a.classid, a.objid, 'schema', n.nspname, n.nspname
+FROM affected a
+JOIN pg_catalog.pg_namespace n
+  ON a.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND n.oid = a.objid
+UNION ALL
+SELECT a.classid, a.objid, 'extension', n.nspname, e.extname
+FROM affected a
+JOIN pg_catalog.pg_extension e
+  ON a.classid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND e.oid = a.objid
+JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+"""
+
+
+# Dropped sub-objects name their table in address_names: (schema, table, ...).
+_DROPPED_PARTS_OF_RELATIONS = {
+    "table column", "table constraint", "trigger", "default value", "rule", "policy",
+}
+_RELATION_KINDS = ("table", "view", "matview")
+
+
+def keys_touched(
+    conn: psycopg.Connection[Any],
+    altered: Sequence[CatalogRef],
+    dropped: Sequence[tuple[int, int, str, Sequence[str]]],
+    owners: Mapping[CatalogRef, ObjectKey],
+) -> set[ObjectKey]:
+    """The files a change may have altered, created or deleted.
+
+    `altered` and `dropped` are what the shadow's event triggers reported;
+    `owners` is where each catalog object was before the change (from the last
+    render), which is how renamed and dropped objects find their old file.
+    Returns a superset: re-rendering a key that did not change is harmless.
+    """
+    keys: set[ObjectKey] = set()
+    for ref in altered:
+        if ref in owners:
+            keys.add(owners[ref])
+    if altered:
+        params = {"classids": [c for c, _ in altered], "objids": [o for _, o in altered]}
+        with conn.cursor() as cur:
+            cur.execute(_touched_sql(conn.info.server_version), params)  # type: ignore[arg-type]
+            for classid, objid, kind, schema, name in cur:
+                keys.add(ObjectKey(kind, schema, name))
+                if (classid, objid) in owners:
+                    keys.add(owners[(classid, objid)])
+    for classid, objid, object_type, names in dropped:
+        if (classid, objid) in owners:
+            keys.add(owners[(classid, objid)])
+        elif object_type in _DROPPED_PARTS_OF_RELATIONS and len(names) >= 2:
+            keys.update(ObjectKey(kind, names[0], names[1]) for kind in _RELATION_KINDS)
+        elif object_type == "domain constraint" and len(names) >= 2:
+            keys.add(ObjectKey("type", names[0], names[1]))
+    return keys

@@ -12,7 +12,7 @@ import pytest
 
 from pggit_export import ExportOptions, export_history
 from pggit_export.demo import demo_history_sql
-from pggit_export.export import _files
+from pggit_export.layout import snapshot_files
 from pggit_export.restore import load_files
 from pggit_export.snapshot import render_snapshot
 
@@ -83,7 +83,7 @@ def test_every_snapshot_recreates_its_schema(
         with psycopg.connect(make_database()) as conn:
             result = load_files(conn, files)
             assert result.failures == [], rev
-            again = {p: c.decode() for p, c in _files(render_snapshot(conn)).items()}
+            again = snapshot_files(render_snapshot(conn))
         assert again == files, rev
 
 
@@ -92,7 +92,7 @@ def test_head_matches_the_live_application_schema(
 ) -> None:
     # The demo history has no gaps: replaying it must end where the source database is.
     with psycopg.connect(demo_source) as conn:
-        live = {p: c.decode() for p, c in _files(render_snapshot(conn)).items()}
+        live = snapshot_files(render_snapshot(conn))
     paths = git(demo_repo, "ls-tree", "-r", "--name-only", "main").split()
     head = {p: git(demo_repo, "show", f"main:{p}") for p in paths}
     assert head == live

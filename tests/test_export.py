@@ -139,9 +139,9 @@ def test_snapshot_files_recreate_the_schema(
             result = load_files(conn, dict(reversed(list(files.items()))))
             assert result.failures == []
             rendered = render_snapshot(conn)
-        from pggit_export.export import _files
+        from pggit_export.layout import snapshot_files
 
-        assert {p: c.decode() for p, c in _files(rendered).items()} == files
+        assert snapshot_files(rendered) == files
 
 
 def test_failed_changeset_is_committed_and_reported(

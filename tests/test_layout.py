@@ -100,3 +100,29 @@ def test_hostile_names_export_inside_the_tree(
     assert not (tmp_path / "etc").exists()
     with psycopg.connect(source) as conn:  # the source was only read
         assert conn.execute("SELECT to_regclass('public.users')").fetchone() == (None,)
+
+
+def test_incremental_layout_matches_a_fresh_one_as_names_come_and_go() -> None:
+    from pggit_export.layout import TreeLayout
+
+    layout = TreeLayout()
+    steps = [
+        ([ObjectKey("table", "public", "users"), ObjectKey("schema", "public", "public")], []),
+        ([ObjectKey("function", "public", "users")], []),  # clash: both get kind suffixes
+        ([ObjectKey("table", "public", "Users")], []),  # case clash
+        ([ObjectKey("table", "Public", "x")], []),  # schema directories clash by case
+        ([], [ObjectKey("function", "public", "users")]),
+        ([], [ObjectKey("table", "Public", "x"), ObjectKey("table", "public", "Users")]),
+    ]
+    live: set[ObjectKey] = set()
+    for created, dropped in steps:
+        before = dict(layout.paths)
+        moves = layout.update(created, dropped)
+        live = (live | set(created)) - set(dropped)
+        assert layout.paths == assign_paths(live)
+        for key, (old, new) in moves.items():
+            assert before.get(key) == old and layout.paths.get(key) == new
+    assert layout.paths == {
+        ObjectKey("table", "public", "users"): "public/users.sql",
+        ObjectKey("schema", "public", "public"): "public/_schema.sql",
+    }
