@@ -131,7 +131,7 @@ def _rebuild_shadow(shadow: Shadow, writer: GitWriter, report: ExportReport) -> 
     files = {path: data.decode("utf-8") for path, data in writer.files_at(head).items()}
     with shadow.conn.transaction():
         result = load_files(shadow.conn, files)
-        shadow.take_touched()  # the load is not a change
+    shadow.take_touched()  # the load is not a change
     for failure in result.failures:
         report.warnings.append(
             f"resuming: could not load {failure.path} into the shadow: {failure.error}"

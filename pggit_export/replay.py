@@ -85,17 +85,34 @@ def _leading_words(text: str, count: int = 4) -> list[str]:
     return [w.upper() for w in _WORD.findall(body[:200])[:count]]
 
 
+# Anything that names these is refused whatever the statement: they read or
+# write the server's files, reach the network, or run code outside PostgreSQL.
+# (The replay role is no superuser either, so a hidden use fails; this makes it
+# a reported refusal instead of a replay failure, and never even tries.)
+_HOST_REACHING = re.compile(
+    r"\b(pg_read_file|pg_read_binary_file|pg_ls_\w*dir|pg_stat_file|pg_file_\w+"
+    r"|lo_import|lo_export|lo_from_bytea|lo_put|lo_get|lo_create|lo_unlink"
+    r"|dblink\w*|pg_terminate_backend|pg_cancel_backend|pg_reload_conf|pg_rotate_logfile"
+    r"|set_config\s*\(\s*'(archive|log|ssl|data_directory|shared_preload))\b"
+    r"|\bLANGUAGE\s+['\"]?(plpython\w*u|plperlu|pltclu|c|internal)\b"
+    r"|\bCREATE\s+EXTENSION\s+(IF\s+NOT\s+EXISTS\s+)?['\"]?"
+    r"(adminpack|dblink|file_fdw|postgres_fdw|plpython\w*u|plperlu|pltclu)\b"
+    r"|\bCOPY\b[^;]*\b(PROGRAM|TO\s+'|FROM\s+')",
+    re.I | re.S,
+)
+
+
 def classify(text: str) -> Action:
     """Decide what replay does with one statement (see the module docstring)."""
+    if _HOST_REACHING.search(text):
+        return Action.REFUSE
     words = _leading_words(text)
     if not words:
         return Action.SKIP_MAINTENANCE
     first = words[0]
     second = words[1] if len(words) > 1 else ""
     if first == "COPY":
-        return Action.REFUSE if re.search(r"\bPROGRAM\b|\bFROM\s+'|\bTO\s+'", text, re.I) else (
-            Action.SKIP_DATA
-        )
+        return Action.SKIP_DATA  # COPY with a program or file was refused above
     if first == "WITH":
         kind = sqlparse.parse(text)[0].get_type()
         return Action.SKIP_DATA if kind in {"INSERT", "UPDATE", "DELETE", "MERGE"} else Action.REPLAY
@@ -187,10 +204,23 @@ class ReplayResult:
 class Shadow:
     """A connection to the private scratch database where history SQL runs."""
 
-    def __init__(self, conn: psycopg.Connection[Any], description: str) -> None:
-        self.conn = conn
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        description: str,
+        *,
+        admin: psycopg.Connection[Any] | None = None,
+        private: bool = False,
+    ) -> None:
+        self.conn = conn  # replays history: a non-superuser in the private shadow
+        self.admin = admin  # a superuser on the same database, for the tool's own work
+        self.private = private  # a server of our own: creating roles there harms nobody
         self.description = description
         self.tracking = False  # True once the change tracker is installed and intact
+
+    @property
+    def replays_as_superuser(self) -> bool:
+        return self.conn.info.parameter_status("is_superuser") == "on"
 
     def install_tracker(self) -> bool:
         """Install the event triggers that record what each changeset touches.
@@ -198,9 +228,10 @@ class Shadow:
         Needs a superuser; without one (a --shadow-dsn of a plain user) every
         changeset is rendered in full instead, which is slower but the same.
         """
+        conn = self.admin or self.conn
         try:
-            with self.conn.transaction():
-                self.conn.execute(_TRACKER_SQL)
+            with conn.transaction():
+                conn.execute(_TRACKER_SQL)
         except psycopg.errors.InsufficientPrivilege:
             self.tracking = False
         else:
@@ -212,7 +243,7 @@ class Shadow:
         if not self.tracking:
             return None
         try:
-            row = self.conn.execute(_TAKE_TOUCHED_SQL).fetchone()
+            row = (self.admin or self.conn).execute(_TAKE_TOUCHED_SQL).fetchone()
         except psycopg.Error:
             self.tracking = False  # the history dropped our schema: render in full from now on
             return None
@@ -262,12 +293,15 @@ class Shadow:
                         )
                         raise _Rollback() from exc
                     result.replayed += 1
-                result.touched = self.take_touched()
         except _Rollback:
             pass
         finally:
             # SET search_path, SET ROLE and the like must not leak into the next changeset.
             self._reset_session()
+        if result.ok:
+            # Read after the commit, on the tool's own connection: the replay role
+            # may only add to the record, never read or erase it.
+            result.touched = self.take_touched()
         return result
 
     def _reset_session(self) -> None:
@@ -336,6 +370,9 @@ def _error_message(exc: psycopg.Error) -> str:
     return message
 
 
+# The role history replays as in the private shadow.
+REPLAY_ROLE = "pggit_replay"
+
 # Settings that change how the catalog renders, pinned so every server renders the same.
 _DATABASE_SETTINGS = {
     "TimeZone": "UTC",
@@ -382,11 +419,30 @@ def open_shadow(
     if shadow_dsn is None:
         with EmbeddedServer() as server:
             with psycopg.connect(server.conninfo("postgres"), autocommit=True) as admin:
-                admin.execute("CREATE DATABASE shadow TEMPLATE template0 ENCODING 'UTF8'")
+                # History replays as a plain role owning the scratch database: what
+                # could reach the host (COPY PROGRAM, server files, untrusted
+                # languages, ALTER SYSTEM) is then refused by PostgreSQL itself.
+                admin.execute(
+                    sql.SQL(
+                        "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
+                    ).format(sql.Identifier(REPLAY_ROLE))
+                )
+                admin.execute(
+                    sql.SQL(
+                        "CREATE DATABASE shadow OWNER {} TEMPLATE template0 ENCODING 'UTF8'"
+                    ).format(sql.Identifier(REPLAY_ROLE))
+                )
                 _pin_settings(admin, "shadow", statement_timeout)
-            with _connect_shadow(server.conninfo("shadow")) as conn:
+            replay_conninfo = psycopg.conninfo.make_conninfo(
+                server.conninfo("shadow"), user=REPLAY_ROLE
+            )
+            with psycopg.connect(server.conninfo("shadow"), autocommit=True) as admin_conn, (
+                _connect_shadow(replay_conninfo)
+            ) as conn:
                 version = server.binaries.version
-                yield Shadow(conn, f"private PostgreSQL {version} (embedded)")
+                yield Shadow(
+                    conn, f"private PostgreSQL {version} (embedded)", admin=admin_conn, private=True
+                )
         return
 
     name = f"pggit_export_shadow_{uuid.uuid4().hex[:12]}"
