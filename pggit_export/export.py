@@ -8,13 +8,16 @@ that could not be replayed is named in the report.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .gitwriter import GitWriter, Signature
+import psycopg
+
+from .gitwriter import GitWriter, RepositoryError, Signature
 from .message import build_message, parse_id_ranges, read_trailer
 from .reader import Changeset, HistoryReader
 from .replay import (
@@ -25,6 +28,7 @@ from .replay import (
     Shadow,
     open_shadow,
 )
+from .repair import MAX_ROUNDS, Healer, LiveCatalog, Repair
 from .restore import load_files
 from .snapshot import DEFAULT_EXCLUDED_SCHEMAS, Rendered, keys_touched, render_objects
 from .state import FileChanges, SnapshotChanges, SnapshotState, diff_files
@@ -46,6 +50,10 @@ class ExportOptions:
     max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES  # larger texts are refused unparsed
     dry_run: bool = False  # replay and report, write nothing
     strict: bool = False  # stop at the first changeset that fails to replay
+    # Heal failed changesets from the statement and the live catalog, and retry.
+    repair: bool = True
+    # End with a commit that makes the head equal the live schema.
+    reconcile: bool = False
     # Re-render only what each changeset touched (event triggers in the shadow).
     incremental: bool = True
     # Testing aid: after every changeset also render everything and fail loudly
@@ -81,6 +89,8 @@ class ExportReport:
     shadow: str = ""
     shadow_server_version: int = 0
     failed: list[ReportedChangeset] = field(default_factory=list)
+    repairs: list[ReportedChangeset] = field(default_factory=list)
+    reconciled: dict[str, list[str]] | None = None  # added/changed/removed paths
     not_replayed: list[ReportedChangeset] = field(default_factory=list)
     refused_statements: list[ReportedChangeset] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -115,9 +125,16 @@ def _resume_point(writer: GitWriter) -> int | None:
     head = writer.tip_commit()
     if head is None:
         return None
-    ids = read_trailer(head.message.decode("utf-8", "replace"), "Pggit-History-Ids")
+    message = head.message.decode("utf-8", "replace")
+    ids = read_trailer(message, "Pggit-History-Ids")
+    # A reconcile commit records no history: continue after its parent's rows.
+    while not ids and read_trailer(message, "Pggit-Reconcile") and head.parents:
+        assert writer.repo is not None
+        head = writer.repo[head.parents[0]]  # type: ignore[assignment]
+        message = head.message.decode("utf-8", "replace")
+        ids = read_trailer(message, "Pggit-History-Ids")
     if not ids:
-        raise RuntimeError(
+        raise RepositoryError(
             f"branch {writer.branch} of {writer.path} has commits that pggit-export did not "
             "write (no Pggit-History-Ids trailer): export into a new branch or repository"
         )
@@ -150,8 +167,10 @@ class _Exporter:
     writer: GitWriter
     options: ExportOptions
     report: ExportReport
+    healer: Healer | None = None
     state: SnapshotState = field(default_factory=SnapshotState)
     pending: FileChanges = field(default_factory=dict)  # goes into the next commit
+    last_time: dt.datetime | None = None
 
     @property
     def excluded(self) -> tuple[str, ...]:
@@ -192,6 +211,65 @@ class _Exporter:
                 raise IncrementalRenderError(f"incremental snapshot differs for {wrong}")
         return changes, files
 
+    def replay_with_repairs(self, changeset: Changeset) -> tuple[ReplayResult, list[Repair]]:
+        """Replay; while it fails and repairs apply, repair and retry (bounded)."""
+        overrides: dict[int, str | None] = {}
+        repairs: list[Repair] = []
+        seen: set[tuple[str | None, str, int]] = set()
+        result = self.shadow.replay(changeset, max_sql_bytes=self.options.max_sql_bytes)
+        for _ in range(MAX_ROUNDS):
+            failure = result.failure
+            if failure is None or self.healer is None:
+                break
+            signature = (failure.sqlstate, failure.message, failure.statement_index)
+            if signature in seen:
+                break  # no progress: the same failure again
+            seen.add(signature)
+            progress = False
+            for repair in self.healer.repairs_for(failure, result.statements):
+                if repair.override is not None:
+                    overrides[repair.override[0]] = repair.override[1]
+                elif self.healer.apply(repair) is not None:
+                    continue  # could not be applied: not evidence of anything
+                repairs.append(repair)
+                progress = True
+            if not progress:
+                break
+            result = self.shadow.replay(
+                changeset, max_sql_bytes=self.options.max_sql_bytes, overrides=overrides
+            )
+        return result, repairs
+
+    def reconcile(self, live: psycopg.Connection[Any]) -> None:
+        """Commit what it takes to make the head equal the live schema, if anything."""
+        rendered = render_objects(live, exclude_schemas=self.options.exclude_schemas)
+        changes, files = self.state.apply(rendered)
+        files = {**self.pending, **files}
+        self.pending = {}
+        if not files:
+            self.report.reconciled = {"added": [], "changed": [], "removed": []}
+            return
+        paths = self.state.layout.paths
+        added = sorted(paths[k] for k in changes.created)
+        changed = sorted(paths[k] for k in changes.altered)
+        removed = sorted(p for p, content in files.items() if content is None)
+        self.report.reconciled = {"added": added, "changed": changed, "removed": removed}
+        body = [f"{title}:\n" + "\n".join(f"  {p}" for p in items)
+                for title, items in (("Added", added), ("Changed", changed), ("Removed", removed))
+                if items]
+        message = (
+            "Reconcile with live database\n\n"
+            "The live database differs from where the recorded history leads: changes\n"
+            "pgGit never recorded. This commit makes the head equal the live schema.\n\n"
+            + "\n\n".join(body)
+            + "\n\nPggit-Reconcile: live database\n"
+        )
+        when = self.last_time or dt.datetime(1970, 1, 1)
+        author = Signature(self.options.default_author,
+                           f"{self.options.default_author}@{DEFAULT_EMAIL_DOMAIN}", when)
+        self.writer.write_commit(files, author, message)
+        self.report.commits_written += 1
+
     def export_changeset(self, changeset: Changeset) -> bool:
         """Replay one changeset, commit the snapshot after it, and account for its rows.
 
@@ -200,13 +278,15 @@ class _Exporter:
         options, report = self.options, self.report
         skipped_reason = None
         changes, files = SnapshotChanges(), {}
+        repairs: list[Repair] = []
+        self.last_time = changeset.time
         if _excluded_only(changeset, options.exclude_schemas):
             skipped_reason = "pgGit's own objects (schema " + ", ".join(
                 sorted({row.schema_name or "" for row in changeset.rows})
             ) + ")"
             result = ReplayResult(statements=[])
         else:
-            result = self.shadow.replay(changeset, max_sql_bytes=options.max_sql_bytes)
+            result, repairs = self.replay_with_repairs(changeset)
             if options.strict and result.failure is not None:
                 report.failed.append(
                     ReportedChangeset(
@@ -218,12 +298,16 @@ class _Exporter:
                     )
                 )
                 return False
-            if result.ok and result.replayed:
+            if result.failure is not None and any(not r.override for r in repairs):
+                # The repairs changed the shadow even though the changeset still fails.
+                result.touched = self.shadow.take_touched()
+                changes, files = self.render_after(result)
+            elif result.ok and (result.replayed or repairs):
                 changes, files = self.render_after(result)
         author, author_missing = _author(changeset, options)
         message = build_message(
             changeset, result, changes, skipped_reason=skipped_reason,
-            author_missing=author_missing,
+            author_missing=author_missing, repairs=[r.description for r in repairs],
         )
         if self.pending:
             files = {**self.pending, **files}
@@ -243,6 +327,8 @@ class _Exporter:
             )
         if skipped_reason:
             report.not_replayed.append(ReportedChangeset(ids, commit_id, skipped_reason))
+        for repair in repairs:
+            report.repairs.append(ReportedChangeset(ids, commit_id, repair.description))
         for statement in result.refused:
             report.refused_statements.append(
                 ReportedChangeset(ids, commit_id, statement.action.value, _excerpt(statement.text))
@@ -280,6 +366,8 @@ def export_history(
         with open_shadow(options.shadow_dsn, statement_timeout=options.statement_timeout) as shadow:
             report.shadow = shadow.description
             report.shadow_server_version = shadow.server_version
+            report.warnings += shadow.warnings
+            shadow.watch_statements(shadow.statement_timeout_seconds())
             if shadow.server_version // 10000 < info.server_version // 10000:
                 report.warnings.append(
                     f"the shadow runs PostgreSQL {shadow.server_version // 10000}, older than "
@@ -293,7 +381,9 @@ def export_history(
             report.incremental = shadow.tracking
             if last_id is not None:
                 _rebuild_shadow(shadow, writer, report)
-            exporter = _Exporter(shadow, writer, options, report)
+            live = LiveCatalog(reader.conn, options.exclude_schemas)
+            healer = Healer(live, shadow) if options.repair else None
+            exporter = _Exporter(shadow, writer, options, report, healer=healer)
             exporter.start()
             changesets_done = 0
             for changeset in reader.changesets(after):
@@ -304,6 +394,8 @@ def export_history(
                 report.rows_exported += len(changeset.rows)
                 if options.progress:
                     options.progress(changesets_done, report.rows_exported, info.history_rows)
+            if options.reconcile and not report.stopped_early:
+                exporter.reconcile(reader.conn)
         writer.flush()
         writer.checkout()
         report.head = writer.tip.decode() if writer.tip else None

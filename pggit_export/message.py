@@ -120,6 +120,7 @@ def build_message(
     *,
     skipped_reason: str | None = None,
     author_missing: bool = False,
+    repairs: list[str] | None = None,
 ) -> str:
     """The full commit message for one changeset."""
     subject = subject_for(changeset, result, changes)
@@ -160,6 +161,7 @@ def build_message(
     paragraphs.extend(notes)
 
     trailers = [f"Pggit-History-Ids: {format_id_ranges(changeset.history_ids)}"]
+    trailers += [f"Pggit-Repaired: {description}" for description in repairs or ()]
     if result.failure is not None:
         trailers.append("Pggit-Replay: failed")
     elif skipped_reason:

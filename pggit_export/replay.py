@@ -17,9 +17,13 @@ changeset (see docs/ARCHITECTURE.md, "Replay policy"):
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+import secrets
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -47,6 +51,7 @@ class Action(Enum):
     SKIP_MAINTENANCE = "skip: maintenance or session command with no effect on the schema"
     REFUSE = "refused: could reach the server's host or cluster"
     TOO_LARGE = "refused: SQL text over the size limit (--max-sql-bytes), not parsed"
+    SKIP_REPAIRED = "skip: a repair found it has nothing to do (see Pggit-Repaired)"
 
 
 REFUSALS = frozenset({Action.REFUSE, Action.TOO_LARGE})
@@ -157,6 +162,57 @@ def prepare_for_transaction(text: str) -> str:
     return _CONCURRENTLY.sub(r"\1", text, count=1)
 
 
+# 'now', 'today', 'tomorrow' and 'yesterday' are evaluated when a statement runs
+# and stored as constants (in a default, a check, a view). Replayed years later
+# they would store the replay's clock: a different schema on every run. They
+# are rewritten to the time the history recorded for the changeset. Only where
+# the literal is cast to a date/time type (`'now'::date`, `DATE 'today'`,
+# `CAST('now' AS ...)`) or is a DEFAULT; never inside dollar-quoted bodies,
+# which are evaluated when called.
+_TIME_TYPE = (r"(?:date|timestamptz|timestamp|timetz|time)"
+              r"(?:\s+with(?:out)?\s+time\s+zone)?")
+_CLOCK_LITERAL = re.compile(
+    rf"(?P<pre>\b{_TIME_TYPE}\s+|\bDEFAULT\s+|\bCAST\s*\(\s*)?"
+    r"(?<!')'\s*(?P<word>now|today|tomorrow|yesterday)\s*'(?!')"
+    rf"(?P<cast>\s*::\s*(?:pg_catalog\.)?{_TIME_TYPE}\b)?",
+    re.I,
+)
+_CAST_TARGET = re.compile(rf"\s+AS\s+(?:pg_catalog\.)?{_TIME_TYPE}\b", re.I)
+# The tag group always takes part (empty for $$): a backreference to a group
+# that did not take part never matches in Python.
+_DOLLAR_QUOTED = re.compile(r"(\$([A-Za-z_][A-Za-z_0-9]*|)\$.*?\$\2\$)", re.S)
+
+
+def freeze_clock_literals(text: str, when: dt.datetime) -> str:
+    """Replace clock literals with the recorded time `when` (see above)."""
+    if "'" not in text:
+        return text
+
+    def value(match: re.Match[str]) -> str:
+        pre, cast = match.group("pre") or "", match.group("cast") or ""
+        is_cast = pre.upper().startswith("CAST")
+        if not (pre or cast) or (is_cast and not _CAST_TARGET.match(match.string, match.end())):
+            return match.group(0)  # a plain string that happens to say 'now'
+        word = match.group("word").lower()
+        if word == "now":
+            literal = f"'{when.isoformat(sep=' ')}'"
+        else:
+            literal = f"'{(when.date() + dt.timedelta(days=_CLOCK_WORDS[word])).isoformat()}'"
+        return f"{pre}{literal}{cast}"
+
+    pieces = _DOLLAR_QUOTED.split(text)
+    # split() with two groups yields: text, whole quote, tag, text, whole quote, tag, ...
+    out = []
+    for i in range(0, len(pieces), 3):
+        out.append(_CLOCK_LITERAL.sub(value, pieces[i]))
+        if i + 1 < len(pieces):
+            out.append(pieces[i + 1])
+    return "".join(out)
+
+
+_CLOCK_WORDS = {"now": 0, "today": 0, "tomorrow": 1, "yesterday": -1}
+
+
 @dataclass(frozen=True)
 class TouchedObjects:
     """What one changeset's DDL touched, as the shadow's event triggers saw it."""
@@ -174,11 +230,14 @@ class ReplayFailure:
     statement_index: int  # 1-based position among the changeset's statements
     statement: str
     sqlstate: str | None
-    message: str
+    message: str  # PostgreSQL's primary message
+    detail: str | None = None
+    hint: str | None = None
 
     def describe(self) -> str:
         code = f" ({self.sqlstate})" if self.sqlstate else ""
-        return f"statement {self.statement_index}: {self.message}{code}"
+        detail = f" DETAIL: {self.detail}" if self.detail else ""
+        return f"statement {self.statement_index}: {self.message}{detail}{code}"
 
 
 @dataclass
@@ -217,6 +276,26 @@ class Shadow:
         self.private = private  # a server of our own: creating roles there harms nobody
         self.description = description
         self.tracking = False  # True once the change tracker is installed and intact
+        self.warnings: list[str] = []  # what the export should tell the user about the shadow
+        self._watchdog: _Watchdog | None = None
+
+    def watch_statements(self, seconds: float) -> None:
+        """Cancel any replayed statement running longer than `seconds` (plus a grace)."""
+        self._watchdog = _Watchdog(self.conn, seconds + 2.0)
+        self._watchdog.start()
+
+    def statement_timeout_seconds(self) -> float:
+        """The scratch database's statement timeout, read before any history ran."""
+        row = self.conn.execute(
+            "SELECT setting::float8 / 1000 FROM pg_catalog.pg_settings "
+            "WHERE name = 'statement_timeout'"
+        ).fetchone()
+        seconds = float(row[0]) if row else 0.0
+        return seconds if seconds > 0 else 24 * 3600.0
+
+    def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
 
     @property
     def replays_as_superuser(self) -> bool:
@@ -263,17 +342,30 @@ class Shadow:
     def server_version(self) -> int:
         return self.conn.info.server_version
 
-    def replay(self, changeset: Changeset, *, max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES) -> ReplayResult:
+    def replay(
+        self,
+        changeset: Changeset,
+        *,
+        max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES,
+        overrides: Mapping[int, str | None] | None = None,
+    ) -> ReplayResult:
         """Replay one changeset in a transaction of its own; roll it back on failure.
 
         A text over `max_sql_bytes` is not even parsed (sqlparse needs seconds per
-        megabyte): it is refused whole, and reported.
+        megabyte): it is refused whole, and reported. `overrides` replaces
+        statements (1-based index -> new text, or None to skip it): repairs.
         """
         text = changeset.sql or ""
         if len(text.encode("utf-8", "surrogatepass")) > max_sql_bytes:
             statements = [Statement(text, Action.TOO_LARGE)]
         else:
             statements = split_statements(text)
+        for index, new_text in (overrides or {}).items():
+            if 1 <= index <= len(statements):
+                statements[index - 1] = (
+                    Statement(new_text, Action.REPLAY) if new_text is not None
+                    else Statement(statements[index - 1].text, Action.SKIP_REPAIRED)
+                )
         result = ReplayResult(statements=statements)
         result.refused = [s for s in statements if s.action in REFUSALS]
         to_run = [(i, s) for i, s in enumerate(statements, 1) if s.action is Action.REPLAY]
@@ -282,16 +374,25 @@ class Shadow:
         try:
             with self.conn.transaction():
                 for index, statement in to_run:
+                    watchdog = self._watchdog
                     try:
-                        self.conn.execute(prepare_for_transaction(statement.text))
+                        text = freeze_clock_literals(statement.text, changeset.time)
+                        if watchdog is not None:
+                            watchdog.started = time.monotonic()
+                        self.conn.execute(prepare_for_transaction(text))
                     except psycopg.Error as exc:
                         result.failure = ReplayFailure(
                             statement_index=index,
                             statement=statement.text,
                             sqlstate=exc.sqlstate,
-                            message=_error_message(exc),
+                            message=_message(exc, watchdog),
+                            detail=exc.diag.message_detail,
+                            hint=exc.diag.message_hint,
                         )
                         raise _Rollback() from exc
+                    finally:
+                        if watchdog is not None:
+                            watchdog.started = None
                     result.replayed += 1
         except _Rollback:
             pass
@@ -358,15 +459,45 @@ SELECT (SELECT count(*) FROM pg_catalog.pg_event_trigger
 """
 
 
+class _Watchdog(threading.Thread):
+    """Cancels a replayed statement that runs past the timeout.
+
+    The server's statement_timeout does the same, but replayed history can
+    switch that off (`SET statement_timeout = 0`); this cannot be.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any], seconds: float) -> None:
+        super().__init__(name="pggit-export-statement-watchdog", daemon=True)
+        self.conn = conn
+        self.seconds = seconds
+        self.started: float | None = None
+        self.cancelled = False
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(0.25):
+            started = self.started
+            if started is not None and time.monotonic() - started > self.seconds:
+                self.cancelled = True
+                self.started = None
+                try:
+                    self.conn.cancel_safe()
+                except (psycopg.Error, AttributeError):
+                    self.conn.cancel()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
 class _Rollback(Exception):
     """Raised inside a transaction block to roll it back."""
 
 
-def _error_message(exc: psycopg.Error) -> str:
-    diag = exc.diag
-    message = diag.message_primary or str(exc).strip().splitlines()[0]
-    if diag.message_detail:
-        message += f" DETAIL: {diag.message_detail}"
+def _message(exc: psycopg.Error, watchdog: _Watchdog | None) -> str:
+    message = exc.diag.message_primary or str(exc).strip().splitlines()[0]
+    if watchdog is not None and watchdog.cancelled and exc.sqlstate == "57014":
+        watchdog.cancelled = False
+        return f"{message}: it ran past the statement timeout"
     return message
 
 
@@ -440,9 +571,13 @@ def open_shadow(
                 _connect_shadow(replay_conninfo)
             ) as conn:
                 version = server.binaries.version
-                yield Shadow(
+                shadow = Shadow(
                     conn, f"private PostgreSQL {version} (embedded)", admin=admin_conn, private=True
                 )
+                try:
+                    yield shadow
+                finally:
+                    shadow.close()
         return
 
     name = f"pggit_export_shadow_{uuid.uuid4().hex[:12]}"
@@ -450,6 +585,10 @@ def open_shadow(
         admin = psycopg.connect(shadow_dsn, autocommit=True)
     except psycopg.OperationalError as exc:
         raise ShadowError(f"cannot connect to the shadow server: {exc}".strip()) from exc
+    params = psycopg.conninfo.conninfo_to_dict(shadow_dsn)
+    params["dbname"] = name
+    scratch = psycopg.conninfo.make_conninfo(**params)  # type: ignore[arg-type]
+    role = None
     with admin:
         try:
             admin.execute(
@@ -461,13 +600,67 @@ def open_shadow(
             raise ShadowError(f"cannot create the scratch database {name}: {exc}") from exc
         try:
             _pin_settings(admin, name, statement_timeout)
-            params = psycopg.conninfo.conninfo_to_dict(shadow_dsn)
-            params["dbname"] = name
-            with _connect_shadow(psycopg.conninfo.make_conninfo(**params)) as conn:  # type: ignore[arg-type]
+            warnings: list[str] = []
+            replay_conninfo = scratch
+            if admin.info.parameter_status("is_superuser") == "on":
+                # Never replay history as a superuser: a throwaway login role owns the
+                # scratch database and replays; the given user keeps doing the tool's work.
+                role, replay_conninfo = _replay_role_on(admin, name, params)
+                if role is None:
+                    warnings.append(
+                        "the shadow replays as a superuser (the server refused a login as a "
+                        "throwaway role): hostile history could reach that server's host; "
+                        "prefer the default private shadow"
+                    )
+            with psycopg.connect(scratch, autocommit=True) as admin_conn, _connect_shadow(
+                replay_conninfo
+            ) as conn:
                 version = conn.info.parameter_status("server_version") or "?"
-                yield Shadow(conn, f"scratch database {name} on PostgreSQL {version}")
+                shadow = Shadow(
+                    conn, f"scratch database {name} on PostgreSQL {version}", admin=admin_conn
+                )
+                shadow.warnings += warnings
+                try:
+                    yield shadow
+                finally:
+                    shadow.close()
         finally:
-            force = sql.SQL(" WITH (FORCE)") if admin.info.server_version >= 130000 else sql.SQL("")
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {}{}").format(sql.Identifier(name), force)
-            )
+            try:
+                force = (
+                    sql.SQL(" WITH (FORCE)") if admin.info.server_version >= 130000 else sql.SQL("")
+                )
+                admin.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {}{}").format(sql.Identifier(name), force)
+                )
+                if role is not None:
+                    admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+            except psycopg.Error:
+                pass  # the export's own error, if any, is the one worth reporting
+
+
+def _replay_role_on(
+    admin: psycopg.Connection[Any], dbname: str, params: dict[str, Any]
+) -> tuple[str | None, str]:
+    """Create a login role owning the scratch database; return it and how to connect as it."""
+    role = f"pggit_export_replay_{uuid.uuid4().hex[:12]}"
+    password = secrets.token_urlsafe(24)
+    admin.execute(
+        sql.SQL(
+            "CREATE ROLE {} LOGIN PASSWORD {} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
+        ).format(sql.Identifier(role), sql.Literal(password))
+    )
+    admin.execute(
+        sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(dbname), sql.Identifier(role))
+    )
+    conninfo = psycopg.conninfo.make_conninfo(
+        **{**params, "user": role, "password": password}  # type: ignore[arg-type]
+    )
+    try:
+        psycopg.connect(conninfo, connect_timeout=10).close()
+    except psycopg.OperationalError:
+        admin.execute(
+            sql.SQL("ALTER DATABASE {} OWNER TO CURRENT_USER").format(sql.Identifier(dbname))
+        )
+        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+        return None, psycopg.conninfo.make_conninfo(**params)  # type: ignore[arg-type]
+    return role, conninfo

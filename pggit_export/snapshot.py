@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 
 @dataclass(frozen=True, order=True)
@@ -119,6 +119,14 @@ _COLUMNS_JSON = f"""(
         'collation', CASE WHEN a.attcollation <> t.typcollation
                           THEN quote_ident(cn.nspname) || '.' || quote_ident(co.collname) END,
         'notnull', a.attnotnull,
+        -- PG 18 names NOT NULL constraints; the name outlives renames of its
+        -- table or column (no rows before 18: contype 'n' did not exist).
+        'notnull_name', (SELECT json_build_array(nn.conname, quote_ident(nn.conname))
+                         FROM pg_catalog.pg_constraint nn
+                         WHERE nn.conrelid = a.attrelid AND nn.contype = 'n'
+                           AND nn.conkey = ARRAY[a.attnum]),
+        'table_name', (SELECT r.relname FROM pg_catalog.pg_class r WHERE r.oid = a.attrelid),
+        'raw_name', a.attname,
         'identity', a.attidentity,
         'generated', a.attgenerated,
         'default', pg_get_expr(ad.adbin, ad.adrelid),
@@ -513,7 +521,11 @@ def _column(col: Row) -> str:
                 identity += f" ({' '.join(options)})"
         parts.append(identity)
     if col["notnull"]:
-        parts.append("NOT NULL")
+        named = col.get("notnull_name")  # [name, quoted name], PG 18 on
+        if named and named[0] != f"{col['table_name']}_{col['raw_name']}_not_null":
+            parts.append(f"CONSTRAINT {named[1]} NOT NULL")
+        else:
+            parts.append("NOT NULL")
     return " ".join(parts)
 
 
@@ -789,12 +801,13 @@ def _stable_output(conn: psycopg.Connection[Any]) -> Iterator[None]:
     them. On error the rollback (to the savepoint) undoes them.
     """
     names = list(_OUTPUT_SETTINGS)
-    with conn.transaction():
-        row = conn.execute(_SAVE_SETTINGS_SQL, (names,)).fetchone()
+    with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
+        # A cursor of our own: the caller's connection may return dicts.
+        row = cur.execute(_SAVE_SETTINGS_SQL, (names,)).fetchone()
         previous: list[str] = row[0] if row else []
-        conn.execute(_SET_SETTINGS_SQL, (names, list(_OUTPUT_SETTINGS.values())))
+        cur.execute(_SET_SETTINGS_SQL, (names, list(_OUTPUT_SETTINGS.values())))
         yield
-        conn.execute(_SET_SETTINGS_SQL, (names, previous))
+        cur.execute(_SET_SETTINGS_SQL, (names, previous))
 
 
 def _fetch(conn: psycopg.Connection[Any], query: str, params: dict[str, Any]) -> list[Row]:
@@ -1062,7 +1075,7 @@ def keys_touched(
             keys.add(owners[ref])
     if altered:
         params = {"classids": [c for c, _ in altered], "objids": [o for _, o in altered]}
-        with conn.cursor() as cur:
+        with conn.cursor(row_factory=tuple_row) as cur:
             cur.execute(_touched_sql(conn.info.server_version), params)  # type: ignore[arg-type]
             for classid, objid, kind, schema, name in cur:
                 keys.add(ObjectKey(kind, schema, name))

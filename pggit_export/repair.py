@@ -1,0 +1,510 @@
+"""Healing the replay: when a changeset fails, repair the shadow from the evidence, retry.
+
+v1 does not record everything (CREATE TYPE, RENAME COLUMN, CREATE TABLE AS, DROP
+FUNCTION, ... sent on their own leave no row), so a faithful replay of what it
+did record trips over what it missed. The evidence for a repair is, in order:
+
+1. the failing statement itself: a history that CREATEs `x` says `x` did not
+   exist at that moment; a history that DROPs `x` says it existed (and a DROP of
+   something the shadow never had needs no replay at all);
+2. the source's live catalog, read only: an object a statement needs and the
+   replay never created is taken from it; a blocking object it no longer has
+   is dropped.
+
+Each repair is one `Repair`: what was done and why, in words that go into the
+commit (`Pggit-Repaired: ...`), the report and `--json`. Repairs run in the
+shadow, committed before the retry (an enum value added in the retry's own
+transaction could not be used there). What cannot be repaired stays a failure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import psycopg.rows
+
+from .replay import REPLAY_ROLE, ReplayFailure, Shadow, Statement
+from .restore import load_files
+from .snapshot import ObjectKey, render_objects
+
+MAX_ROUNDS = 12  # per changeset; each round must fix something new
+
+
+@dataclass(frozen=True)
+class Repair:
+    """One change the tool made to the shadow, or to a statement, and why."""
+
+    description: str  # "created type public.mood from the live database (never recorded)"
+    sql: tuple[str, ...] = ()  # run in the shadow, in one transaction, as the replay role
+    admin_sql: tuple[str, ...] = ()  # run as the shadow's superuser (roles, grants)
+    load: dict[str, str] = field(default_factory=dict)  # files to load (live definitions)
+    override: tuple[int, str | None] | None = None  # (statement index, new text or None: skip)
+
+
+# ---------------------------------------------------------------- live catalog
+
+_FIND_RELATION_SQL = """
+SELECT n.nspname, c.relname, c.relkind
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relname = %(name)s AND (%(schema)s::text IS NULL OR n.nspname = %(schema)s)
+  AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'c')
+  AND n.nspname <> ALL (%(exclude)s::text[]) AND n.nspname !~ '^pg_'
+ORDER BY n.nspname = 'public' DESC, n.nspname
+"""
+
+_FIND_TYPE_SQL = """
+SELECT n.nspname, t.typname
+FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+WHERE t.typname = %(name)s AND (%(schema)s::text IS NULL OR n.nspname = %(schema)s)
+  AND t.typtype IN ('e', 'd', 'r', 'c')
+  AND n.nspname <> ALL (%(exclude)s::text[]) AND n.nspname !~ '^pg_'
+ORDER BY n.nspname = 'public' DESC, n.nspname
+"""
+
+_FIND_FUNCTION_SQL = """
+SELECT DISTINCT n.nspname, p.proname, n.nspname = 'public' AS in_public
+FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE p.proname = %(name)s AND (%(schema)s::text IS NULL OR n.nspname = %(schema)s)
+  AND n.nspname <> ALL (%(exclude)s::text[]) AND n.nspname !~ '^pg_'
+ORDER BY in_public DESC, n.nspname
+"""
+
+_SCHEMA_EXISTS_SQL = "SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = %s)"
+
+_COLUMNS_SQL = """
+SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull,
+       pg_catalog.pg_get_expr(d.adbin, d.adrelid) AS default
+FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE n.nspname = %(schema)s AND c.relname = %(name)s AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+_ENUM_LABELS_SQL = """
+SELECT e.enumlabel
+FROM pg_catalog.pg_enum e
+JOIN pg_catalog.pg_type t ON t.oid = e.enumtypid
+JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+WHERE n.nspname = %(schema)s AND t.typname = %(name)s
+ORDER BY e.enumsortorder
+"""
+
+_RELKIND_KINDS = {"r": "table", "p": "table", "v": "view", "m": "matview", "S": "sequence",
+                  "c": "type"}
+
+
+class LiveCatalog:
+    """The source's live catalog, read through the reader's read-only transaction."""
+
+    def __init__(self, conn: psycopg.Connection[Any], exclude_schemas: Collection[str]) -> None:
+        self.conn = conn
+        self.exclude = list(exclude_schemas)
+
+    def _rows(self, query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        with self.conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
+            cur.execute(query, params)  # type: ignore[arg-type]
+            return cur.fetchall()
+
+    def find_relation(self, schema: str | None, name: str) -> ObjectKey | None:
+        rows = self._rows(_FIND_RELATION_SQL, {"schema": schema, "name": name,
+                                                "exclude": self.exclude})
+        return ObjectKey(_RELKIND_KINDS[rows[0][2]], rows[0][0], rows[0][1]) if rows else None
+
+    def find_type(self, schema: str | None, name: str) -> ObjectKey | None:
+        rows = self._rows(_FIND_TYPE_SQL, {"schema": schema, "name": name, "exclude": self.exclude})
+        if not rows:
+            return None
+        relation = self.find_relation(rows[0][0], rows[0][1])  # a table's row type is the table
+        return relation or ObjectKey("type", rows[0][0], rows[0][1])
+
+    def find_function(self, schema: str | None, name: str) -> ObjectKey | None:
+        rows = self._rows(_FIND_FUNCTION_SQL, {"schema": schema, "name": name,
+                                                "exclude": self.exclude})
+        return ObjectKey("function", rows[0][0], rows[0][1]) if rows else None
+
+    def has_schema(self, name: str) -> bool:
+        return bool(self._rows(_SCHEMA_EXISTS_SQL.replace("%s", "%(name)s"), {"name": name})[0][0])
+
+    def columns(self, schema: str, name: str) -> list[tuple[str, str, bool, str | None]]:
+        return [tuple(r) for r in self._rows(_COLUMNS_SQL, {"schema": schema, "name": name})]  # type: ignore[misc]
+
+    def enum_labels(self, schema: str, name: str) -> list[str]:
+        return [r[0] for r in self._rows(_ENUM_LABELS_SQL, {"schema": schema, "name": name})]
+
+    def definition(self, key: ObjectKey) -> str | None:
+        """The live object's file, as the snapshot would render it."""
+        return render_objects(self.conn, [key], exclude_schemas=self.exclude).files.get(key)
+
+
+# ------------------------------------------------------------------ diagnosis
+
+_NAME = r'"((?:[^"]|"")+)"'
+
+
+def _split_name(text: str) -> tuple[str | None, str]:
+    """`s.x` or `x` as PostgreSQL prints it in messages (quotes already removed)."""
+    if "." in text:
+        schema, _, name = text.partition(".")
+        return schema, name
+    return None, text
+
+
+def _label(key: ObjectKey) -> str:
+    kinds = {"matview": "materialized view"}
+    return f"{kinds.get(key.kind, key.kind)} {key.schema}.{key.name}"
+
+
+def _is_drop(statement: str) -> bool:
+    return bool(re.match(r"\s*DROP\b", statement, re.I))
+
+
+def _quoted(schema: str, name: str) -> str:
+    return f"{_ident(schema)}.{_ident(name)}"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class Healer:
+    """Turns a replay failure into repairs, using the statement and the live catalog."""
+
+    def __init__(self, live: LiveCatalog | None, shadow: Shadow) -> None:
+        self.live = live
+        self.shadow = shadow
+
+    # -- the rules, one per kind of failure --------------------------------------------
+
+    def repairs_for(self, failure: ReplayFailure, statements: list[Statement]) -> list[Repair]:
+        """Repairs that may let the failing statement run; empty when none apply."""
+        msg = failure.message
+        code = failure.sqlstate or ""
+        stmt = failure.statement
+        index = failure.statement_index
+
+        if code in ("42P01", "42704", "42883") and _is_drop(stmt):
+            return [Repair(f"skipped statement {index} ({_first_line(stmt)}): what it drops "
+                           "was never created in the replay", override=(index, None))]
+        if code == "42704" and (m := re.match(r"role " + _NAME + " does not exist", msg)):
+            return self._create_role(m.group(1).replace('""', '"'))
+        if code == "42501" and (m := re.search(r"permission denied to set role " + _NAME, msg)):
+            return self._create_role(m.group(1).replace('""', '"'))
+        if code == "3F000" and (m := re.match(r"schema " + _NAME + " does not exist", msg)):
+            schema = m.group(1).replace('""', '"')
+            return [Repair(f"created schema {schema} (never recorded)",
+                           sql=(f"CREATE SCHEMA IF NOT EXISTS {_ident(schema)}",))]
+        if code == "42P01" and (m := re.match(r"relation " + _NAME + " does not exist", msg)):
+            return self._from_live("relation", *_split_name(m.group(1).replace('""', '"')))
+        if code == "42704" and (m := re.match(r"type " + _NAME + " does not exist", msg)):
+            return self._from_live("type", *_split_name(m.group(1).replace('""', '"')))
+        if code == "42883" and (m := re.match(r"function ([^(]+)\(", msg)):
+            return self._from_live("function", *_split_name(m.group(1).strip('"')))
+        if code == "42703":
+            return self._missing_column(failure)
+        if code == "22P02" and (m := re.match(r"invalid input value for enum ([^:]+): ", msg)):
+            return self._enum_values(*_split_name(m.group(1).strip('"')))
+        if code in ("42P07", "42710", "42723", "42701", "42P06"):
+            return self._already_exists(failure)
+        if code == "42P13" and "cannot change return type of existing function" in msg:
+            return self._replace_function(failure)
+        if code in ("2BP01", "0A000"):
+            return self._blocking_dependents(failure)
+        return []
+
+    def _create_role(self, role: str) -> list[Repair]:
+        """A role the history names and the shadow lacks: create it, powerless.
+
+        Only ever a role that does not exist yet, created here with no
+        attributes: granting an existing role (postgres, pg_write_server_files,
+        ...) to the replay role would hand hostile history its powers.
+        """
+        admin = self.shadow.admin
+        if not self.shadow.private or admin is None or role.startswith("pg_"):
+            return []  # never create roles on a server that is not ours
+        exists = admin.execute(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = %s)", (role,)
+        ).fetchone()
+        if exists is None or exists[0]:
+            return []
+        return [Repair(
+            f"created role {role} in the shadow (named by the history)",
+            admin_sql=(
+                f"CREATE ROLE {_ident(role)} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                "NOREPLICATION NOBYPASSRLS",
+                f"GRANT {_ident(role)} TO {_ident(REPLAY_ROLE)}",
+            ),
+        )]
+
+    def _from_live(self, what: str, schema: str | None, name: str) -> list[Repair]:
+        if self.live is None:
+            return []
+        if schema is not None and not self._shadow_has_schema(schema):
+            if self.live.has_schema(schema):
+                return [Repair(f"created schema {schema} (never recorded)",
+                               sql=(f"CREATE SCHEMA IF NOT EXISTS {_ident(schema)}",))]
+            return []
+        finder = {"relation": self.live.find_relation, "type": self.live.find_type,
+                  "function": self.live.find_function}[what]
+        key = finder(schema, name)
+        if key is None:
+            return []
+        text = self.live.definition(key)
+        if text is None:
+            return []
+        repairs = []
+        if not self._shadow_has_schema(key.schema):
+            repairs.append(Repair(f"created schema {key.schema} (never recorded)",
+                                  sql=(f"CREATE SCHEMA IF NOT EXISTS {_ident(key.schema)}",)))
+        repairs.append(Repair(
+            f"created {_label(key)} from the live database (never created in the recorded "
+            "history)",
+            load={f"{key.schema}/{key.name}.{key.kind}.sql": text},
+        ))
+        return repairs
+
+    def _missing_column(self, failure: ReplayFailure) -> list[Repair]:
+        m = re.match(r"column " + _NAME + r"(?: of relation " + _NAME + r")? does not exist",
+                     failure.message)
+        if not m:
+            return []
+        column = m.group(1).replace('""', '"')
+        if m.group(2) and re.search(r"\bDROP\s+(COLUMN\s+)?" + re.escape(_maybe_quoted(column)),
+                                    failure.statement, re.I):
+            rewritten = re.sub(r"\bDROP\s+(COLUMN\s+)?(?!IF\b)", r"DROP \1IF EXISTS ",
+                               failure.statement, count=1, flags=re.I)
+            return [Repair(f"made DROP COLUMN {column} conditional in statement "
+                           f"{failure.statement_index}: the replay never had the column",
+                           override=(failure.statement_index, rewritten))]
+        if self.live is None:
+            return []
+        tables = ([_split_name(m.group(2).replace('""', '"'))] if m.group(2)
+                  else self._tables_named_in(failure.statement))
+        for schema, table in tables:
+            key = self.live.find_relation(schema, table)
+            if key is None or key.kind != "table":
+                continue
+            live_columns = {c[0]: c for c in self.live.columns(key.schema, key.name)}
+            if column not in live_columns:
+                continue
+            shadow_columns = self._shadow_columns(key.schema, key.name)
+            if not shadow_columns or column in shadow_columns:
+                continue
+            qualified = _quoted(key.schema, key.name)
+            # A column the replay has and the live table lacks, of the same type: renamed.
+            gone = [c for c, t in shadow_columns.items()
+                    if c not in live_columns and t == live_columns[column][1]]
+            if len(gone) == 1:
+                return [Repair(
+                    f"renamed column {gone[0]} to {column} in table {key.schema}.{key.name}, "
+                    "as in the live database (rename never recorded)",
+                    sql=(f"ALTER TABLE {qualified} RENAME COLUMN {_ident(gone[0])} "
+                         f"TO {_ident(column)}",),
+                )]
+            _, type_, notnull, default = live_columns[column]
+            definition = f"{_ident(column)} {type_}"
+            if default is not None:
+                definition += f" DEFAULT {default}"
+            if notnull:
+                definition += " NOT NULL"
+            return [Repair(
+                f"added column {column} to table {key.schema}.{key.name} from the live database "
+                "(never recorded)",
+                sql=(f"ALTER TABLE {qualified} ADD COLUMN {definition}",),
+            )]
+        return []
+
+    def _enum_values(self, schema: str | None, name: str) -> list[Repair]:
+        if self.live is None:
+            return []
+        key = self.live.find_type(schema, name)
+        if key is None or key.kind != "type":
+            return []
+        live_labels = self.live.enum_labels(key.schema, key.name)
+        have = self._shadow_enum_labels(key.schema, key.name)
+        missing = [label for label in live_labels if label not in have]
+        if not missing:
+            return []
+        statements = []
+        for label in missing:
+            position = live_labels.index(label)
+            before = next((lab for lab in live_labels[position + 1:] if lab in have), None)
+            where = f" BEFORE {_literal(before)}" if before is not None else ""
+            statements.append(
+                f"ALTER TYPE {_quoted(key.schema, key.name)} ADD VALUE IF NOT EXISTS "
+                f"{_literal(label)}{where}"
+            )
+            have.append(label)
+        return [Repair(
+            f"added value{'s' if len(missing) > 1 else ''} {', '.join(missing)} to enum "
+            f"{key.schema}.{key.name} from the live database (never recorded)",
+            sql=tuple(statements),
+        )]
+
+    def _already_exists(self, failure: ReplayFailure) -> list[Repair]:
+        stmt, msg, index = failure.statement, failure.message, failure.statement_index
+        if re.match(r"\s*CREATE\s+SCHEMA\s+(?!IF\b)", stmt, re.I):
+            return [Repair(f"made CREATE SCHEMA conditional in statement {index}: the replay "
+                           "already had the schema",
+                           override=(index, re.sub(r"(?i)CREATE\s+SCHEMA\s+",
+                                                   "CREATE SCHEMA IF NOT EXISTS ", stmt, 1)))]
+        if re.match(r"\s*CREATE\s+FUNCTION\b|\s*CREATE\s+PROCEDURE\b", stmt, re.I):
+            return [Repair(f"made statement {index} CREATE OR REPLACE: the replay still had the "
+                           "function (its DROP was never recorded)",
+                           override=(index, re.sub(r"(?i)^(\s*)CREATE\s+", r"\1CREATE OR REPLACE ",
+                                                   stmt, 1)))]
+        if m := re.match(r"column " + _NAME + " of relation " + _NAME + " already exists", msg):
+            rewritten = re.sub(r"(?i)\bADD\s+(COLUMN\s+)?(?!IF\b)", r"ADD \1IF NOT EXISTS ",
+                               stmt, count=1)
+            return [Repair(f"made ADD COLUMN {m.group(1)} conditional in statement {index}: the "
+                           "replay already had the column", override=(index, rewritten))]
+        m = re.match(r"(constraint|trigger) " + _NAME + " for relation " + _NAME
+                     + " already exists", msg)
+        if m:
+            kind, name, table = m.group(1), m.group(2), m.group(3)
+            schema, rel = self._resolve_relation(table)
+            if rel is None:
+                return []
+            target = _quoted(schema, rel)
+            drop = (f"ALTER TABLE {target} DROP CONSTRAINT {_ident(name)}" if kind == "constraint"
+                    else f"DROP TRIGGER {_ident(name)} ON {target}")
+            return [Repair(f"dropped {kind} {name} on {schema}.{rel} (the history creates it "
+                           "again: its removal was never recorded)", sql=(drop,))]
+        if m := re.match(r"(relation|type) " + _NAME + " already exists", msg):
+            what, name = m.group(1), m.group(2).replace('""', '"')
+            schema, rel = (self._resolve_relation(name) if what == "relation"
+                           else self._resolve_type(name))
+            if rel is None:
+                return []
+            kind = self._shadow_kind(schema, rel) if what == "relation" else "TYPE"
+            if kind is None:
+                return []
+            return [Repair(
+                f"dropped {kind.lower()} {schema}.{rel} (the history creates it again: its "
+                "removal was never recorded)",
+                sql=(f"DROP {kind} {_quoted(schema, rel)}" + (" CASCADE" if kind != "TYPE" else ""),),
+            )]
+        return []
+
+    def _replace_function(self, failure: ReplayFailure) -> list[Repair]:
+        hint = failure.message
+        m = re.search(r"Use DROP (FUNCTION|PROCEDURE) (.+?) first", hint + " " + (failure.hint or ""))
+        if not m:
+            return []
+        return [Repair(f"dropped {m.group(1).lower()} {m.group(2)}: the history re-creates it "
+                       "with another result type", sql=(f"DROP {m.group(1)} {m.group(2)}",))]
+
+    def _blocking_dependents(self, failure: ReplayFailure) -> list[Repair]:
+        detail = failure.detail or ""
+        repairs: list[Repair] = []
+        for line in detail.splitlines():
+            m = re.match(r"(?:rule _RETURN on )?(view|materialized view) (\S+) depends on", line)
+            if not m:
+                continue
+            kind, name = m.group(1), m.group(2)
+            schema, rel = _split_name(name.replace('"', ""))
+            schema, rel = self._resolve_relation(rel if schema is None else f"{schema}.{rel}")
+            if rel is None:
+                continue
+            absent = self.live is None or self.live.find_relation(schema, rel) is None
+            why = "absent in live database" if absent else "it blocks the change; re-created " \
+                  "later from the live database if needed"
+            repairs.append(Repair(f"dropped {kind} {schema}.{rel} ({why})",
+                                  sql=(f"DROP {kind.upper()} IF EXISTS {_quoted(schema, rel)} CASCADE",)))
+        return repairs
+
+    # -- shadow look-ups -----------------------------------------------------------------
+
+    def _one(self, query: str, params: dict[str, Any]) -> Any:
+        row = self.shadow.conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+        return row[0] if row else None
+
+    def _shadow_has_schema(self, schema: str) -> bool:
+        return bool(self._one("SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace "
+                              "WHERE nspname = %(s)s)", {"s": schema}))
+
+    def _resolve_relation(self, name: str) -> tuple[str, str | None]:
+        schema, rel = _split_name(name)
+        found = self._one(
+            "SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE c.relname = %(r)s AND "
+            "(%(s)s::text IS NULL OR n.nspname = %(s)s) ORDER BY n.nspname = 'public' DESC LIMIT 1",
+            {"r": rel, "s": schema})
+        return (found, rel) if found else ("", None)
+
+    def _resolve_type(self, name: str) -> tuple[str, str | None]:
+        schema, typ = _split_name(name)
+        found = self._one(
+            "SELECT n.nspname FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n "
+            "ON n.oid = t.typnamespace WHERE t.typname = %(t)s AND "
+            "(%(s)s::text IS NULL OR n.nspname = %(s)s) ORDER BY n.nspname = 'public' DESC LIMIT 1",
+            {"t": typ, "s": schema})
+        return (found, typ) if found else ("", None)
+
+    def _shadow_kind(self, schema: str, rel: str) -> str | None:
+        relkind = self._one(
+            "SELECT c.relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = %(s)s AND c.relname = %(r)s",
+            {"s": schema, "r": rel})
+        return {"r": "TABLE", "p": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW",
+                "S": "SEQUENCE", "i": "INDEX", "I": "INDEX", "c": "TYPE"}.get(relkind or "")
+
+    def _shadow_columns(self, schema: str, table: str) -> dict[str, str]:
+        rows = self.shadow.conn.execute(_COLUMNS_SQL, {"schema": schema, "name": table}).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def _shadow_enum_labels(self, schema: str, name: str) -> list[str]:
+        rows = self.shadow.conn.execute(_ENUM_LABELS_SQL, {"schema": schema, "name": name})
+        return [r[0] for r in rows.fetchall()]
+
+    def _tables_named_in(self, statement: str) -> list[tuple[str | None, str]]:
+        rows = self.shadow.conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind IN ('r', 'p') AND n.nspname !~ '^pg_' "
+            "AND n.nspname <> 'information_schema'"
+        ).fetchall()
+        words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_$]*", statement))
+        return [(s, t) for s, t in rows if t in words]
+
+    # -- applying ------------------------------------------------------------------------
+
+    def apply(self, repair: Repair) -> str | None:
+        """Run a repair in the shadow; returns an error text when it could not be applied."""
+        try:
+            if repair.admin_sql:
+                assert self.shadow.admin is not None
+                with self.shadow.admin.transaction():
+                    for statement in repair.admin_sql:
+                        self.shadow.admin.execute(statement)  # type: ignore[arg-type]
+            if repair.sql or repair.load:
+                with self.shadow.conn.transaction():
+                    for statement in repair.sql:
+                        self.shadow.conn.execute(statement)  # type: ignore[arg-type]
+                    if repair.load:
+                        load_files(self.shadow.conn, repair.load)
+        except psycopg.Error as exc:
+            return str(exc).strip().splitlines()[0]
+        finally:
+            self.shadow.conn.execute("DISCARD ALL")
+        return None
+
+
+def _first_line(statement: str) -> str:
+    text = " ".join(statement.split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _maybe_quoted(name: str) -> str:
+    return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else _ident(name)
+
+
