@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
+import psycopg
 import typer
 
 from . import __version__
@@ -78,6 +79,14 @@ def _errors_exit() -> Iterator[None]:
         yield
     except (SourceError, RepositoryError, ShadowError, ServerError) as exc:
         typer.echo(f"pggit-export: error: {exc}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        typer.echo(
+            f"pggit-export: error: lost a database connection ({first}); the repository "
+            "holds every commit written so far: run the same command again to continue",
+            err=True,
+        )
         raise typer.Exit(EXIT_ERROR) from None
     except KeyboardInterrupt:
         typer.echo(

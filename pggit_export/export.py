@@ -108,12 +108,22 @@ class ExportReport:
         return data
 
 
-def _author(changeset: Changeset, options: ExportOptions) -> tuple[Signature, bool]:
+def _author(changeset: Changeset, options: ExportOptions) -> tuple[Signature, bool, str | None]:
+    """The commit's author; whether the user was missing; a note if it had to be cleaned."""
     user = changeset.created_by
-    missing = not user
-    name = options.default_author if missing else str(user)
-    email_user = "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "unknown"
-    return Signature(name, f"{email_user}@{DEFAULT_EMAIL_DOMAIN}", changeset.time), missing
+    missing = not (user and user.strip())
+    raw = options.default_author if missing else str(user)
+    # git's author line cannot hold '<', '>' or line breaks; control characters confuse it.
+    name = " ".join("".join(" " if c in "<>" or not c.isprintable() else c for c in raw).split())
+    note = None
+    if not name:
+        name = options.default_author
+    if name != raw and not missing:
+        note = f"pggit.history recorded the user {raw!r}; git cannot carry it as is: {name!r}."
+    email_user = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in name)
+    return Signature(name, f"{email_user or 'unknown'}@{DEFAULT_EMAIL_DOMAIN}", changeset.time), (
+        missing
+    ), note
 
 
 def _excluded_only(changeset: Changeset, excluded: tuple[str, ...]) -> bool:
@@ -304,10 +314,11 @@ class _Exporter:
                 changes, files = self.render_after(result)
             elif result.ok and (result.replayed or repairs):
                 changes, files = self.render_after(result)
-        author, author_missing = _author(changeset, options)
+        author, author_missing, author_note = _author(changeset, options)
         message = build_message(
             changeset, result, changes, skipped_reason=skipped_reason,
             author_missing=author_missing, repairs=[r.description for r in repairs],
+            author_note=author_note,
         )
         if self.pending:
             files = {**self.pending, **files}

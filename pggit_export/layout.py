@@ -10,9 +10,12 @@ The rule, exactly (also in docs/ARCHITECTURE.md, "Repository layout"):
    uppercase hex). So no file name holds a literal dot before `.sql`, a leading
    dot (`.git`, `..`) is impossible, and nothing can escape the tree. Names that
    Windows reserves (CON, NUL, COM1, ...) get their first letter encoded.
-3. When two names in one directory differ only in case (`Users`, `users`), the
-   letters that are uppercase are encoded in every name of that group, so the
-   files stay distinct on case-insensitive file systems.
+3. When two names in one directory differ only in case or Unicode normalization
+   (`Users`, `users`; `café` composed or not), the uppercase letters and all
+   non-ASCII characters are encoded in every name of that group, so the files
+   stay distinct on case-insensitive, normalizing file systems. Invisible format
+   characters (zero-width joiners, direction overrides) and `~` (`git~1`) are
+   always encoded.
 4. When two objects of different kinds still share a name in one directory (a
    table and a function called `users`), each gets its kind before `.sql`:
    `users.table.sql`, `users.function.sql`.
@@ -28,6 +31,7 @@ function of the whole snapshot, so a collision appearing later renames files.
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from urllib.parse import unquote
@@ -37,7 +41,8 @@ from .snapshot import ObjectKey
 SCHEMA_FILE_STEM = "_schema"
 MAX_FILE_NAME_BYTES = 255
 
-_ALWAYS_ENCODED = set('%/\\.:*?"<>|')
+# '~' too: git refuses NTFS short names such as "git~1" as path components.
+_ALWAYS_ENCODED = set('%/\\.:*?"<>|~')
 _WINDOWS_RESERVED = {
     "CON", "PRN", "AUX", "NUL",
     *(f"COM{i}" for i in range(1, 10)),
@@ -57,7 +62,8 @@ def encode_name(name: str, *, encode_uppercase: bool = False) -> str:
             ch in _ALWAYS_ENCODED
             or ord(ch) < 0x20
             or ord(ch) == 0x7F
-            or (encode_uppercase and ch != ch.lower())
+            or unicodedata.category(ch) in ("Cf", "Zl", "Zp")  # invisible: RTL overrides, ZWJ
+            or (encode_uppercase and (ch != ch.lower() or not ch.isascii()))
         ):
             out.append(_encode_char(ch))
         else:
@@ -91,7 +97,7 @@ def _place(entries: list[tuple[ObjectKey, str]]) -> dict[ObjectKey, str]:
     """Give each (key, raw name) in one directory a distinct file name (rules 3-5)."""
     by_fold: dict[str, list[tuple[ObjectKey, str]]] = defaultdict(list)
     for key, raw in entries:
-        by_fold[encode_name(raw).casefold()].append((key, raw))
+        by_fold[_fold_name(raw)].append((key, raw))
     stems: dict[ObjectKey, str] = {}
     for group in by_fold.values():
         case_clash = len({raw for _, raw in group}) > 1
@@ -108,8 +114,13 @@ def _place(entries: list[tuple[ObjectKey, str]]) -> dict[ObjectKey, str]:
     return names
 
 
+def _fold_name(name: str) -> str:
+    """What a case-insensitive, normalising file system (macOS, Windows) sees of a name."""
+    return unicodedata.normalize("NFC", encode_name(name)).casefold()
+
+
 def _fold(key: ObjectKey) -> str:
-    return encode_name(_stem_name(key)).casefold()
+    return _fold_name(_stem_name(key))
 
 
 class TreeLayout:

@@ -121,6 +121,7 @@ def build_message(
     skipped_reason: str | None = None,
     author_missing: bool = False,
     repairs: list[str] | None = None,
+    author_note: str | None = None,
 ) -> str:
     """The full commit message for one changeset."""
     subject = subject_for(changeset, result, changes)
@@ -155,9 +156,28 @@ def build_message(
             f"  {_truncate(' '.join(statement.text.split()), 300)}"
         )
     if changeset.time_inferred:
-        notes.append("pggit.history recorded no time: the date is taken from the row before it.")
+        recorded = changeset.rows[0].unusable_time
+        what = (f"the time {recorded}, which no git commit can carry" if recorded
+                else "no time")
+        notes.append(f"pggit.history recorded {what}: the date is taken from the row before it.")
     if author_missing:
         notes.append("pggit.history recorded no user: the author is the default author.")
+    elif author_note:
+        notes.append(author_note)
+    orphans = [row for row in changeset.rows if row.object_type is None and row.object_id]
+    if orphans:
+        notes.append(
+            f"History ids {format_id_ranges([r.id for r in orphans])} name objects that "
+            "pggit.objects no longer has (object ids "
+            f"{', '.join(str(r.object_id) for r in orphans[:20])})."
+        )
+    garbled = [row for row in changeset.rows if row.invalid_utf8]
+    if garbled:
+        columns = sorted({c for row in garbled for c in row.invalid_utf8})
+        notes.append(
+            f"History ids {format_id_ranges([r.id for r in garbled])} held bytes that are not "
+            f"UTF-8 in {', '.join(columns)}; they are shown here as U+FFFD."
+        )
     paragraphs.extend(notes)
 
     trailers = [f"Pggit-History-Ids: {format_id_ranges(changeset.history_ids)}"]

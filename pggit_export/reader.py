@@ -41,13 +41,18 @@ class HistoryRow:
     object_type: str | None = None  # None when the objects row is gone
     schema_name: str | None = None
     object_name: str | None = None
-    new_metadata: Any = None
+    new_metadata: str | None = None  # jsonb as text
+    unusable_time: str | None = None  # created_at as recorded, when no commit can carry it
+    object_id: int | None = None  # the pggit.objects row named, which may be gone
+    # Columns whose stored bytes were not valid UTF-8 (a SQL_ASCII source can hold any
+    # bytes): their text here has U+FFFD in place of each invalid sequence.
+    invalid_utf8: tuple[str, ...] = ()
 
     @property
     def object_label(self) -> str:
         """`schema.name` of the object this row names, as v1 recorded it."""
         if self.object_name is None:
-            return "(unknown object)"
+            return f"(object {self.object_id}, missing from pggit.objects)"
         if self.schema_name:
             return f"{self.schema_name}.{self.object_name}"
         return self.object_name
@@ -96,29 +101,45 @@ class SourceInfo:
     history_rows: int
 
 
-# created_at is NULL in old or hand-edited histories. Such a row takes the time of
-# the nearest earlier row by id (or the nearest later one at the very start), so
-# that commit dates never go backwards and the order stays deterministic.
-HISTORY_QUERY = """
-WITH timed AS (
+# created_at is NULL in old or hand-edited histories, and can be a time no git
+# commit can carry ('infinity', BC, before 1970). Such a row takes the time of
+# the nearest earlier usable row by id (or the nearest later one at the very
+# start), so that commit dates never go backwards and the order stays
+# deterministic; the commit says so.
+_TIMED_HISTORY = """
+WITH usable AS (
     SELECT h.*,
+           CASE WHEN isfinite(h.created_at)
+                     AND h.created_at >= timestamp '1970-01-01'
+                     AND h.created_at < timestamp '10000-01-01'
+                THEN h.created_at END AS usable_at
+    FROM pggit.history AS h
+),
+timed AS (
+    SELECT u.*,
            coalesce(
-               h.created_at,
-               max(h.created_at) OVER (ORDER BY h.id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW),
-               min(h.created_at) OVER (ORDER BY h.id ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING),
+               u.usable_at,
+               max(u.usable_at) OVER (ORDER BY u.id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW),
+               min(u.usable_at) OVER (ORDER BY u.id ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING),
                timestamp '1970-01-01'
            ) AS effective_time
-    FROM pggit.history AS h
+    FROM usable AS u
 )
+"""
+
+HISTORY_QUERY = _TIMED_HISTORY + """
 SELECT t.id,
        t.change_type::text AS change_type,
        t.change_severity::text AS change_severity,
        t.sql_executed,
-       t.created_at,
+       t.usable_at AS created_at,
+       CASE WHEN t.usable_at IS NULL THEN t.created_at::text END AS unusable_time,
        t.created_by,
        t.effective_time,
        t.change_description,
-       t.new_metadata,
+       -- as text: parsing is left to whoever needs it (a hostile value can nest deeply)
+       t.new_metadata::text AS new_metadata,
+       t.object_id,
        o.object_type::text AS object_type,
        o.schema_name,
        o.object_name
@@ -128,17 +149,7 @@ WHERE (t.effective_time, t.id) > (%(after_time)s, %(after_id)s)
 ORDER BY t.effective_time, t.id
 """
 
-POSITION_QUERY = """
-WITH timed AS (
-    SELECT h.id,
-           coalesce(
-               h.created_at,
-               max(h.created_at) OVER (ORDER BY h.id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW),
-               min(h.created_at) OVER (ORDER BY h.id ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING),
-               timestamp '1970-01-01'
-           ) AS effective_time
-    FROM pggit.history AS h
-)
+POSITION_QUERY = _TIMED_HISTORY + """
 SELECT effective_time FROM timed WHERE id = %(id)s
 """
 
@@ -219,24 +230,48 @@ class HistoryReader:
             cur.itersize = self.fetch_size
             cur.execute(HISTORY_QUERY, {"after_time": after_time, "after_id": after_id})
             for rec in cur:
+                bad: list[str] = []
+                text = {name: _decoded(rec[name], name, bad) for name in _TEXT_COLUMNS}
                 yield HistoryRow(
                     id=rec["id"],
-                    change_type=rec["change_type"],
-                    change_severity=rec["change_severity"],
-                    sql_executed=rec["sql_executed"],
+                    change_type=text["change_type"],
+                    change_severity=text["change_severity"],
+                    sql_executed=text["sql_executed"],
                     created_at=rec["created_at"],
-                    created_by=rec["created_by"],
+                    created_by=text["created_by"],
                     effective_time=rec["effective_time"],
-                    change_description=rec["change_description"],
-                    object_type=rec["object_type"],
-                    schema_name=rec["schema_name"],
-                    object_name=rec["object_name"],
+                    change_description=text["change_description"],
+                    object_type=text["object_type"],
+                    schema_name=text["schema_name"],
+                    object_name=text["object_name"],
                     new_metadata=rec["new_metadata"],
+                    unusable_time=rec["unusable_time"],
+                    object_id=rec["object_id"],
+                    invalid_utf8=tuple(bad),
                 )
 
     def changesets(self, after: tuple[dt.datetime, int] | None = None) -> Iterator[Changeset]:
         """Replay units in order: consecutive rows sharing text, time and author."""
         return group_changesets(self.rows(after))
+
+
+_TEXT_COLUMNS = (
+    "change_type", "change_severity", "sql_executed", "created_by", "change_description",
+    "object_type", "schema_name", "object_name",
+)
+
+
+def _decoded(value: Any, column: str, bad: list[str]) -> Any:
+    """Text as str. psycopg returns bytes from a SQL_ASCII database, whose text may be any
+    bytes at all: decode them as UTF-8, replacing (and noting) what is not."""
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        return value
+    raw = bytes(value)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        bad.append(column)
+        return raw.decode("utf-8", "replace")
 
 
 def group_changesets(rows: Iterator[HistoryRow]) -> Iterator[Changeset]:

@@ -117,7 +117,11 @@ def classify(text: str) -> Action:
     first = words[0]
     second = words[1] if len(words) > 1 else ""
     if first == "COPY":
-        return Action.SKIP_DATA  # COPY with a program or file was refused above
+        # Only COPY from the client (STDIN) or to it (STDOUT) is plain data; anything
+        # else names a file or program on the server, however it is spelled.
+        if re.search(r"\b(FROM\s+STDIN|TO\s+STDOUT)\b", text, re.I):
+            return Action.SKIP_DATA
+        return Action.REFUSE
     if first == "WITH":
         kind = sqlparse.parse(text)[0].get_type()
         return Action.SKIP_DATA if kind in {"INSERT", "UPDATE", "DELETE", "MERGE"} else Action.REPLAY
@@ -570,6 +574,7 @@ def open_shadow(
             with psycopg.connect(server.conninfo("shadow"), autocommit=True) as admin_conn, (
                 _connect_shadow(replay_conninfo)
             ) as conn:
+                _harden(admin_conn)
                 version = server.binaries.version
                 shadow = Shadow(
                     conn, f"private PostgreSQL {version} (embedded)", admin=admin_conn, private=True
@@ -615,6 +620,7 @@ def open_shadow(
             with psycopg.connect(scratch, autocommit=True) as admin_conn, _connect_shadow(
                 replay_conninfo
             ) as conn:
+                _harden(admin_conn)
                 version = conn.info.parameter_status("server_version") or "?"
                 shadow = Shadow(
                     conn, f"scratch database {name} on PostgreSQL {version}", admin=admin_conn
@@ -636,6 +642,30 @@ def open_shadow(
                     admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
             except psycopg.Error:
                 pass  # the export's own error, if any, is the one worth reporting
+
+
+# Functions every role may call that reach beyond the scratch database: signalling
+# other sessions (the export's own reader among them). Revoked in the scratch
+# database, so a use hidden where no pattern can see it fails, and is reported.
+_HARDEN_SQL = """
+DO $$
+DECLARE f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+             WHERE p.proname IN ('pg_terminate_backend', 'pg_cancel_backend',
+                                 'pg_log_backend_memory_contexts')
+    LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+END $$
+"""
+
+
+def _harden(admin_conn: psycopg.Connection[Any]) -> None:
+    try:
+        admin_conn.execute(_HARDEN_SQL)
+    except psycopg.errors.InsufficientPrivilege:
+        pass  # not ours to change: a non-superuser shadow cannot signal others anyway
 
 
 def _replay_role_on(
