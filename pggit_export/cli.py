@@ -23,6 +23,7 @@ import typer
 from . import __version__
 from .export import ExportOptions, ExportReport, export_history
 from .gitwriter import RepositoryError
+from .mirror import MirrorError, MirrorOptions, MirrorReport, mirror_repository
 from .reader import SourceError
 from .replay import DEFAULT_MAX_SQL_BYTES, DEFAULT_STATEMENT_TIMEOUT, ShadowError
 from .server import ServerError
@@ -77,7 +78,7 @@ def _errors_exit() -> Iterator[None]:
     """Expected failures become one clear line on stderr and exit code 3, not a traceback."""
     try:
         yield
-    except (SourceError, RepositoryError, ShadowError, ServerError) as exc:
+    except (SourceError, RepositoryError, ShadowError, ServerError, MirrorError) as exc:
         typer.echo(f"pggit-export: error: {exc}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
     except psycopg.OperationalError as exc:
@@ -163,6 +164,18 @@ def _print_report(report: ExportReport, as_json: bool, quiet: bool) -> None:
             typer.echo(
                 f"    history ids {_ids(item.history_ids)} (commit {item.commit[:12]}): {item.error}"
             )
+    if report.repairs:
+        typer.echo(f"  {len(report.repairs)} repairs healed the replay (Pggit-Repaired trailers):")
+        for item in report.repairs[:50]:
+            typer.echo(f"    history ids {_ids(item.history_ids)}: {item.reason}")
+        if len(report.repairs) > 50:
+            typer.echo(f"    ... and {len(report.repairs) - 50} more (--json lists them all)")
+    if report.reconciled is not None:
+        counts = {k: len(v) for k, v in report.reconciled.items()}
+        typer.echo(
+            "  reconciled with the live database: "
+            f"{counts['added']} added, {counts['changed']} changed, {counts['removed']} removed"
+        )
     if report.refused_statements:
         typer.echo(f"  {len(report.refused_statements)} statements refused, not run:")
         for item in report.refused_statements:
@@ -243,6 +256,29 @@ def export(
             "before it are kept, and a rerun without --strict continues.",
         ),
     ] = False,
+    no_repair: Annotated[
+        bool,
+        typer.Option(
+            "--no-repair",
+            help="Replay only what v1 recorded: no healing of failed changes from the live "
+            "database.",
+        ),
+    ] = False,
+    reconcile: Annotated[
+        bool,
+        typer.Option(
+            "--reconcile",
+            help="End with a commit 'Reconcile with live database' that makes the head equal "
+            "the live schema.",
+        ),
+    ] = False,
+    mirror: Annotated[
+        bool,
+        typer.Option("--mirror", help="Then mirror the repository into SOURCE's pgGit v2 tables."),
+    ] = False,
+    v2_schema: Annotated[
+        str, typer.Option(help="The pgGit v2 schema to mirror into (newer installs: pggit_v0).")
+    ] = "pggit_v2",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings.")] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
@@ -272,11 +308,123 @@ def export(
                 max_sql_bytes=max_sql_bytes,
                 dry_run=dry_run,
                 strict=strict,
+                repair=not no_repair,
+                reconcile=reconcile,
                 progress=progress,
             ),
         )
-    _print_report(report, as_json, quiet)
+    mirrored = None
+    if mirror and not dry_run:
+        with _errors_exit(), _progress(not quiet and not as_json, "Mirroring") as progress:
+            mirrored = mirror_repository(
+                repo, source, MirrorOptions(v2_schema=v2_schema, branch=branch)
+            )
+    if as_json:
+        summary = report.to_dict()
+        if mirrored is not None:
+            summary["mirror"] = mirrored.to_dict()
+        typer.echo(json.dumps(summary, indent=2, default=str))
+    else:
+        _print_report(report, False, quiet)
+        if mirrored is not None:
+            _print_mirror(mirrored, quiet)
     raise typer.Exit(EXIT_OK if report.clean and not report.stopped_early else EXIT_INCOMPLETE)
+
+
+def _print_mirror(report: MirrorReport, quiet: bool) -> None:
+    for warning in report.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    if quiet:
+        return
+    typer.echo(
+        f"Mirrored {report.commits_added} new commits ({report.commits_already_mirrored} "
+        f"already there) of {report.repository} into {report.v2_schema} and "
+        f"{report.audit_schema}: {report.objects_added} objects, {report.tree_entries_added} "
+        f"tree entries, {report.audit_changes_added} audit changes, "
+        f"{report.object_versions_added} object versions"
+    )
+    if report.created_tables:
+        typer.echo(f"  created tables: {', '.join(report.created_tables)}")
+
+
+TargetArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="TARGET",
+        help="Database holding (or to hold) the pgGit v2 and audit tables, usually the export's "
+        "source: a libpq connection string or URI; '' uses the PG* environment variables.",
+        show_default=False,
+    ),
+]
+V2SchemaOption = Annotated[
+    str, typer.Option(help="The pgGit v2 schema (newer pgGit installs call it pggit_v0).")
+]
+
+
+@app.command(name="mirror", epilog=EPILOG)
+def mirror_command(
+    repo: RepoArg,
+    target: TargetArg,
+    v2_schema: V2SchemaOption = "pggit_v2",
+    branch: Annotated[str, typer.Option(help="Branch to mirror.")] = "main",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
+    ] = False,
+) -> None:
+    """Mirror an exported repository into pgGit's v2 and audit tables in TARGET.
+
+    Every git object, tree entry and commit goes into the v2 tables (creating
+    them if missing), the branch into refs, and one audit change per object a
+    commit created, altered or dropped into pggit_audit. Existing rows are never
+    changed; a rerun adds only what is new. One transaction; an advisory lock
+    keeps two mirrors of one target apart.
+
+    Example:
+
+        pggit-export mirror ./app-schema "postgresql://me@db.example.com/app"
+    """
+    with _errors_exit(), _progress(not quiet and not as_json, "Mirroring") as progress:
+        report = mirror_repository(
+            repo, target, MirrorOptions(v2_schema=v2_schema, branch=branch)
+        )
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        _print_mirror(report, quiet)
+
+
+@app.command(epilog=CHECK_EPILOG.replace("the history is clean", "everything matched").replace(
+    "it has findings of severity warning or error", "mismatches (listed)"))
+def verify(
+    repo: RepoArg,
+    target: TargetArg,
+    v2_schema: V2SchemaOption = "pggit_v2",
+    branch: Annotated[str, typer.Option(help="Branch that was mirrored.")] = "main",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Check the mirror in TARGET against the repository, and against what v1 recorded.
+
+    Re-hashes every mirrored object the git way, compares every commit's parents
+    and tree, refs and HEAD, tree entries and audit rows with git; then compares
+    each table change's columns in the commit with the columns pggit.history
+    recorded for it (new_metadata), listing mismatches by history id.
+
+    Example:
+
+        pggit-export verify ./app-schema "postgresql://me@db.example.com/app"
+    """
+    from .verify import verify_mirror
+
+    with _errors_exit():
+        report = verify_mirror(repo, target, MirrorOptions(v2_schema=v2_schema, branch=branch))
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        typer.echo(report.format_text())
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_INCOMPLETE)
 
 
 @app.command(epilog=CHECK_EPILOG)

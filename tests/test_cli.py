@@ -110,3 +110,23 @@ def test_check_exit_codes_and_json(make_database: Callable[[], str], pg_admin_ds
     assert result.returncode == 1
     codes = {f["code"]: f["history_ids"] for f in json.loads(result.stdout)["findings"]}
     assert codes["missing-create"] == [1] and codes["missing-sql"] == [2]
+
+
+def test_export_with_mirror_then_verify(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    source = make_source(make_database(), [
+        Change("CREATE TABLE t (id int, name text);", at(1)),
+        Change("ALTER TABLE t ADD COLUMN email text;", at(2), objects=[("ALTER", "TABLE", "public", "t")]),
+    ])
+    repo = str(tmp_path / "r")
+    result = cli("export", source, repo, "--mirror", "--json", "--shadow-dsn", pg_admin_dsn)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["mirror"]["commits_added"] == 2
+    result = cli("verify", repo, source)
+    assert result.returncode == 0 and result.stdout.rstrip().endswith("OK"), result.stdout
+    with psycopg.connect(source) as conn:  # tamper with a mirrored blob
+        conn.execute("UPDATE pggit_v2.objects SET content = content || ' ' WHERE type = 'blob'")
+    result = cli("verify", repo, source)
+    assert result.returncode == 1
