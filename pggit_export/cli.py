@@ -25,6 +25,7 @@ from .export import ExportOptions, ExportReport, export_history
 from .gitwriter import RepositoryError
 from .mirror import MirrorError, MirrorOptions, MirrorReport, mirror_repository
 from .reader import SourceError
+from .restore import RestoreError, restore_snapshot
 from .replay import DEFAULT_MAX_SQL_BYTES, DEFAULT_STATEMENT_TIMEOUT, ShadowError
 from .server import ServerError
 
@@ -78,7 +79,9 @@ def _errors_exit() -> Iterator[None]:
     """Expected failures become one clear line on stderr and exit code 3, not a traceback."""
     try:
         yield
-    except (SourceError, RepositoryError, ShadowError, ServerError, MirrorError) as exc:
+    except (
+        SourceError, RepositoryError, ShadowError, ServerError, MirrorError, RestoreError
+    ) as exc:
         typer.echo(f"pggit-export: error: {exc}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
     except psycopg.OperationalError as exc:
@@ -347,6 +350,19 @@ def _print_mirror(report: MirrorReport, quiet: bool) -> None:
         typer.echo(f"  created tables: {', '.join(report.created_tables)}")
 
 
+ExportedRepoArg = Annotated[
+    Path,
+    typer.Argument(metavar="REPO", help="A repository written by pggit-export export.",
+                   show_default=False),
+]
+EmptyTargetArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="TARGET",
+        help="An empty database to restore into: a libpq connection string or URI.",
+        show_default=False,
+    ),
+]
 TargetArg = Annotated[
     str,
     typer.Argument(
@@ -363,7 +379,7 @@ V2SchemaOption = Annotated[
 
 @app.command(name="mirror", epilog=EPILOG)
 def mirror_command(
-    repo: RepoArg,
+    repo: ExportedRepoArg,
     target: TargetArg,
     v2_schema: V2SchemaOption = "pggit_v2",
     branch: Annotated[str, typer.Option(help="Branch to mirror.")] = "main",
@@ -397,7 +413,7 @@ def mirror_command(
 @app.command(epilog=CHECK_EPILOG.replace("the history is clean", "everything matched").replace(
     "it has findings of severity warning or error", "mismatches (listed)"))
 def verify(
-    repo: RepoArg,
+    repo: ExportedRepoArg,
     target: TargetArg,
     v2_schema: V2SchemaOption = "pggit_v2",
     branch: Annotated[str, typer.Option(help="Branch that was mirrored.")] = "main",
@@ -425,6 +441,77 @@ def verify(
     else:
         typer.echo(report.format_text())
     raise typer.Exit(EXIT_OK if report.ok else EXIT_INCOMPLETE)
+
+
+@app.command(epilog=EPILOG.replace("everything replayed", "restored").replace(
+    "1 done, but some changesets failed to replay (each is named in the report)",
+    "1 restored, but the target renders some files differently"))
+def restore(
+    repo: ExportedRepoArg,
+    target: EmptyTargetArg,
+    at: Annotated[
+        Optional[str],
+        typer.Option(
+            help="The commit to restore: a revision (id, branch, tag, HEAD~3) or a date "
+            "(2024-01-31, the end of that day in UTC, or 2024-01-31T12:00:00+02:00): the last "
+            "commit at or before it. Default: the branch's head.",
+        ),
+    ] = None,
+    branch: Annotated[str, typer.Option(help="Branch to read.")] = "main",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Recreate the schema of a commit in TARGET, an empty database.
+
+    All in one transaction, in an order that satisfies dependencies: the target
+    ends with the whole snapshot, or untouched. A target that already holds
+    objects is refused.
+
+    Example:
+
+        createdb schema_then && pggit-export restore ./app-schema "dbname=schema_then" --at 2024-01-01
+    """
+    with _errors_exit():
+        report = restore_snapshot(repo, target, at=at, branch=branch)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        typer.echo(
+            f"Restored commit {report.commit[:12]} ({report.commit_date}): {report.files} files, "
+            f"{report.statements} statements in {report.passes} passes"
+        )
+        for path in report.differing:
+            typer.echo(f"  renders differently here: {path}")
+    raise typer.Exit(EXIT_OK if not report.differing else EXIT_INCOMPLETE)
+
+
+@app.command(epilog=CHECK_EPILOG.replace("the history is clean", "no drift").replace(
+    "it has findings of severity warning or error", "drift (listed)"))
+def drift(
+    source: SourceArg,
+    repo: ExportedRepoArg,
+    branch: Annotated[str, typer.Option(help="Branch to compare.")] = "main",
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Compare SOURCE's live schema with the head of the exported history in REPO.
+
+    Lists what exists live that the history never recorded (untracked commands,
+    manual hotfixes), and what the history says exists but is gone. Reads
+    SOURCE only. `export --reconcile` turns the drift into a commit.
+
+    Example:
+
+        pggit-export drift "postgresql://me@db.example.com/app" ./app-schema
+    """
+    from .drift import drift_report
+
+    with _errors_exit():
+        report = drift_report(source, repo, branch=branch)
+    typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format_text())
+    raise typer.Exit(EXIT_OK if report.clean else EXIT_INCOMPLETE)
 
 
 @app.command(epilog=CHECK_EPILOG)

@@ -9,6 +9,7 @@ depended on have had their chance. Passes repeat while one makes progress.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -85,3 +86,143 @@ def _load(conn: psycopg.Connection[Any], files: Mapping[str, str]) -> LoadResult
         pending = failed
     failures = [LoadFailure(path, statement, errors[path, statement]) for path, statement in pending]
     return LoadResult(statements=total, passes=passes, failures=failures)
+
+
+# ------------------------------------------------------------- restore command
+
+
+class RestoreError(RuntimeError):
+    """The snapshot cannot be restored into the target (nothing was changed)."""
+
+
+@dataclass
+class RestoreReport:
+    """What `restore_snapshot` loaded, from which commit."""
+
+    commit: str
+    commit_date: str
+    files: int
+    statements: int
+    passes: int
+    # Files the restored database renders differently (another PostgreSQL major, say).
+    differing: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def resolve_commit(repo: Any, branch: str, at: str | None) -> Any:
+    """The commit `at` names: a revision (id, branch, tag, HEAD~2, ...), or a date/time.
+
+    A date or date-time means the last commit on `branch` at or before it; a bare
+    date means the end of that day, in UTC.
+    """
+    import datetime as dt
+
+    from dulwich.objectspec import parse_commit
+
+    tip = repo.refs[f"refs/heads/{branch}".encode()]
+    if at is None:
+        return repo[tip]
+    when = _parse_when(at)
+    if when is None:
+        # dulwich resolves names and ids; the ~N / ^N steps git users expect are walked here.
+        base, steps = re.fullmatch(r"(.*?)((?:[~^]\d*)*)", at).groups()  # type: ignore[union-attr]
+        try:
+            commit = parse_commit(repo, base.encode())
+            for op, count in re.findall(r"([~^])(\d*)", steps):
+                n = int(count) if count else 1
+                if op == "^" and n == 0:
+                    continue  # ^0: the commit itself
+                for _ in range(n if op == "~" else 1):
+                    parent = commit.parents[n - 1 if op == "^" else 0]
+                    commit = repo[parent]
+            return commit
+        except (KeyError, ValueError, IndexError) as exc:
+            raise RestoreError(f"{at!r} is neither a revision of the repository nor a date") from exc
+    limit = int(when.replace(tzinfo=when.tzinfo or dt.timezone.utc).timestamp())
+    commit = repo[tip]
+    while commit.commit_time > limit:
+        if not commit.parents:
+            raise RestoreError(f"the history starts after {at}: nothing to restore")
+        commit = repo[commit.parents[0]]
+    return commit
+
+
+def _parse_when(text: str) -> Any:
+    import datetime as dt
+    import re
+
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        day = dt.date.fromisoformat(text)
+        return dt.datetime.combine(day, dt.time.max, tzinfo=dt.timezone.utc)
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}[T ][\d:.]+([+-]\d{2}:?\d{2}|Z)?", text):
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return None
+
+
+def restore_snapshot(
+    repository: Any, target: str, *, at: str | None = None, branch: str = "main"
+) -> RestoreReport:
+    """Recreate, in the empty database `target`, the schema of a commit of `repository`.
+
+    `at` picks the commit (see `resolve_commit`; default: the branch's head).
+    Everything happens in one transaction: the target ends with the whole
+    snapshot, or untouched. A target that already holds objects is refused.
+    """
+    import datetime as dt
+    from pathlib import Path
+
+    from dulwich.objects import Blob, Tree
+    from dulwich.repo import Repo
+
+    from .layout import snapshot_files
+    from .snapshot import ObjectKey, render_snapshot
+
+    try:
+        repo = Repo(str(Path(repository)))
+    except Exception as exc:  # noqa: BLE001 - dulwich raises several kinds
+        raise RestoreError(f"{repository} is not a git repository") from exc
+    with repo:
+        commit = resolve_commit(repo, branch, at)
+        files: dict[str, str] = {}
+        root = repo[commit.tree]
+        assert isinstance(root, Tree)
+        for entry in root.items():
+            sub = repo[entry.sha]
+            if isinstance(sub, Tree):
+                for item in sub.items():
+                    blob = repo[item.sha]
+                    assert isinstance(blob, Blob)
+                    files[f"{entry.path.decode()}/{item.path.decode()}"] = blob.data.decode()
+    try:
+        conn = psycopg.connect(target)
+    except psycopg.OperationalError as exc:
+        raise RestoreError(f"cannot connect to the target database: {exc}".strip()) from exc
+    with conn:
+        present = set(render_snapshot(conn)) - {ObjectKey("schema", "public", "public")}
+        if present:
+            names = ", ".join(f"{k.kind} {k.schema}.{k.name}" for k in sorted(present)[:5])
+            raise RestoreError(
+                f"the target database is not empty ({len(present)} objects: {names}"
+                f"{', ...' if len(present) > 5 else ''}): restore needs an empty database"
+            )
+        result = load_files(conn, files)
+        if result.failures:
+            conn.rollback()
+            first = result.failures[0]
+            raise RestoreError(
+                f"{len(result.failures)} statements could not be loaded (first: {first.path}: "
+                f"{first.error}); the target was left untouched"
+            )
+        # Rendered back, the target should give the commit's files; a server of another
+        # major version prints some definitions differently, so this is told, not fatal.
+        loaded = snapshot_files(render_snapshot(conn))
+        differing = sorted(p for p in set(loaded) | set(files) if loaded.get(p) != files.get(p))
+    when = dt.datetime.fromtimestamp(commit.commit_time, dt.timezone.utc).isoformat()
+    return RestoreReport(
+        commit=commit.id.decode(), commit_date=when, files=len(files),
+        statements=result.statements, passes=result.passes, differing=differing,
+    )

@@ -1,0 +1,83 @@
+"""`pggit-export drift`: the live schema against the head of the exported history.
+
+What exists live that the history never recorded (untracked commands, manual
+hotfixes), and what the history says exists but is gone. The live schema is
+rendered exactly as the export renders snapshots, so the comparison is file by
+file. `export --reconcile` turns the same difference into a commit.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .layout import snapshot_files
+from .reader import HistoryReader
+from .restore import RestoreError, resolve_commit
+from .snapshot import DEFAULT_EXCLUDED_SCHEMAS, render_snapshot
+
+
+@dataclass
+class DriftReport:
+    """Paths that differ between the live schema and the head snapshot."""
+
+    commit: str
+    only_live: list[str] = field(default_factory=list)  # never recorded
+    only_history: list[str] = field(default_factory=list)  # gone from the database
+    changed: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.only_live or self.only_history or self.changed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "clean": self.clean}
+
+    def format_text(self) -> str:
+        lines = [f"Live database against commit {self.commit[:12]}:"]
+        for title, paths in (
+            ("exists live, never recorded in the history", self.only_live),
+            ("in the history, gone from the live database", self.only_history),
+            ("differs between the live database and the history", self.changed),
+        ):
+            if paths:
+                lines.append(f"  {len(paths)} {title}:")
+                lines += [f"    {p}" for p in paths]
+        lines.append("  no drift" if self.clean else
+                     "  (export --reconcile ends the history with a commit that removes the drift)")
+        return "\n".join(lines)
+
+
+def drift_report(
+    source: str, repository: str | os.PathLike[str], *, branch: str = "main",
+    exclude_schemas: tuple[str, ...] = DEFAULT_EXCLUDED_SCHEMAS,
+) -> DriftReport:
+    """Compare the live schema of `source` (read only) with the head of `branch`."""
+    from dulwich.objects import Blob, Tree
+    from dulwich.repo import Repo
+
+    try:
+        repo = Repo(str(repository))
+    except Exception as exc:  # noqa: BLE001 - dulwich raises several kinds
+        raise RestoreError(f"{repository} is not a git repository") from exc
+    with repo:
+        commit = resolve_commit(repo, branch, None)
+        history: dict[str, str] = {}
+        root = repo[commit.tree]
+        assert isinstance(root, Tree)
+        for entry in root.items():
+            sub = repo[entry.sha]
+            if isinstance(sub, Tree):
+                for item in sub.items():
+                    blob = repo[item.sha]
+                    assert isinstance(blob, Blob)
+                    history[f"{entry.path.decode()}/{item.path.decode()}"] = blob.data.decode()
+    with HistoryReader(source) as reader:
+        live = snapshot_files(render_snapshot(reader.conn, exclude_schemas=exclude_schemas))
+    return DriftReport(
+        commit=commit.id.decode(),
+        only_live=sorted(set(live) - set(history)),
+        only_history=sorted(set(history) - set(live)),
+        changed=sorted(p for p in set(live) & set(history) if live[p] != history[p]),
+    )
