@@ -16,7 +16,7 @@ pggit.objects is unique on -- and row-level findings keep only ids.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -56,6 +56,7 @@ CODES: dict[str, str] = {
     "large-sql": "warning",  # over 1 MB: slow to split
     "too-large-sql": "error",  # over max_sql_bytes: replay refuses the text unparsed
     "shadow-unavailable": "error",  # extensions/roles could not be checked
+    "unmapped-author": "warning",  # a user the --authors file does not name
 }
 
 LARGE_SQL_BYTES = 1024 * 1024
@@ -163,6 +164,7 @@ def check_history(
     *,
     shadow_dsn: str | None = None,
     max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES,
+    authors: Collection[str] | None = None,
 ) -> CheckReport:
     """Read the source's history (read only, nothing written anywhere) and report
     what will not export cleanly.
@@ -181,6 +183,14 @@ def check_history(
         active = _active_uncreated_objects(reader.conn)
     findings = checker.findings(active)
     findings += _shadow_findings(checker, shadow_dsn)
+    if authors is not None:
+        unmapped = {user: ids for user, ids in checker.users.items() if user not in authors}
+        for user, ids in sorted(unmapped.items()):
+            findings.append(Finding(
+                "unmapped-author", CODES["unmapped-author"],
+                f"database user {user!r} is not in the authors file: its commits get "
+                f"'{user} <...@pggit.invalid>'", ids, {"user": user},
+            ))
     order = {s: i for i, s in enumerate(SEVERITIES)}
     code_order = {c: i for i, c in enumerate(CODES)}
     findings.sort(key=lambda f: (order[f.severity], code_order[f.code],
@@ -447,6 +457,7 @@ class _Checker:
     def __init__(self, *, max_sql_bytes: int) -> None:
         self.max_sql_bytes = max_sql_bytes
         self.changesets = 0
+        self.users: dict[str, list[int]] = {}  # created_by -> history ids
         self.null_time: list[int] = []
         self.no_author: list[int] = []
         self.no_sql: list[int] = []
@@ -463,6 +474,8 @@ class _Checker:
 
     def changeset(self, changeset: Changeset) -> None:
         self.changesets += 1
+        if changeset.created_by:
+            self.users.setdefault(changeset.created_by, []).extend(changeset.history_ids)
         text = changeset.sql
         statements = self._statements(changeset)
         created_here = {name for kind, name in filter(None, map(_created, (

@@ -22,6 +22,7 @@ import typer
 
 from . import __version__
 from .export import ExportOptions, ExportReport, export_history
+from .authors import AuthorsFileError, read_authors_file
 from .gitwriter import RepositoryError
 from .mirror import MirrorError, MirrorOptions, MirrorReport, mirror_repository
 from .reader import SourceError
@@ -80,7 +81,8 @@ def _errors_exit() -> Iterator[None]:
     try:
         yield
     except (
-        SourceError, RepositoryError, ShadowError, ServerError, MirrorError, RestoreError
+        SourceError, RepositoryError, ShadowError, ServerError, MirrorError, RestoreError,
+        AuthorsFileError,
     ) as exc:
         typer.echo(f"pggit-export: error: {exc}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
@@ -231,6 +233,13 @@ def export(
     default_author: Annotated[
         str, typer.Option(help="Author for history rows that recorded no user.")
     ] = "unknown",
+    authors: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Authors file, as git-svn's: one 'dbuser = Full Name <email>' per line. "
+            "Users it does not name become 'dbuser <dbuser@pggit.invalid>'.",
+        ),
+    ] = None,
     batch_size: Annotated[
         int,
         typer.Option(
@@ -298,6 +307,7 @@ def export(
         pggit-export export "postgresql://me@db.example.com/app" ./app-schema
     """
     with _errors_exit(), _progress(not quiet and not as_json, "Exporting") as progress:
+        author_map = read_authors_file(authors) if authors else {}
         report = export_history(
             source,
             repo,
@@ -306,6 +316,7 @@ def export(
                 bare=bare,
                 shadow_dsn=shadow_dsn,
                 default_author=default_author,
+                authors=author_map,
                 batch_commits=batch_size,
                 statement_timeout=statement_timeout,
                 max_sql_bytes=max_sql_bytes,
@@ -528,6 +539,10 @@ def check(
     max_sql_bytes: Annotated[
         int, typer.Option(min=1, help="The export's limit on history text size.")
     ] = DEFAULT_MAX_SQL_BYTES,
+    authors: Annotated[
+        Optional[Path],
+        typer.Option(help="The authors file the export will use: list users it does not name."),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the findings as JSON on stdout.")
     ] = False,
@@ -547,7 +562,10 @@ def check(
     from .check import check_history
 
     with _errors_exit():
-        report = check_history(source, shadow_dsn=shadow_dsn, max_sql_bytes=max_sql_bytes)
+        author_map = read_authors_file(authors) if authors else None
+        report = check_history(
+            source, shadow_dsn=shadow_dsn, max_sql_bytes=max_sql_bytes, authors=author_map
+        )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
     else:

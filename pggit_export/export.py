@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from .authors import Author, default_author
 from .gitwriter import GitWriter, RepositoryError, Signature
 from .message import build_message, parse_id_ranges, read_trailer
 from .reader import Changeset, HistoryReader
@@ -33,7 +34,6 @@ from .restore import load_files
 from .snapshot import DEFAULT_EXCLUDED_SCHEMAS, Rendered, keys_touched, render_objects
 from .state import FileChanges, SnapshotChanges, SnapshotState, diff_files
 
-DEFAULT_EMAIL_DOMAIN = "pggit.invalid"
 
 
 @dataclass
@@ -44,6 +44,8 @@ class ExportOptions:
     bare: bool = False
     shadow_dsn: str | None = None  # None: start a private PostgreSQL
     default_author: str = "unknown"  # for rows whose created_by is NULL
+    # Database user -> git identity (authors.read_authors_file); others: user <user@pggit.invalid>
+    authors: Mapping[str, Author] = field(default_factory=dict)
     exclude_schemas: tuple[str, ...] = DEFAULT_EXCLUDED_SCHEMAS
     batch_commits: int = 200
     statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT  # per replayed statement
@@ -113,6 +115,9 @@ def _author(changeset: Changeset, options: ExportOptions) -> tuple[Signature, bo
     user = changeset.created_by
     missing = not (user and user.strip())
     raw = options.default_author if missing else str(user)
+    if raw in options.authors:
+        mapped = options.authors[raw]
+        return Signature(mapped.name, mapped.email, changeset.time), missing, None
     # git's author line cannot hold '<', '>' or line breaks; control characters confuse it.
     name = " ".join("".join(" " if c in "<>" or not c.isprintable() else c for c in raw).split())
     note = None
@@ -120,10 +125,14 @@ def _author(changeset: Changeset, options: ExportOptions) -> tuple[Signature, bo
         name = options.default_author
     if name != raw and not missing:
         note = f"pggit.history recorded the user {raw!r}; git cannot carry it as is: {name!r}."
-    email_user = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_" for c in name)
-    return Signature(name, f"{email_user or 'unknown'}@{DEFAULT_EMAIL_DOMAIN}", changeset.time), (
-        missing
-    ), note
+    author = default_author(name)
+    return Signature(author.name, author.email, changeset.time), missing, note
+
+
+def _note(changeset: Changeset) -> bytes:
+    """The commit's git note: its pggit.history rows, whole, as a JSON array."""
+    rows = [row.row_json or "null" for row in changeset.rows]
+    return ("[\n" + ",\n".join(rows) + "\n]\n").encode("utf-8", "replace")
 
 
 def _excluded_only(changeset: Changeset, excluded: tuple[str, ...]) -> bool:
@@ -275,8 +284,10 @@ class _Exporter:
             + "\n\nPggit-Reconcile: live database\n"
         )
         when = self.last_time or dt.datetime(1970, 1, 1)
-        author = Signature(self.options.default_author,
-                           f"{self.options.default_author}@{DEFAULT_EMAIL_DOMAIN}", when)
+        identity = self.options.authors.get(self.options.default_author) or default_author(
+            self.options.default_author
+        )
+        author = Signature(identity.name, identity.email, when)
         self.writer.write_commit(files, author, message)
         self.report.commits_written += 1
 
@@ -323,7 +334,7 @@ class _Exporter:
         if self.pending:
             files = {**self.pending, **files}
             self.pending = {}
-        commit_id = self.writer.write_commit(files, author, message).decode()
+        commit_id = self.writer.write_commit(files, author, message, _note(changeset)).decode()
         report.commits_written += 1
         ids = changeset.history_ids
         if result.failure is not None:

@@ -83,6 +83,14 @@ class GitWriter:
         # changes, so its cost does not grow with the number of schemas or files.
         self._dirs: dict[str, dict[bytes, bytes]] = {}  # directory -> file name -> blob id
         self._dir_trees: dict[str, bytes] = {}  # directory -> tree id
+        # Git notes (refs/notes/pggit): a fan-out tree "ab/cdef..." -> note blob, per commit.
+        self.notes_ref = b"refs/notes/pggit"
+        self._notes_tip: bytes | None = None
+        self._notes_on_disk: bytes | None = None
+        self._notes: dict[bytes, dict[bytes, bytes]] = {}  # fan-out dir -> name -> blob id
+        self._notes_trees: dict[bytes, bytes] = {}
+        self._notes_dirty: set[bytes] = set()
+        self._last_signature: Signature | None = None
 
     # -- opening -------------------------------------------------------------------------
 
@@ -92,10 +100,14 @@ class GitWriter:
         else:
             self.repo = self._open_or_create()
             self._lock()
-        tip = self.repo.refs.as_dict().get(self.ref) if self.repo is not None else None
+        refs = self.repo.refs.as_dict() if self.repo is not None else {}
+        tip = refs.get(self.ref)
         self._on_disk_tip = self.tip = tip
         if tip is not None:
             self._load_tree_state()
+        self._notes_on_disk = self._notes_tip = refs.get(self.notes_ref)
+        if self._notes_tip is not None:
+            self._load_notes_state()
         return self
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
@@ -223,6 +235,49 @@ class GitWriter:
             self._dirs[directory] = {item.path: item.sha for item in sub.items()}
             self._dir_trees[directory] = entry.sha
 
+    def _load_notes_state(self) -> None:
+        assert self.repo is not None and self._notes_tip is not None
+        notes_commit = self.repo[self._notes_tip]
+        assert isinstance(notes_commit, Commit)
+        root = self.repo[notes_commit.tree]
+        assert isinstance(root, Tree)
+        for entry in root.items():
+            sub = self.repo[entry.sha]
+            if isinstance(sub, Tree):
+                self._notes[entry.path] = {item.path: item.sha for item in sub.items()}
+                self._notes_trees[entry.path] = entry.sha
+
+    def add_note(self, commit_id: bytes, text: bytes) -> None:
+        """Attach a note to a commit (written, with its own notes commit, at the next flush)."""
+        fanout = self._notes.setdefault(commit_id[:2], {})
+        blob_id = self._add(Blob.from_string(text))
+        if fanout.get(commit_id[2:]) != blob_id:  # a rerun re-adding the same note changes nothing
+            fanout[commit_id[2:]] = blob_id
+            self._notes_dirty.add(commit_id[:2])
+
+    def _commit_notes(self) -> None:
+        if not self._notes_dirty:
+            return
+        for fanout in self._notes_dirty:
+            tree = Tree()
+            for name, sha in self._notes[fanout].items():
+                tree.add(name, FILE_MODE, sha)
+            self._notes_trees[fanout] = self._add(tree)
+        self._notes_dirty.clear()
+        root = Tree()
+        for fanout, sha in self._notes_trees.items():
+            root.add(fanout, DIR_MODE, sha)
+        commit = Commit()
+        commit.tree = self._add(root)
+        commit.parents = [self._notes_tip] if self._notes_tip is not None else []
+        signature = self._last_signature
+        assert signature is not None
+        commit.author = commit.committer = signature.identity()
+        commit.author_time = commit.commit_time = signature.timestamp()
+        commit.author_timezone = commit.commit_timezone = 0
+        commit.message = b"Notes added by pggit-export: the pggit.history rows of each commit\n"
+        self._notes_tip = self._add(commit)
+
     def current_files(self) -> dict[str, bytes]:
         """Path -> blob id of every file in the tip's tree (pending commits included)."""
         return {
@@ -260,7 +315,11 @@ class GitWriter:
         return self._add(root)
 
     def write_commit(
-        self, changes: Mapping[str, bytes | None], author: Signature, message: str
+        self,
+        changes: Mapping[str, bytes | None],
+        author: Signature,
+        message: str,
+        note: bytes | None = None,
     ) -> bytes:
         """Commit the tip's tree with `changes` applied ({path: content, or None to delete}).
 
@@ -275,6 +334,9 @@ class GitWriter:
         commit.encoding = None
         commit.message = message.encode("utf-8")
         self.tip = self._add(commit)
+        self._last_signature = author
+        if note is not None:
+            self.add_note(self.tip, note)
         self._pending_commits += 1
         if self._pending_commits >= self.batch_commits or self._pending_bytes >= self.batch_bytes:
             self.flush()
@@ -282,6 +344,7 @@ class GitWriter:
 
     def flush(self) -> None:
         """Write pending objects as one pack, then move the branch to the tip."""
+        self._commit_notes()
         if self.dry_run:
             self._pending.clear()
             self._pending_bytes = self._pending_commits = 0
@@ -295,6 +358,16 @@ class GitWriter:
         self._pending.clear()
         self._pending_bytes = 0
         self._pending_commits = 0
+        if self._notes_tip is not None and self._notes_tip != self._notes_on_disk:
+            # Before the branch: a kill in between leaves notes on commits the branch does
+            # not show yet, which the rerun makes again, identical.
+            if self._notes_on_disk is None:
+                self.repo.refs.add_if_new(self.notes_ref, self._notes_tip, message=b"pggit-export")
+            else:
+                self.repo.refs.set_if_equals(
+                    self.notes_ref, self._notes_on_disk, self._notes_tip, message=b"pggit-export"
+                )
+            self._notes_on_disk = self._notes_tip
         if self.tip is not None and self.tip != self._on_disk_tip:
             # Compare-and-swap: fail rather than overwrite a ref someone else moved.
             if self._on_disk_tip is None:

@@ -14,6 +14,7 @@ Format (docs/ARCHITECTURE.md, "Commit format")::
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from .reader import Changeset
@@ -70,12 +71,13 @@ def _label(key: ObjectKey) -> str:
     return key.schema if key.kind == "schema" else f"{key.schema}.{key.name}"
 
 
-def _phrase(verb: str, keys: list[ObjectKey], one_schema: bool) -> str:
+def _count(keys: list[ObjectKey]) -> str:
+    """`table public.users`, or `3 tables and 1 view`."""
     if len(keys) == 1:
-        return f"{verb} {KIND_LABELS[keys[0].kind]} {_label(keys[0])}"
+        return f"{KIND_LABELS[keys[0].kind]} {_label(keys[0])}"
     counts = Counter(KIND_LABELS[k.kind] for k in keys)
     things = [f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in sorted(counts.items())]
-    return f"{verb} " + " and ".join(things)
+    return " and ".join(things) if len(things) <= 2 else ", ".join(things[:-1]) + " and " + things[-1]
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -88,6 +90,46 @@ def _first_statement_line(changeset: Changeset, result: ReplayResult) -> str:
     return "(no SQL recorded)"
 
 
+# What a table file holds, by line: column definitions (indented, in CREATE TABLE)
+# and the named things after it.
+_NAMED_PARTS = [
+    ("index", re.compile(r"^CREATE (?:UNIQUE )?INDEX (\S+) ON ", re.M)),
+    ("trigger", re.compile(r"^CREATE (?:CONSTRAINT )?TRIGGER (\S+) ", re.M)),
+    ("constraint", re.compile(r"^\s+(?:ADD )?CONSTRAINT (\S+) ", re.M)),
+    ("policy", re.compile(r"^CREATE POLICY (\S+) ON ", re.M)),
+]
+
+
+_CREATE_TABLE = re.compile(r"^CREATE (?:UNLOGGED )?TABLE [^\n]*\($", re.M)
+
+
+def _columns(text: str) -> dict[str, str]:
+    # The file may begin with the sequences the table owns; find CREATE TABLE itself.
+    match = _CREATE_TABLE.search(text)
+    body = text[match.end():] if match else ""
+    columns = {}
+    for line in body.split("\n);", 1)[0].splitlines():
+        line = line.strip().rstrip(",")
+        if line and not line.startswith("CONSTRAINT "):
+            name = line.split(" ", 1)[0]
+            columns[name.strip('"')] = line
+    return columns
+
+
+def describe_table_change(before: str, after: str) -> str | None:
+    """`add column email, drop index i` for two versions of a table file; None if unsure."""
+    parts: list[str] = []
+    old_cols, new_cols = _columns(before), _columns(after)
+    parts += [f"add column {c}" for c in new_cols if c not in old_cols]
+    parts += [f"drop column {c}" for c in old_cols if c not in new_cols]
+    parts += [f"alter column {c}" for c in new_cols if c in old_cols and new_cols[c] != old_cols[c]]
+    for what, pattern in _NAMED_PARTS:
+        old_names, new_names = set(pattern.findall(before)), set(pattern.findall(after))
+        parts += [f"add {what} {n}" for n in sorted(new_names - old_names)]
+        parts += [f"drop {what} {n}" for n in sorted(old_names - new_names)]
+    return ", ".join(parts) if parts else None
+
+
 def subject_for(changeset: Changeset, result: ReplayResult, changes: SnapshotChanges) -> str:
     """One line, <= 72 characters, saying what the changeset did to the schema."""
     if not result.ok:
@@ -96,21 +138,32 @@ def subject_for(changeset: Changeset, result: ReplayResult, changes: SnapshotCha
         return _truncate(
             f"No schema change: {_first_statement_line(changeset, result)}", SUBJECT_LIMIT
         )
+    if not changes.created and not changes.dropped and len(changes.altered) == 1:
+        key = changes.altered[0]
+        if key.kind == "table":
+            what = describe_table_change(changes.before.get(key, ""), changes.after.get(key, ""))
+            if what:
+                return _truncate(f"ALTER TABLE {_label(key)}: {what}", SUBJECT_LIMIT)
     all_keys = changes.created + changes.altered + changes.dropped
     schemas = {k.schema for k in all_keys}
-    one_schema = len(schemas) == 1
-    phrases = [
-        _phrase(verb, keys, one_schema)
-        for verb, keys in (("Create", changes.created), ("Alter", changes.altered),
-                           ("Drop", changes.dropped))
-        if keys
-    ]
-    phrases = [phrases[0]] + [p[0].lower() + p[1:] for p in phrases[1:]]
-    subject = ", ".join(phrases)
-    multi = len(all_keys) > 1
-    if multi and one_schema:
-        subject += f" in {next(iter(schemas))}"
+    new_schemas = [k for k in changes.created if k.kind == "schema"]
+    phrases = []
+    for verb, keys in (("Create", changes.created), ("Alter", changes.altered),
+                       ("Drop", changes.dropped)):
+        if not keys:
+            continue
+        if verb == "Create" and len(new_schemas) == 1 and len(keys) > 1 and len(schemas) == 1:
+            inside = [k for k in keys if k.kind != "schema"]
+            phrases.append(f"Create schema {new_schemas[0].schema} with {_count(inside)}")
+        else:
+            phrases.append(f"{verb} {_count(keys)}")
+    subject = ", ".join([phrases[0]] + [p[0].lower() + p[1:] for p in phrases[1:]])
+    if len(all_keys) > 1 and len(schemas) == 1 and not subject.startswith("Create schema"):
+        subject += f" in schema {next(iter(schemas))}"
     return _truncate(subject, SUBJECT_LIMIT)
+
+
+_SEVERITY_ORDER = {"MAJOR": 0, "MINOR": 1, "PATCH": 2}
 
 
 def build_message(
@@ -181,6 +234,11 @@ def build_message(
     paragraphs.extend(notes)
 
     trailers = [f"Pggit-History-Ids: {format_id_ranges(changeset.history_ids)}"]
+    kinds = Counter(row.change_type for row in changeset.rows)
+    trailers.append("Pggit-Change-Types: " + ", ".join(f"{k} ({n})" for k, n in kinds.items()))
+    severities = sorted({row.change_severity for row in changeset.rows},
+                        key=lambda s: _SEVERITY_ORDER.get(s, 9))
+    trailers.append(f"Pggit-Severity: {severities[0]}")
     trailers += [f"Pggit-Repaired: {description}" for description in repairs or ()]
     if result.failure is not None:
         trailers.append("Pggit-Replay: failed")

@@ -44,6 +44,7 @@ class HistoryRow:
     new_metadata: str | None = None  # jsonb as text
     unusable_time: str | None = None  # created_at as recorded, when no commit can carry it
     object_id: int | None = None  # the pggit.objects row named, which may be gone
+    row_json: str | None = None  # the whole pggit.history row as JSON text
     # Columns whose stored bytes were not valid UTF-8 (a SQL_ASCII source can hold any
     # bytes): their text here has U+FFFD in place of each invalid sequence.
     invalid_utf8: tuple[str, ...] = ()
@@ -140,6 +141,8 @@ SELECT t.id,
        -- as text: parsing is left to whoever needs it (a hostile value can nest deeply)
        t.new_metadata::text AS new_metadata,
        t.object_id,
+       -- the whole v1 row, for the commit's git note (every column, as recorded)
+       (to_jsonb(t) - 'usable_at' - 'effective_time')::text AS row_json,
        o.object_type::text AS object_type,
        o.schema_name,
        o.object_name
@@ -247,6 +250,7 @@ class HistoryReader:
                     new_metadata=rec["new_metadata"],
                     unusable_time=rec["unusable_time"],
                     object_id=rec["object_id"],
+                    row_json=_decoded(rec["row_json"], "row_json", []),
                     invalid_utf8=tuple(bad),
                 )
 

@@ -22,6 +22,9 @@ class SnapshotChanges:
     created: list[ObjectKey] = field(default_factory=list)
     altered: list[ObjectKey] = field(default_factory=list)
     dropped: list[ObjectKey] = field(default_factory=list)
+    # Text before and after, for altered objects: what the commit subject describes.
+    before: dict[ObjectKey, str] = field(default_factory=dict)
+    after: dict[ObjectKey, str] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -57,6 +60,8 @@ class SnapshotState:
         if keys is None:
             keys = set(self.files) | set(rendered.files)
         created, altered, dropped = [], [], []
+        before: dict[ObjectKey, str] = {}
+        after: dict[ObjectKey, str] = {}
         for key in sorted(keys):
             old, new = self.files.get(key), rendered.files.get(key)
             if old is None and new is not None:
@@ -65,6 +70,7 @@ class SnapshotState:
                 dropped.append(key)
             elif old != new:
                 altered.append(key)
+                before[key], after[key] = old or "", new or ""
             for ref in self._owned.pop(key, ()):
                 if self.owners.get(ref) == key:
                     del self.owners[ref]
@@ -81,7 +87,9 @@ class SnapshotState:
         for ref, key in rendered.owners.items():
             self.owners[ref] = key
             self._owned.setdefault(key, set()).add(ref)
-        changes = SnapshotChanges(created=created, altered=altered, dropped=dropped)
+        changes = SnapshotChanges(
+            created=created, altered=altered, dropped=dropped, before=before, after=after
+        )
         return changes, self._file_changes(changes)
 
     def _file_changes(self, changes: SnapshotChanges) -> FileChanges:

@@ -71,8 +71,8 @@ def test_one_commit_per_changeset_with_authors_and_dates(
     ]
     assert [line.split("|")[0] for line in log] == [c.user for c in SHOP]
     assert first[5] == "Create table public.users"
-    assert log[1].split("|")[5] == "Create 1 schema and 2 tables in billing"
-    assert log[2].split("|")[5] == "Alter table public.users"
+    assert log[1].split("|")[5] == "Create schema billing with 2 tables"
+    assert log[2].split("|")[5] == "ALTER TABLE public.users: add column email"
     assert log[4].split("|")[5].startswith("No schema change: UPDATE users")
     assert log[5].split("|")[5] == "Drop view public.user_emails"
 
@@ -213,3 +213,39 @@ def test_private_shadow_by_default(shop_source: str, tmp_path: Path) -> None:
     report = export_history(shop_source, tmp_path / "repo")
     assert report.commits_written == len(SHOP)
     assert "embedded" in report.shadow
+
+
+def test_authors_file_maps_database_users(
+    shop_source: str, pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    from pggit_export.authors import AuthorsFileError, read_authors_file
+
+    authors = tmp_path / "authors.txt"
+    authors.write_text("# who is who\nalice = Alice Liddell <alice@example.com>\n\n"
+                       "bob = Bob Builder <bob@example.org>\n")
+    repo = tmp_path / "repo"
+    export(shop_source, repo, pg_admin_dsn, authors=read_authors_file(authors))
+    people = git(repo, "log", "--reverse", "--format=%an <%ae>").splitlines()
+    assert people[:3] == ["Alice Liddell <alice@example.com>", "Bob Builder <bob@example.org>",
+                          "Alice Liddell <alice@example.com>"]
+    assert people[3] == "carol <carol@pggit.invalid>"  # not in the file: the default mapping
+    authors.write_text("alice: Alice\n")
+    with pytest.raises(AuthorsFileError, match="authors.txt:1: expected"):
+        read_authors_file(authors)
+
+
+def test_each_commit_has_a_note_with_its_v1_rows(
+    shop_source: str, pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    import json
+
+    repo = tmp_path / "repo"
+    export(shop_source, repo, pg_admin_dsn)
+    for rev in git(repo, "rev-list", "main").split():
+        rows = json.loads(git(repo, "notes", "--ref=pggit", "show", rev))
+        ids = git(repo, "log", "-1", "--format=%(trailers:key=Pggit-History-Ids,valueonly)", rev)
+        from pggit_export.message import parse_id_ranges
+
+        assert [row["id"] for row in rows] == parse_id_ranges(ids.strip())
+        assert {"sql_executed", "created_by", "change_type", "object_id"} <= set(rows[0])
+    git(repo, "fsck", "--strict")

@@ -6,6 +6,8 @@ reading of the repository.
 
 from __future__ import annotations
 
+import subprocess
+
 import base64
 import datetime as dt
 import hashlib
@@ -118,10 +120,18 @@ def scalar(dsn: str, query: str, params: Any = None) -> Any:
     return rows(dsn, query, params)[0][0]
 
 
-def git_objects(repo: Path) -> dict[str, tuple[str, int]]:
-    """{id: (type, size)} of every object of the repository, from git itself."""
-    out = git(repo, "cat-file", "--batch-all-objects", "--batch-check")
-    fields = (line.split() for line in out.splitlines())
+def git_objects(repo: Path, branch: str = "main") -> dict[str, tuple[str, int]]:
+    """{id: (type, size)} of every object the branch reaches, from git itself.
+
+    The branch, not the whole store: the export's git notes (refs/notes/pggit) are
+    not part of the schema history that is mirrored.
+    """
+    ids = [line.split()[0] for line in git(repo, "rev-list", "--objects", branch).splitlines()]
+    result = subprocess.run(
+        ["git", "-C", str(repo), "cat-file", "--batch-check"], input="\n".join(ids) + "\n",
+        capture_output=True, text=True, check=True,
+    )
+    fields = (line.split() for line in result.stdout.splitlines())
     return {sha: (kind, int(size)) for sha, kind, size in fields}
 
 
