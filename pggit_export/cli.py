@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import psycopg
 import typer
 
@@ -240,6 +241,14 @@ def export(
             "Users it does not name become 'dbuser <dbuser@pggit.invalid>'.",
         ),
     ] = None,
+    object_format: Annotated[
+        str,
+        typer.Option(
+            click_type=click.Choice(["sha1", "sha256"]),
+            help="Hash of a new repository: sha256 ids look like pgGit's own 64-hex ids. "
+            "An existing repository keeps its own.",
+        ),
+    ] = "sha1",
     batch_size: Annotated[
         int,
         typer.Option(
@@ -317,6 +326,7 @@ def export(
                 shadow_dsn=shadow_dsn,
                 default_author=default_author,
                 authors=author_map,
+                object_format=object_format,
                 batch_commits=batch_size,
                 statement_timeout=statement_timeout,
                 max_sql_bytes=max_sql_bytes,

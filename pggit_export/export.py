@@ -48,6 +48,7 @@ class ExportOptions:
     authors: Mapping[str, Author] = field(default_factory=dict)
     exclude_schemas: tuple[str, ...] = DEFAULT_EXCLUDED_SCHEMAS
     batch_commits: int = 200
+    object_format: str = "sha1"  # or "sha256", for a new repository
     statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT  # per replayed statement
     max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES  # larger texts are refused unparsed
     dry_run: bool = False  # replay and report, write nothing
@@ -198,7 +199,9 @@ class _Exporter:
     def start(self) -> None:
         """Render the shadow as it is and line the writer's tree up with it."""
         _, _ = self.state.apply(render_objects(self.shadow.conn, exclude_schemas=self.excluded))
-        self.pending = diff_files(self.writer.current_files(), self.state.all_files())
+        self.pending = diff_files(
+            self.writer.current_files(), self.state.all_files(), self.writer.blob_id
+        )
         if self.pending and self.writer.tip is not None:
             self.report.warnings.append(
                 "resuming: the head snapshot, loaded into a new shadow, renders differently "
@@ -377,6 +380,7 @@ def export_history(
         bare=options.bare,
         batch_commits=options.batch_commits,
         dry_run=options.dry_run,
+        object_format=options.object_format,
     ) as writer:
         info = reader.info()
         report.history_rows = info.history_rows

@@ -19,7 +19,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from dulwich.objects import Blob, Commit, ShaFile, Tree
 from dulwich.repo import Repo
@@ -63,6 +63,7 @@ class GitWriter:
         batch_commits: int = 200,
         batch_bytes: int = 64 * 1024 * 1024,
         dry_run: bool = False,
+        object_format: str = "sha1",
     ) -> None:
         self.path = Path(path)
         self.branch = branch
@@ -72,6 +73,9 @@ class GitWriter:
         self.batch_bytes = batch_bytes
         # Dry run: commits are built (so ids and costs are real) but nothing touches the disk.
         self.dry_run = dry_run
+        # For a new repository; an existing one keeps its own (sha1 or sha256).
+        self.object_format_name = object_format
+        self._format: Any = None  # dulwich ObjectFormat, set on open
         self.repo: Repo | None = None
         self._lock_file: IO[bytes] | None = None
         self._pending: dict[bytes, ShaFile] = {}
@@ -100,6 +104,13 @@ class GitWriter:
         else:
             self.repo = self._open_or_create()
             self._lock()
+        if self.repo is not None:
+            self._format = self.repo.object_format
+            self.object_format_name = self._format.name
+        else:
+            from dulwich.object_format import get_object_format
+
+            self._format = get_object_format(self.object_format_name)
         refs = self.repo.refs.as_dict() if self.repo is not None else {}
         tip = refs.get(self.ref)
         self._on_disk_tip = self.tip = tip
@@ -154,7 +165,7 @@ class GitWriter:
         staging = final.parent / f".{final.name}.pggit-export-init"
         if staging.exists():
             shutil.rmtree(staging)
-        repo = Repo.init_bare(str(staging), mkdir=True)
+        repo = Repo.init_bare(str(staging), mkdir=True, object_format=self.object_format_name)
         repo.refs.set_symbolic_ref(b"HEAD", self.ref)
         if not self.bare:
             config = repo.get_config()
@@ -212,11 +223,20 @@ class GitWriter:
 
     # -- writing -------------------------------------------------------------------------
 
+    def blob_id(self, content: bytes) -> bytes:
+        """The id `content` has as a blob in this repository's object format."""
+        blob = Blob.from_string(content)
+        blob.object_format = self._format
+        return blob.get_id(self._format)
+
     def _add(self, obj: ShaFile) -> bytes:
-        if obj.id not in self._pending:
-            self._pending[obj.id] = obj
+        # get_id, not .id: .id is always SHA-1, whatever the repository's format.
+        obj.object_format = self._format
+        oid: bytes = obj.get_id(self._format)
+        if oid not in self._pending:
+            self._pending[oid] = obj
             self._pending_bytes += len(obj.as_raw_string())
-        return obj.id
+        return oid
 
     def _load_tree_state(self) -> None:
         assert self.repo is not None

@@ -8,7 +8,7 @@ follows what it changed, not the size of the schema.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from .layout import TreeLayout
@@ -112,12 +112,17 @@ class SnapshotState:
         return {path: self.files[key].encode("utf-8") for key, path in self.layout.paths.items()}
 
 
-def diff_files(current: Mapping[str, bytes], wanted: Mapping[str, bytes]) -> FileChanges:
-    """File changes that turn `current` (path -> blob id) into `wanted` (path -> content)."""
-    from dulwich.objects import Blob
+def diff_files(
+    current: Mapping[str, bytes],
+    wanted: Mapping[str, bytes],
+    blob_id: Callable[[bytes], bytes],
+) -> FileChanges:
+    """File changes that turn `current` (path -> blob id) into `wanted` (path -> content).
 
+    `blob_id` hashes content the way the repository does (SHA-1 or SHA-256).
+    """
     changes: FileChanges = {path: None for path in current if path not in wanted}
     for path, content in wanted.items():
-        if current.get(path) != Blob.from_string(content).id:
+        if current.get(path) != blob_id(content):
             changes[path] = content
     return changes

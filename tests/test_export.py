@@ -249,3 +249,26 @@ def test_each_commit_has_a_note_with_its_v1_rows(
         assert [row["id"] for row in rows] == parse_id_ranges(ids.strip())
         assert {"sql_executed", "created_by", "change_type", "object_id"} <= set(rows[0])
     git(repo, "fsck", "--strict")
+
+
+def test_sha256_repository_with_mirror_and_verify(
+    shop_source: str, pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    from pggit_export.mirror import mirror_repository
+    from pggit_export.verify import verify_mirror
+
+    repo = tmp_path / "repo"
+    report = export(shop_source, repo, pg_admin_dsn, object_format="sha256")
+    head = git(repo, "rev-parse", "main").strip()
+    assert len(head) == 64 and report.head == head
+    assert git(repo, "rev-parse", "--show-object-format").strip() == "sha256"
+    git(repo, "fsck", "--strict")
+    assert git(repo, "status", "--porcelain") == ""
+    assert "email text" in git(repo, "show", "main:public/users.sql")
+    # Deterministic in sha256 too, and a rerun continues the same repository.
+    again = export(shop_source, tmp_path / "again", pg_admin_dsn, object_format="sha256")
+    assert again.head == head
+    assert export(shop_source, repo, pg_admin_dsn).commits_written == 0
+    mirrored = mirror_repository(repo, shop_source)
+    assert mirrored.object_format == "sha256" and mirrored.commits_added == len(SHOP)
+    assert verify_mirror(repo, shop_source).ok
