@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from contextlib import contextmanager
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import psycopg
 import typer
 
@@ -30,6 +30,13 @@ from .reader import SourceError
 from .restore import RestoreError, restore_snapshot
 from .replay import DEFAULT_MAX_SQL_BYTES, DEFAULT_STATEMENT_TIMEOUT, ShadowError
 from .server import ServerError
+
+class ObjectFormat(str, Enum):
+    """Hash algorithms git repositories can use."""
+
+    sha1 = "sha1"
+    sha256 = "sha256"
+
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
@@ -242,13 +249,12 @@ def export(
         ),
     ] = None,
     object_format: Annotated[
-        str,
+        ObjectFormat,
         typer.Option(
-            click_type=click.Choice(["sha1", "sha256"]),
             help="Hash of a new repository: sha256 ids look like pgGit's own 64-hex ids. "
             "An existing repository keeps its own.",
         ),
-    ] = "sha1",
+    ] = ObjectFormat.sha1,
     batch_size: Annotated[
         int,
         typer.Option(
@@ -326,7 +332,7 @@ def export(
                 shadow_dsn=shadow_dsn,
                 default_author=default_author,
                 authors=author_map,
-                object_format=object_format,
+                object_format=object_format.value,
                 batch_commits=batch_size,
                 statement_timeout=statement_timeout,
                 max_sql_bytes=max_sql_bytes,

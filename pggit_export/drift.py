@@ -54,8 +54,9 @@ def drift_report(
     exclude_schemas: tuple[str, ...] = DEFAULT_EXCLUDED_SCHEMAS,
 ) -> DriftReport:
     """Compare the live schema of `source` (read only) with the head of `branch`."""
-    from dulwich.objects import Blob, Tree
     from dulwich.repo import Repo
+
+    from .gitwriter import tree_files
 
     try:
         repo = Repo(str(repository))
@@ -63,16 +64,7 @@ def drift_report(
         raise RestoreError(f"{repository} is not a git repository") from exc
     with repo:
         commit = resolve_commit(repo, branch, None)
-        history: dict[str, str] = {}
-        root = repo[commit.tree]
-        assert isinstance(root, Tree)
-        for entry in root.items():
-            sub = repo[entry.sha]
-            if isinstance(sub, Tree):
-                for item in sub.items():
-                    blob = repo[item.sha]
-                    assert isinstance(blob, Blob)
-                    history[f"{entry.path.decode()}/{item.path.decode()}"] = blob.data.decode()
+        history = {path: data.decode("utf-8") for path, data in tree_files(repo, commit.tree).items()}
     with HistoryReader(source) as reader:
         live = snapshot_files(render_snapshot(reader.conn, exclude_schemas=exclude_schemas))
     return DriftReport(

@@ -48,6 +48,21 @@ class Signature:
         return int(when.timestamp())
 
 
+def tree_files(repo: Repo, tree_id: bytes) -> dict[str, bytes]:
+    """Every file of an exported tree (`schema/file.sql`), by path."""
+    files: dict[str, bytes] = {}
+    root = repo[tree_id]
+    assert isinstance(root, Tree)
+    for entry in root.items():
+        sub = repo[entry.sha]
+        if isinstance(sub, Tree):
+            for item in sub.items():
+                blob = repo[item.sha]
+                assert isinstance(blob, Blob)
+                files[f"{entry.path.decode()}/{item.path.decode()}"] = blob.data
+    return files
+
+
 class GitWriter:
     """Writes commits of complete snapshots onto one branch of a repository.
 
@@ -209,17 +224,7 @@ class GitWriter:
     def files_at(self, commit: Commit) -> dict[str, bytes]:
         """Every file of a commit's tree, by path."""
         assert self.repo is not None
-        files: dict[str, bytes] = {}
-        root = self.repo[commit.tree]
-        assert isinstance(root, Tree)
-        for entry in root.items():
-            sub = self.repo[entry.sha]
-            if isinstance(sub, Tree):
-                for item in sub.items():
-                    blob = self.repo[item.sha]
-                    assert isinstance(blob, Blob)
-                    files[f"{entry.path.decode()}/{item.path.decode()}"] = blob.data
-        return files
+        return tree_files(self.repo, commit.tree)
 
     # -- writing -------------------------------------------------------------------------
 

@@ -175,9 +175,9 @@ def restore_snapshot(
     import datetime as dt
     from pathlib import Path
 
-    from dulwich.objects import Blob, Tree
     from dulwich.repo import Repo
 
+    from .gitwriter import tree_files
     from .layout import snapshot_files
     from .snapshot import ObjectKey, render_snapshot
 
@@ -187,16 +187,7 @@ def restore_snapshot(
         raise RestoreError(f"{repository} is not a git repository") from exc
     with repo:
         commit = resolve_commit(repo, branch, at)
-        files: dict[str, str] = {}
-        root = repo[commit.tree]
-        assert isinstance(root, Tree)
-        for entry in root.items():
-            sub = repo[entry.sha]
-            if isinstance(sub, Tree):
-                for item in sub.items():
-                    blob = repo[item.sha]
-                    assert isinstance(blob, Blob)
-                    files[f"{entry.path.decode()}/{item.path.decode()}"] = blob.data.decode()
+        files = {path: data.decode("utf-8") for path, data in tree_files(repo, commit.tree).items()}
     try:
         conn = psycopg.connect(target)
     except psycopg.OperationalError as exc:

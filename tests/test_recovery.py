@@ -62,19 +62,28 @@ def test_killed_at_random_points_then_resumed_gives_the_clean_result(
     clean_seconds = time.monotonic() - started
     clean_head = git(tmp_path / "clean", "rev-parse", "main")
 
-    repo = tmp_path / "killed"
     rng = random.Random(20261125)
-    kills = 0
-    for _ in range(10):
+    kills, finished, attempts = 0, 0, 0
+    repo = tmp_path / "killed-0"
+    # Kill at random moments until 8 kills have landed. A run that finishes first (a
+    # resumed run has less to do) must end on the clean head; then a fresh repository
+    # takes the next kills, so every kill interrupts real work.
+    while kills < 8:
+        attempts += 1
+        assert attempts < 60, "the export keeps finishing before it can be interrupted"
         process = run_export(source, repo)
         time.sleep(rng.uniform(0.05, clean_seconds))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             kills += 1
-        process.wait(timeout=60)
-        if (repo / ".git" / "HEAD").exists():
-            git(repo, "fsck", "--strict")
-    assert kills >= 5, "the export finished too fast to be interrupted"
+            process.wait(timeout=60)
+            if (repo / ".git" / "HEAD").exists():
+                git(repo, "fsck", "--strict")
+            continue
+        assert process.wait(timeout=60) == 0
+        assert git(repo, "rev-parse", "main") == clean_head
+        finished += 1
+        repo = tmp_path / f"killed-{finished}"
     final = run_export(source, repo)
     assert final.wait(timeout=300) == 0, final.stderr.read() if final.stderr else ""
     assert git(repo, "rev-parse", "main") == clean_head
