@@ -683,8 +683,9 @@ class _Checker:
             if state.recreations:
                 findings.append(Finding(
                     "recreated", CODES["recreated"],
-                    f"{_label(key)} was created, dropped and created again "
-                    f"({state.recreations} time(s)): each life is one file history",
+                    f"{_label(key)} was dropped and created again "
+                    f"{'once' if state.recreations == 1 else f'{state.recreations} times'}: "
+                    "its file disappears from the tree and comes back, one git history",
                     sorted(state.create_ids + state.drop_ids),
                     {**detail, "recreations": state.recreations},
                 ))

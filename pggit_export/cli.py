@@ -159,7 +159,7 @@ def _print_report(report: ExportReport, as_json: bool, quiet: bool) -> None:
     )
     verb = "Dry run, nothing written: would export" if report.dry_run else "Exported"
     typer.echo(
-        f"{verb} {report.rows_exported} history rows as {report.commits_written} commits "
+        f"{verb} {_n(report.rows_exported, 'history row')} as {_n(report.commits_written, 'commit')} "
         f"into {report.repository}, branch {report.branch}{resumed}"
     )
     if report.stopped_early:
@@ -168,17 +168,17 @@ def _print_report(report: ExportReport, as_json: bool, quiet: bool) -> None:
     source_major = report.source_server_version // 10000
     typer.echo(f"  shadow: {report.shadow}; source: PostgreSQL {source_major}")
     if report.not_replayed:
-        typer.echo(f"  {len(report.not_replayed)} changesets not replayed (kept as commits):")
+        typer.echo(f"  {_n(len(report.not_replayed), 'changeset')} not replayed (kept as commits):")
         for item in report.not_replayed:
             typer.echo(f"    history ids {_ids(item.history_ids)}: {item.reason}")
     if report.failed:
-        typer.echo(f"  {len(report.failed)} changesets failed to replay (kept as commits):")
+        typer.echo(f"  {_n(len(report.failed), 'changeset')} failed to replay (kept as commits):")
         for item in report.failed:
             typer.echo(
                 f"    history ids {_ids(item.history_ids)} (commit {item.commit[:12]}): {item.error}"
             )
     if report.repairs:
-        typer.echo(f"  {len(report.repairs)} repairs healed the replay (Pggit-Repaired trailers):")
+        typer.echo(f"  {_n(len(report.repairs), 'repair')} healed the replay (Pggit-Repaired trailers):")
         for item in report.repairs[:50]:
             typer.echo(f"    history ids {_ids(item.history_ids)}: {item.reason}")
         if len(report.repairs) > 50:
@@ -190,12 +190,17 @@ def _print_report(report: ExportReport, as_json: bool, quiet: bool) -> None:
             f"{counts['added']} added, {counts['changed']} changed, {counts['removed']} removed"
         )
     if report.refused_statements:
-        typer.echo(f"  {len(report.refused_statements)} statements refused, not run:")
+        typer.echo(f"  {_n(len(report.refused_statements), 'statement')} refused, not run:")
         for item in report.refused_statements:
             text = " ".join((item.statement or "").split())[:100]
             typer.echo(f"    history ids {_ids(item.history_ids)}: {text}")
     if report.clean and not report.stopped_early:
         typer.echo("  every changeset replayed")
+
+
+def _n(count: int, noun: str) -> str:
+    """`1 changeset`, `2 changesets`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _ids(ids: list[int]) -> str:

@@ -36,6 +36,10 @@ from .state import FileChanges, SnapshotChanges, SnapshotState, diff_files
 
 
 
+# The reconcile commit is the tool's, not a database user's (an --authors entry may rename it).
+RECONCILE_AUTHOR = "pggit-export"
+
+
 @dataclass
 class ExportOptions:
     """Everything `export_history` can be told; the defaults are the CLI's."""
@@ -286,10 +290,14 @@ class _Exporter:
             + "\n\n".join(body)
             + "\n\nPggit-Reconcile: live database\n"
         )
-        when = self.last_time or dt.datetime(1970, 1, 1)
-        identity = self.options.authors.get(self.options.default_author) or default_author(
-            self.options.default_author
+        # Dated like the newest history change (no clock: reproducible), so that
+        # restore --at <date> never takes it for a point in the past.
+        head = self.writer.tip_commit()
+        when = self.last_time or (
+            dt.datetime.fromtimestamp(head.commit_time, dt.timezone.utc).replace(tzinfo=None)
+            if head is not None else dt.datetime(1970, 1, 1)
         )
+        identity = self.options.authors.get(RECONCILE_AUTHOR) or default_author(RECONCILE_AUTHOR)
         author = Signature(identity.name, identity.email, when)
         self.writer.write_commit(files, author, message)
         self.report.commits_written += 1

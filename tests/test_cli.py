@@ -94,7 +94,7 @@ def test_failed_changesets_give_exit_1_and_are_listed(
     ])
     result = cli("export", source, str(tmp_path / "r"), "--shadow-dsn", pg_admin_dsn)
     assert result.returncode == 1
-    assert "1 changesets failed to replay" in result.stdout
+    assert "1 changeset failed to replay" in result.stdout
     assert 'history ids 1 (commit' in result.stdout and 'relation "nope" does not exist' in result.stdout
 
 
