@@ -109,7 +109,8 @@ class SourceInfo:
 # deterministic; the commit says so.
 _TIMED_HISTORY = """
 WITH usable AS (
-    SELECT h.*,
+    -- narrow rows: the window sorts below never carry the SQL text
+    SELECT h.id,
            CASE WHEN isfinite(h.created_at)
                      AND h.created_at >= timestamp '1970-01-01'
                      AND h.created_at < timestamp '10000-01-01'
@@ -117,11 +118,14 @@ WITH usable AS (
     FROM pggit.history AS h
 ),
 timed AS (
-    SELECT u.*,
+    -- Both frames start at UNBOUNDED PRECEDING, so each is one running aggregate
+    -- (a frame whose start moves would re-aggregate for every row: quadratic).
+    SELECT u.id, u.usable_at,
            coalesce(
                u.usable_at,
                max(u.usable_at) OVER (ORDER BY u.id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW),
-               min(u.usable_at) OVER (ORDER BY u.id ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING),
+               min(u.usable_at) OVER (ORDER BY u.id DESC
+                                      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW),
                timestamp '1970-01-01'
            ) AS effective_time
     FROM usable AS u
@@ -129,25 +133,26 @@ timed AS (
 """
 
 HISTORY_QUERY = _TIMED_HISTORY + """
-SELECT t.id,
-       t.change_type::text AS change_type,
-       t.change_severity::text AS change_severity,
-       t.sql_executed,
+SELECT h.id,
+       h.change_type::text AS change_type,
+       h.change_severity::text AS change_severity,
+       h.sql_executed,
        t.usable_at AS created_at,
-       CASE WHEN t.usable_at IS NULL THEN t.created_at::text END AS unusable_time,
-       t.created_by,
+       CASE WHEN t.usable_at IS NULL THEN h.created_at::text END AS unusable_time,
+       h.created_by,
        t.effective_time,
-       t.change_description,
+       h.change_description,
        -- as text: parsing is left to whoever needs it (a hostile value can nest deeply)
-       t.new_metadata::text AS new_metadata,
-       t.object_id,
+       h.new_metadata::text AS new_metadata,
+       h.object_id,
        -- the whole v1 row, for the commit's git note (every column, as recorded)
-       (to_jsonb(t) - 'usable_at' - 'effective_time')::text AS row_json,
+       to_jsonb(h)::text AS row_json,
        o.object_type::text AS object_type,
        o.schema_name,
        o.object_name
 FROM timed AS t
-LEFT JOIN pggit.objects AS o ON o.id = t.object_id
+JOIN pggit.history AS h ON h.id = t.id
+LEFT JOIN pggit.objects AS o ON o.id = h.object_id
 WHERE (t.effective_time, t.id) > (%(after_time)s, %(after_id)s)
 ORDER BY t.effective_time, t.id
 """
