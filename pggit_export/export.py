@@ -31,7 +31,14 @@ from .replay import (
 )
 from .repair import MAX_ROUNDS, Healer, LiveCatalog, Repair
 from .restore import load_files
-from .snapshot import DEFAULT_EXCLUDED_SCHEMAS, Rendered, keys_touched, render_objects
+from .snapshot import (
+    DEFAULT_EXCLUDED_SCHEMAS,
+    ObjectKey,
+    Rendered,
+    keys_touched,
+    prepare_render_session,
+    render_objects,
+)
 from .state import FileChanges, SnapshotChanges, SnapshotState, diff_files
 
 
@@ -200,9 +207,19 @@ class _Exporter:
     def excluded(self) -> tuple[str, ...]:
         return (*self.options.exclude_schemas, TRACKER_SCHEMA)
 
+    def render(self, keys: set[ObjectKey] | None = None) -> Rendered:
+        """Render on the tool's own connection: it never runs history, so its output
+        settings are set once (renders happen after each changeset has committed)."""
+        if self.shadow.admin is not None:
+            return render_objects(self.shadow.admin, keys, exclude_schemas=self.excluded,
+                                  stable_session=True)
+        return render_objects(self.shadow.conn, keys, exclude_schemas=self.excluded)
+
     def start(self) -> None:
         """Render the shadow as it is and line the writer's tree up with it."""
-        _, _ = self.state.apply(render_objects(self.shadow.conn, exclude_schemas=self.excluded))
+        if self.shadow.admin is not None:
+            prepare_render_session(self.shadow.admin)
+        _, _ = self.state.apply(self.render())
         self.pending = diff_files(
             self.writer.current_files(), self.state.all_files(), self.writer.blob_id
         )
@@ -213,22 +230,17 @@ class _Exporter:
             )
 
     def render_after(self, result: ReplayResult) -> tuple[SnapshotChanges, FileChanges]:
-        conn = self.shadow.conn
+        conn = self.shadow.admin or self.shadow.conn
         if result.touched is None:  # no change tracking: render everything
-            rendered = render_objects(conn, exclude_schemas=self.excluded)
-            changes, files = self.state.apply(rendered)
+            changes, files = self.state.apply(self.render())
         else:
             touched = result.touched
             keys = keys_touched(conn, touched.altered, touched.dropped, self.state.owners)
             keys |= self.state.children_of(keys)
-            rendered = (
-                render_objects(conn, keys, exclude_schemas=self.excluded)
-                if keys
-                else Rendered(files={}, owners={})
-            )
+            rendered = self.render(keys) if keys else Rendered(files={}, owners={})
             changes, files = self.state.apply(rendered, keys)
         if self.options.verify_incremental:
-            full = render_objects(conn, exclude_schemas=self.excluded).files
+            full = self.render().files
             if full != self.state.files:
                 wrong = sorted(
                     k for k in set(full) | set(self.state.files)
