@@ -112,7 +112,9 @@ def _errors_exit() -> Iterator[None]:
 
 
 @contextmanager
-def _progress(enabled: bool, label: str) -> Iterator[Callable[[int, int, int], None] | None]:
+def _progress(
+    enabled: bool, label: str, unit: str = "rows  {task.fields[changesets]} changesets"
+) -> Iterator[Callable[..., None] | None]:
     """A progress bar with rate and ETA on a terminal; nothing in scripts."""
     if not enabled or not sys.stderr.isatty():
         yield None
@@ -123,13 +125,16 @@ def _progress(enabled: bool, label: str) -> Iterator[Callable[[int, int, int], N
 
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("rows  {task.fields[changesets]} changesets"), TimeRemainingColumn(),
+        TextColumn(unit), TimeRemainingColumn(),
         transient=True, console=None,
     ) as bar:
         task = bar.add_task(label, total=None, changesets=0)
 
-        def update(changesets: int, rows: int, total: int) -> None:
-            bar.update(task, completed=rows, total=total, changesets=changesets)
+        def update(*counts: int) -> None:
+            # export reports (changesets, rows, total rows); mirror and restore (done, total)
+            done, total = counts[-2], counts[-1]
+            bar.update(task, completed=done, total=total,
+                       changesets=counts[0] if len(counts) == 3 else "")
 
         yield update
 
@@ -350,9 +355,12 @@ def export(
         )
     mirrored = None
     if mirror and not dry_run:
-        with _errors_exit(), _progress(not quiet and not as_json, "Mirroring") as progress:
+        with _errors_exit(), _progress(not quiet and not as_json, "Mirroring", "commits") as (
+            mirror_progress
+        ):
             mirrored = mirror_repository(
-                repo, source, MirrorOptions(v2_schema=v2_schema, branch=branch)
+                repo, source,
+                MirrorOptions(v2_schema=v2_schema, branch=branch, progress=mirror_progress),
             )
     if as_json:
         summary = report.to_dict()
@@ -432,9 +440,9 @@ def mirror_command(
 
         pggit-export mirror ./app-schema "postgresql://me@db.example.com/app"
     """
-    with _errors_exit(), _progress(not quiet and not as_json, "Mirroring") as progress:
+    with _errors_exit(), _progress(not quiet and not as_json, "Mirroring", "commits") as progress:
         report = mirror_repository(
-            repo, target, MirrorOptions(v2_schema=v2_schema, branch=branch)
+            repo, target, MirrorOptions(v2_schema=v2_schema, branch=branch, progress=progress)
         )
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
@@ -504,8 +512,8 @@ def restore(
 
         createdb schema_then && pggit-export restore ./app-schema "dbname=schema_then" --at 2024-01-01
     """
-    with _errors_exit():
-        report = restore_snapshot(repo, target, at=at, branch=branch)
+    with _errors_exit(), _progress(not as_json, "Restoring", "statements") as progress:
+        report = restore_snapshot(repo, target, at=at, branch=branch, progress=progress)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:

@@ -10,7 +10,7 @@ depended on have had their chance. Passes repeat while one makes progress.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,14 @@ def split_statements(text: str) -> list[str]:
     return statements
 
 
-def load_files(conn: psycopg.Connection[Any], files: Mapping[str, str]) -> LoadResult:
+Progress = Callable[[int, int], None]  # (statements applied, statements in all)
+
+
+def load_files(
+    conn: psycopg.Connection[Any],
+    files: Mapping[str, str],
+    progress: Progress | None = None,
+) -> LoadResult:
     """Load SQL files (path -> text) into the connected database inside the caller's transaction.
 
     Files are attempted in sorted path order, statement by statement. Nothing is
@@ -58,11 +65,13 @@ def load_files(conn: psycopg.Connection[Any], files: Mapping[str, str]) -> LoadR
     """
     if conn.autocommit:
         with conn.transaction():
-            return _load(conn, files)
-    return _load(conn, files)
+            return _load(conn, files, progress)
+    return _load(conn, files, progress)
 
 
-def _load(conn: psycopg.Connection[Any], files: Mapping[str, str]) -> LoadResult:
+def _load(
+    conn: psycopg.Connection[Any], files: Mapping[str, str], progress: Progress | None
+) -> LoadResult:
     # As pg_dump does: a function body may name tables whose files come later.
     conn.execute("SET LOCAL check_function_bodies = off")
     # Snapshots are rendered with it on: '\' in a literal is a plain character.
@@ -71,6 +80,7 @@ def _load(conn: psycopg.Connection[Any], files: Mapping[str, str]) -> LoadResult
     total = len(pending)
     passes = 0
     errors: dict[tuple[str, str], str] = {}
+    applied = 0
     while pending:
         passes += 1
         failed = []
@@ -81,6 +91,10 @@ def _load(conn: psycopg.Connection[Any], files: Mapping[str, str]) -> LoadResult
             except psycopg.Error as exc:
                 failed.append((path, statement))
                 errors[path, statement] = str(exc).strip()
+            else:
+                applied += 1
+                if progress is not None:
+                    progress(applied, total)
         if len(failed) == len(pending):
             break
         pending = failed
@@ -164,7 +178,12 @@ def _parse_when(text: str) -> Any:
 
 
 def restore_snapshot(
-    repository: Any, target: str, *, at: str | None = None, branch: str = "main"
+    repository: Any,
+    target: str,
+    *,
+    at: str | None = None,
+    branch: str = "main",
+    progress: Progress | None = None,
 ) -> RestoreReport:
     """Recreate, in the empty database `target`, the schema of a commit of `repository`.
 
@@ -200,7 +219,7 @@ def restore_snapshot(
                 f"the target database is not empty ({len(present)} objects: {names}"
                 f"{', ...' if len(present) > 5 else ''}): restore needs an empty database"
             )
-        result = load_files(conn, files)
+        result = load_files(conn, files, progress)
         if result.failures:
             conn.rollback()
             first = result.failures[0]
