@@ -188,6 +188,12 @@ def _print_report(report: ExportReport, as_json: bool, quiet: bool) -> None:
             typer.echo(f"    history ids {_ids(item.history_ids)}: {item.reason}")
         if len(report.repairs) > 50:
             typer.echo(f"    ... and {len(report.repairs) - 50} more (--json lists them all)")
+    if report.baseline is not None:
+        failures = len(report.baseline["failures"])
+        typer.echo(
+            f"  baseline {report.baseline['file']}: {report.baseline['objects']} objects"
+            + (f", {_n(failures, 'statement')} could not be loaded" if failures else "")
+        )
     if report.reconciled is not None:
         counts = {k: len(v) for k, v in report.reconciled.items()}
         typer.echo(
@@ -293,6 +299,14 @@ def export(
             "before it are kept, and a rerun without --strict continues.",
         ),
     ] = False,
+    baseline: Annotated[
+        Optional[Path],
+        typer.Option(
+            exists=True, dir_okay=False,
+            help="A schema dump from before the history (pg_dump --schema-only when pgGit "
+            "was installed): loaded first, it becomes the root commit.",
+        ),
+    ] = None,
     no_repair: Annotated[
         bool,
         typer.Option(
@@ -349,6 +363,7 @@ def export(
                 dry_run=dry_run,
                 strict=strict,
                 repair=not no_repair,
+                baseline=baseline,
                 reconcile=reconcile,
                 progress=progress,
             ),

@@ -9,6 +9,8 @@ that could not be replayed is named in the report.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import itertools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -22,12 +24,14 @@ from .gitwriter import GitWriter, RepositoryError, Signature
 from .message import build_message, parse_id_ranges, read_trailer
 from .reader import Changeset, HistoryReader
 from .replay import (
+    Action,
     DEFAULT_MAX_SQL_BYTES,
     DEFAULT_STATEMENT_TIMEOUT,
     TRACKER_SCHEMA,
     ReplayResult,
     Shadow,
     open_shadow,
+    split_statements,
 )
 from .repair import MAX_ROUNDS, Healer, LiveCatalog, Repair
 from .restore import load_files
@@ -60,6 +64,8 @@ class ExportOptions:
     exclude_schemas: tuple[str, ...] = DEFAULT_EXCLUDED_SCHEMAS
     batch_commits: int = 200
     object_format: str = "sha1"  # or "sha256", for a new repository
+    # A schema dump (pg_dump --schema-only) loaded before the history: the root commit.
+    baseline: Path | None = None
     statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT  # per replayed statement
     max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES  # larger texts are refused unparsed
     dry_run: bool = False  # replay and report, write nothing
@@ -105,6 +111,7 @@ class ExportReport:
     failed: list[ReportedChangeset] = field(default_factory=list)
     repairs: list[ReportedChangeset] = field(default_factory=list)
     reconciled: dict[str, list[str]] | None = None  # added/changed/removed paths
+    baseline: dict[str, Any] | None = None  # file, statements loaded, failures
     not_replayed: list[ReportedChangeset] = field(default_factory=list)
     refused_statements: list[ReportedChangeset] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -158,6 +165,8 @@ def _resume_point(writer: GitWriter) -> int | None:
         return None
     message = head.message.decode("utf-8", "replace")
     ids = read_trailer(message, "Pggit-History-Ids")
+    if not ids and read_trailer(message, "Pggit-Baseline"):
+        return None  # only the baseline so far: the whole history is still to come
     # A reconcile commit records no history: continue after its parent's rows.
     while not ids and read_trailer(message, "Pggit-Reconcile") and head.parents:
         assert writer.repo is not None
@@ -269,6 +278,8 @@ class _Exporter:
                     overrides[repair.override[0]] = repair.override[1]
                 elif self.healer.apply(repair) is not None:
                     continue  # could not be applied: not evidence of anything
+                repairs += self.healer.extra  # what that repair needed first
+                self.healer.extra = []
                 repairs.append(repair)
                 progress = True
             if not progress:
@@ -277,6 +288,42 @@ class _Exporter:
                 changeset, max_sql_bytes=self.options.max_sql_bytes, overrides=overrides
             )
         return result, repairs
+
+    def commit_baseline(self, path: Path, when: dt.datetime) -> None:
+        """Load a schema dump into the shadow and commit it as the root commit."""
+        raw = path.read_bytes()
+        text = raw.decode("utf-8", "replace")
+        # Only what replay would run: no psql meta-commands, owners, grants, SET TRANSACTION.
+        lines = [line for line in text.splitlines() if not line.startswith("\\")]
+        statements = [
+            s.text for s in split_statements("\n".join(lines)) if s.action is Action.REPLAY
+        ]
+        with self.shadow.conn.transaction():
+            result = load_files(self.shadow.conn, {path.name: ";\n".join(statements)})
+        self.shadow.conn.execute("DISCARD ALL")  # a dump's set_config(..., false) is per session
+        touched = self.shadow.take_touched()
+        changes, files = self.render_after(ReplayResult(statements=[], touched=touched))
+        files = {**self.pending, **files}
+        self.pending = {}
+        digest = hashlib.sha256(raw).hexdigest()
+        failed = [f"  {f.error.splitlines()[0]}\n    {' '.join(f.statement.split())[:200]}"
+                  for f in result.failures]
+        message = (
+            f"Baseline from {path.name}\n\n"
+            f"The schema as it was before the recorded history: {len(changes.created)} objects "
+            f"from {result.statements} statements of {path.name}.\n"
+            + (f"\n{len(failed)} statements of it could not be loaded:\n" + "\n".join(failed)
+               + "\n" if failed else "")
+            + f"\nPggit-Baseline: {path.name} sha256:{digest}\n"
+        )
+        identity = self.options.authors.get(RECONCILE_AUTHOR) or default_author(RECONCILE_AUTHOR)
+        self.writer.write_commit(files, Signature(identity.name, identity.email, when), message)
+        self.report.commits_written += 1
+        self.report.baseline = {
+            "file": str(path), "sha256": digest, "statements": result.statements,
+            "objects": len(changes.created),
+            "failures": [{"statement": f.statement, "error": f.error} for f in result.failures],
+        }
 
     def reconcile(self, live: psycopg.Connection[Any]) -> None:
         """Commit what it takes to make the head equal the live schema, if anything."""
@@ -425,14 +472,27 @@ def export_history(
                     "rendered in full (slower, same result)"
                 )
             report.incremental = shadow.tracking
-            if last_id is not None:
+            if writer.tip is not None:
                 _rebuild_shadow(shadow, writer, report)
+                if options.baseline is not None:
+                    report.warnings.append(
+                        "--baseline ignored: the repository already has its root commit"
+                    )
             live = LiveCatalog(reader.conn, options.exclude_schemas)
             healer = Healer(live, shadow) if options.repair else None
             exporter = _Exporter(shadow, writer, options, report, healer=healer)
             exporter.start()
             changesets_done = 0
-            for changeset in reader.changesets(after):
+            changesets = reader.changesets(after)
+            if options.baseline is not None and writer.tip is None:
+                first = next(changesets, None)
+                # Dated like the first change, so it sorts before it and needs no clock.
+                exporter.commit_baseline(
+                    options.baseline, first.time if first else dt.datetime(1970, 1, 1)
+                )
+                if first is not None:
+                    changesets = itertools.chain([first], changesets)
+            for changeset in changesets:
                 if not exporter.export_changeset(changeset):
                     report.stopped_early = True
                     break

@@ -178,6 +178,7 @@ class Healer:
     def __init__(self, live: LiveCatalog | None, shadow: Shadow) -> None:
         self.live = live
         self.shadow = shadow
+        self.extra: list[Repair] = []  # repairs a repair needed first (see apply)
 
     # -- the rules, one per kind of failure --------------------------------------------
 
@@ -191,10 +192,12 @@ class Healer:
         if code in ("42P01", "42704", "42883") and _is_drop(stmt):
             return [Repair(f"skipped statement {index} ({_first_line(stmt)}): what it drops "
                            "was never created in the replay", override=(index, None))]
-        if code == "42704" and (m := re.match(r"role " + _NAME + " does not exist", msg)):
+        if code in ("42704", "22023") and (m := re.match(r"role " + _NAME + " does not exist", msg)):
             return self._create_role(m.group(1).replace('""', '"'))
         if code == "42501" and (m := re.search(r"permission denied to set role " + _NAME, msg)):
             return self._create_role(m.group(1).replace('""', '"'))
+        if code == "42501" and (m := re.match(r"permission denied for schema (\S+)", msg)):
+            return self._grant_schema(m.group(1).strip('"'))
         if code == "3F000" and (m := re.match(r"schema " + _NAME + " does not exist", msg)):
             schema = m.group(1).replace('""', '"')
             return [Repair(f"created schema {schema} (never recorded)",
@@ -239,6 +242,16 @@ class Healer:
                 "NOREPLICATION NOBYPASSRLS",
                 f"GRANT {_ident(role)} TO {_ident(REPLAY_ROLE)}",
             ),
+        )]
+
+    def _grant_schema(self, schema: str) -> list[Repair]:
+        # Privileges are not part of a snapshot; in our own server they only get in the way.
+        if not self.shadow.private or self.shadow.admin is None:
+            return []
+        return [Repair(
+            f"granted CREATE on schema {schema} to every role in the shadow (privileges are "
+            "not part of a snapshot)",
+            admin_sql=(f"GRANT USAGE, CREATE ON SCHEMA {_ident(schema)} TO PUBLIC",),
         )]
 
     def _from_live(self, what: str, schema: str | None, name: str) -> list[Repair]:
@@ -474,25 +487,58 @@ class Healer:
 
     # -- applying ------------------------------------------------------------------------
 
-    def apply(self, repair: Repair) -> str | None:
-        """Run a repair in the shadow; returns an error text when it could not be applied."""
+    def apply(self, repair: Repair, depth: int = 0) -> str | None:
+        """Run a repair in the shadow; returns an error text when it could not be applied.
+
+        A live definition can itself need what the shadow lacks (a table of a type
+        nobody recorded): those needs are repaired first, a few levels deep, and
+        recorded in `self.extra`.
+        """
         try:
             if repair.admin_sql:
                 assert self.shadow.admin is not None
                 with self.shadow.admin.transaction():
                     for statement in repair.admin_sql:
                         self.shadow.admin.execute(statement)  # type: ignore[arg-type]
-            if repair.sql or repair.load:
+            if repair.sql:
                 with self.shadow.conn.transaction():
                     for statement in repair.sql:
                         self.shadow.conn.execute(statement)  # type: ignore[arg-type]
-                    if repair.load:
-                        load_files(self.shadow.conn, repair.load)
+            if repair.load:
+                for _ in range(4):
+                    with self.shadow.conn.transaction():
+                        result = load_files(self.shadow.conn, repair.load)
+                        if not result.failures:
+                            break
+                        if depth >= 3:
+                            return result.failures[0].error
+                        raise _LoadFailed(result.failures)
+        except _LoadFailed as failed:
+            needs = self._needs(failed.failures)
+            if not needs or any(self.apply(need, depth + 1) is not None for need in needs):
+                return failed.failures[0].error
+            self.extra.extend(needs)
+            return self.apply(repair, depth + 1)
         except psycopg.Error as exc:
             return str(exc).strip().splitlines()[0]
         finally:
             self.shadow.conn.execute("DISCARD ALL")
         return None
+
+    def _needs(self, failures: list[Any]) -> list[Repair]:
+        needs: list[Repair] = []
+        for failure in failures:
+            pseudo = ReplayFailure(1, failure.statement, failure.sqlstate, failure.message)
+            needs += [r for r in self.repairs_for(pseudo, []) if r.override is None]
+        return needs
+
+
+class _LoadFailed(Exception):
+    """Rolls back a load of live definitions that needs something first."""
+
+    def __init__(self, failures: list[Any]) -> None:
+        super().__init__(failures[0].error)
+        self.failures = failures
 
 
 def _first_line(statement: str) -> str:

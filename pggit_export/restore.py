@@ -25,6 +25,8 @@ class LoadFailure:
     path: str
     statement: str
     error: str
+    sqlstate: str | None = None
+    message: str = ""  # PostgreSQL's primary message, without context
 
 
 @dataclass
@@ -79,7 +81,7 @@ def _load(
     pending = [(path, stmt) for path in sorted(files) for stmt in split_statements(files[path])]
     total = len(pending)
     passes = 0
-    errors: dict[tuple[str, str], str] = {}
+    errors: dict[tuple[str, str], psycopg.Error] = {}
     applied = 0
     while pending:
         passes += 1
@@ -90,7 +92,7 @@ def _load(
                     conn.execute(statement)  # type: ignore[arg-type]  # SQL text from a file
             except psycopg.Error as exc:
                 failed.append((path, statement))
-                errors[path, statement] = str(exc).strip()
+                errors[path, statement] = exc
             else:
                 applied += 1
                 if progress is not None:
@@ -98,7 +100,13 @@ def _load(
         if len(failed) == len(pending):
             break
         pending = failed
-    failures = [LoadFailure(path, statement, errors[path, statement]) for path, statement in pending]
+    failures = [
+        LoadFailure(
+            path, statement, str(errors[path, statement]).strip(),
+            errors[path, statement].sqlstate, errors[path, statement].diag.message_primary or "",
+        )
+        for path, statement in pending
+    ]
     return LoadResult(statements=total, passes=passes, failures=failures)
 
 

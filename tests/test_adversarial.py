@@ -307,6 +307,7 @@ def report_problems(report: Any, repo: Path) -> list[str]:
     failed = {i for item in report.failed for i in item.history_ids}
     refused = {i for item in report.refused_statements for i in item.history_ids}
     not_replayed = {i for item in report.not_replayed for i in item.history_ids}
+    repaired = {i for item in report.repairs for i in item.history_ids}
     for item in [*report.failed, *report.refused_statements, *report.not_replayed]:
         if not item.reason or not item.history_ids:
             problems.append(f"report entry without ids or reason: {item}")
@@ -329,6 +330,8 @@ def report_problems(report: Any, repo: Path) -> list[str]:
         )
         if expect == "blocked" and first not in failed | refused:
             problems.append(f"{row.key} (ids {row_ids}) should be refused or fail, was {where}")
+        elif expect == "repaired-or-failed" and first not in failed | repaired:
+            problems.append(f"{row.key} (ids {row_ids}) should be repaired or fail, was {where}")
         elif expect == "failed" and first not in failed:
             problems.append(f"{row.key} (ids {row_ids}) should fail, was {where}")
         elif expect == "refused" and first not in refused:

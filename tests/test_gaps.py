@@ -1,0 +1,78 @@
+"""Filling the gaps of a v1 history: a baseline dump, the live catalog, roles."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+
+from pggit_export import ExportOptions, export_history
+from pggit_export.server import find_binaries
+
+from history import Change, at, git, make_source
+
+LEGACY = (
+    "CREATE TYPE public.mood AS ENUM ('ok', 'great');\n"
+    "CREATE TABLE public.legacy (id int PRIMARY KEY, feeling public.mood);\n"
+)
+
+
+def test_baseline_dump_becomes_the_root_commit(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    # The objects predate pgGit: the history only ever alters them.
+    before = make_database()
+    with psycopg.connect(before) as conn:
+        conn.execute(LEGACY)  # type: ignore[arg-type]
+    dump = tmp_path / "base.sql"
+    pg_dump = find_binaries().bindir / "pg_dump"
+    subprocess.run([str(pg_dump), "--schema-only", "-f", str(dump), "-d", before], check=True)
+    assert "SET " in dump.read_text() and "OWNER TO" in dump.read_text()  # a real dump
+    history = [
+        Change("ALTER TABLE legacy ADD COLUMN note text;", at(2),
+               objects=[("ALTER", "TABLE", "public", "legacy")]),
+        Change("ALTER TYPE mood ADD VALUE 'meh'; CREATE TABLE t (m mood);", at(3)),
+    ]
+    source = make_source(make_database(), history, live_sql=LEGACY)
+    options = ExportOptions(shadow_dsn=pg_admin_dsn, baseline=dump, repair=False)
+    repo = tmp_path / "repo"
+    report = export_history(source, repo, options)
+    assert report.clean and report.commits_written == 3
+    assert report.baseline is not None and report.baseline["failures"] == []
+    subjects = git(repo, "log", "--reverse", "--format=%s").splitlines()
+    assert subjects[0] == "Baseline from base.sql"
+    root = git(repo, "rev-list", "--max-parents=0", "main").strip()
+    assert "public/legacy.sql" in git(repo, "ls-tree", "-r", "--name-only", root)
+    assert "Pggit-Baseline: base.sql sha256:" in git(repo, "log", "-1", "--format=%B", root)
+    assert "note text" in git(repo, "show", "main:public/legacy.sql")
+    # Deterministic, and a rerun continues without loading the baseline twice.
+    again = export_history(source, tmp_path / "again", options)
+    assert again.head == report.head
+    rerun = export_history(source, repo, options)
+    assert rerun.commits_written == 0 and any("--baseline ignored" in w for w in rerun.warnings)
+    git(repo, "fsck", "--strict")
+
+
+def test_objects_never_created_in_history_come_from_the_live_database(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    source = make_source(make_database(), [
+        Change("ALTER TABLE legacy ADD COLUMN note text;", at(2),
+               objects=[("ALTER", "TABLE", "public", "legacy")]),
+        Change("SET ROLE app_owner; CREATE TABLE owned (id int);", at(3)),
+    ], live_sql=LEGACY + "ALTER TABLE public.legacy ADD COLUMN note text;")
+    repo = tmp_path / "repo"
+    report = export_history(source, repo, ExportOptions())  # the private shadow
+    assert report.clean, [f.error for f in report.failed]
+    descriptions = [r.reason for r in report.repairs]
+    assert "created table public.legacy from the live database (never created in the " \
+           "recorded history)" in descriptions
+    assert any("created role app_owner" in d for d in descriptions)
+    first = git(repo, "rev-list", "--reverse", "main").split()[0]
+    body = git(repo, "log", "-1", "--format=%B", first)
+    assert "Pggit-Repaired: created type public.mood from the live database" in body
+    assert "Pggit-Repaired: created table public.legacy from the live database" in body
+    pure = export_history(source, tmp_path / "pure", ExportOptions(repair=False))
+    assert [f.history_ids for f in pure.failed] == [[1], [2]]
