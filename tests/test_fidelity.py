@@ -185,3 +185,19 @@ def test_target_check_catches_a_healed_replay_that_is_worse(pure: Any, fixture: 
     problems = harness.target_violations(result)
     assert len(problems) == 1 + (len(failures) - 2)
     assert any("healed is" in p for p in problems)
+
+
+def test_healed_and_reconciled_replays_meet_the_targets(
+    pg_admin_dsn: str, fixture: Any, pure: Any
+) -> None:
+    """The issue's targets, on the real export: healing is never worse than pure replay,
+    strictly better wherever pure replay failed, and --reconcile ends on the truth."""
+    binaries = find_binaries()
+    configs = [harness.config_by_name("healed"), harness.config_by_name("reconcile")]
+    result = harness.run_fidelity(pg_admin_dsn, binaries, configs, fixture)
+    result.configs.insert(0, pure)
+    assert harness.target_violations(result) == []
+    healed = result.config("healed")
+    assert healed is not None and healed.failed_points < pure.failed_points
+    reconciled = result.config("reconcile")
+    assert reconciled is not None and reconciled.final_lines_different == 0
