@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
-from contextlib import contextmanager
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -22,14 +22,15 @@ import psycopg
 import typer
 
 from . import __version__
-from .export import ExportOptions, ExportReport, export_history
 from .authors import AuthorsFileError, read_authors_file
+from .export import ExportOptions, ExportReport, export_history
 from .gitwriter import RepositoryError
 from .mirror import MirrorError, MirrorOptions, MirrorReport, mirror_repository
 from .reader import SourceError
-from .restore import RestoreError, restore_snapshot
 from .replay import DEFAULT_MAX_SQL_BYTES, DEFAULT_STATEMENT_TIMEOUT, ShadowError
+from .restore import RestoreError, restore_snapshot
 from .server import ServerError
+
 
 class ObjectFormat(str, Enum):
     """Hash algorithms git repositories can use."""
@@ -120,7 +121,11 @@ def _progress(
         yield None
         return
     from rich.progress import (
-        BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn,
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
     )
 
     with Progress(

@@ -23,17 +23,17 @@ from .authors import Author, default_author
 from .gitwriter import GitWriter, RepositoryError, Signature
 from .message import build_message, parse_id_ranges, read_trailer
 from .reader import Changeset, HistoryReader
+from .repair import MAX_ROUNDS, Healer, LiveCatalog, Repair
 from .replay import (
-    Action,
     DEFAULT_MAX_SQL_BYTES,
     DEFAULT_STATEMENT_TIMEOUT,
     TRACKER_SCHEMA,
+    Action,
     ReplayResult,
     Shadow,
     open_shadow,
     split_statements,
 )
-from .repair import MAX_ROUNDS, Healer, LiveCatalog, Repair
 from .restore import load_files
 from .snapshot import (
     DEFAULT_EXCLUDED_SCHEMAS,
@@ -44,8 +44,6 @@ from .snapshot import (
     render_objects,
 )
 from .state import FileChanges, SnapshotChanges, SnapshotState, diff_files
-
-
 
 # The reconcile commit is the tool's, not a database user's (an --authors entry may rename it).
 RECONCILE_AUTHOR = "pggit-export"
@@ -368,7 +366,8 @@ class _Exporter:
         """
         options, report = self.options, self.report
         skipped_reason = None
-        changes, files = SnapshotChanges(), {}
+        changes: SnapshotChanges = SnapshotChanges()
+        files: FileChanges = {}
         repairs: list[Repair] = []
         self.last_time = changeset.time
         if _excluded_only(changeset, options.exclude_schemas):

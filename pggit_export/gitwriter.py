@@ -331,8 +331,8 @@ class GitWriter:
                 self._dir_trees.pop(directory, None)
                 continue
             tree = Tree()
-            for name, sha in files.items():
-                tree.add(name, FILE_MODE, sha)
+            for file_name, sha in files.items():
+                tree.add(file_name, FILE_MODE, sha)
             self._dir_trees[directory] = self._add(tree)
         root = Tree()
         for directory, sha in self._dir_trees.items():

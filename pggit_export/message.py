@@ -198,9 +198,9 @@ def build_message(
         notes.append(f"This changeset was not replayed: {skipped_reason}.")
     if result.failure is not None:
         failure = result.failure
-        statement = _truncate(" ".join(failure.statement.split()), 500)
+        failed_text = _truncate(" ".join(failure.statement.split()), 500)
         notes.append(
-            f"Replay failed at {failure.describe()}\n  {statement}\n"
+            f"Replay failed at {failure.describe()}\n  {failed_text}\n"
             "The changeset was rolled back in the shadow: this commit's tree is its parent's."
         )
     for statement in result.refused:

@@ -365,12 +365,13 @@ class Healer:
             return [Repair(f"made CREATE SCHEMA conditional in statement {index}: the replay "
                            "already had the schema",
                            override=(index, re.sub(r"(?i)CREATE\s+SCHEMA\s+",
-                                                   "CREATE SCHEMA IF NOT EXISTS ", stmt, 1)))]
+                                                   "CREATE SCHEMA IF NOT EXISTS ", stmt,
+                                                   count=1)))]
         if re.match(r"\s*CREATE\s+FUNCTION\b|\s*CREATE\s+PROCEDURE\b", stmt, re.I):
             return [Repair(f"made statement {index} CREATE OR REPLACE: the replay still had the "
                            "function (its DROP was never recorded)",
                            override=(index, re.sub(r"(?i)^(\s*)CREATE\s+", r"\1CREATE OR REPLACE ",
-                                                   stmt, 1)))]
+                                                   stmt, count=1)))]
         if m := re.match(r"column " + _NAME + " of relation " + _NAME + " already exists", msg):
             rewritten = re.sub(r"(?i)\bADD\s+(COLUMN\s+)?(?!IF\b)", r"ADD \1IF NOT EXISTS ",
                                stmt, count=1)
@@ -420,8 +421,10 @@ class Healer:
             if not m:
                 continue
             kind, name = m.group(1), m.group(2)
-            schema, rel = _split_name(name.replace('"', ""))
-            schema, rel = self._resolve_relation(rel if schema is None else f"{schema}.{rel}")
+            named_schema, named = _split_name(name.replace('"', ""))
+            schema, rel = self._resolve_relation(
+                named if named_schema is None else f"{named_schema}.{named}"
+            )
             if rel is None:
                 continue
             absent = self.live is None or self.live.find_relation(schema, rel) is None

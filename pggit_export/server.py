@@ -25,6 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -158,7 +159,7 @@ class EmbeddedServer:
             host=str(self.directory), port=5432, user="postgres", dbname=dbname
         )
 
-    def _run_as_server_user(self) -> dict[str, object]:
+    def _run_as_server_user(self) -> dict[str, Any]:
         if self._user is None:
             return {}
         return {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
@@ -241,9 +242,11 @@ class EmbeddedServer:
             try:
                 with psycopg.connect(self.conninfo(), connect_timeout=5):
                     return
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as exc:
                 if time.monotonic() > deadline:
-                    raise ServerError(f"PostgreSQL did not start:\n{log.read_text(errors='replace')}")
+                    raise ServerError(
+                        f"PostgreSQL did not start:\n{log.read_text(errors='replace')}"
+                    ) from exc
                 time.sleep(0.05)
 
     def stop(self) -> None:

@@ -312,7 +312,7 @@ def report_problems(report: Any, repo: Path) -> list[str]:
         if not item.reason or not item.history_ids:
             problems.append(f"report entry without ids or reason: {item}")
     messages: dict[int, list[str]] = {}
-    for commit, message in commits(repo):
+    for _commit, message in commits(repo):
         for i in ids_of(message):
             messages.setdefault(i, []).append(message)
     ids = build.history_ids()

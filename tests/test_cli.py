@@ -11,10 +11,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from history import Change, at, git, make_source
 
 from pggit_export.cli import app
-
-from history import Change, at, git, make_source
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = sorted(c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands)

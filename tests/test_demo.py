@@ -9,14 +9,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from history import git
 
 from pggit_export import ExportOptions, export_history
 from pggit_export.demo import demo_history_sql
 from pggit_export.layout import snapshot_files
 from pggit_export.restore import load_files
 from pggit_export.snapshot import render_snapshot
-
-from history import git
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from history import Change, append_changes, at, git, make_source
 
 from pggit_export import ExportOptions, export_history
 from pggit_export.restore import load_files
 from pggit_export.snapshot import render_snapshot
-
-from history import Change, append_changes, at, git, make_source
 
 SHOP = [
     Change(

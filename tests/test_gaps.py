@@ -7,11 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+from history import Change, at, git, make_source
 
 from pggit_export import ExportOptions, export_history
 from pggit_export.server import find_binaries
-
-from history import Change, at, git, make_source
 
 LEGACY = (
     "CREATE TYPE public.mood AS ENUM ('ok', 'great');\n"

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from history import Change, at, git, make_source
 
 from pggit_export import ExportOptions, export_history
 from pggit_export.demo import demo_history_sql
-
-from history import Change, at, git, make_source
 
 # Each step touches objects in a way that changes OTHER files too, or renames files.
 AWKWARD = [

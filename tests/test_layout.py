@@ -7,12 +7,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from history import Change, at, git, make_source
 
 from pggit_export import ExportOptions, export_history
 from pggit_export.layout import assign_paths, decode_name, encode_name
 from pggit_export.snapshot import ObjectKey
-
-from history import Change, at, git, make_source
 
 
 def paths(*keys: ObjectKey) -> dict[ObjectKey, str]:

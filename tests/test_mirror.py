@@ -6,11 +6,10 @@ reading of the repository.
 
 from __future__ import annotations
 
-import subprocess
-
 import base64
 import datetime as dt
 import hashlib
+import subprocess
 import threading
 import time
 import uuid

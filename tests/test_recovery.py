@@ -12,10 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from history import Change, at, git, make_source
 
 from pggit_export.gitwriter import GitWriter, RepositoryError
-
-from history import Change, at, git, make_source
 
 
 def synthetic_history(count: int) -> list[Change]:

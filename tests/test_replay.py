@@ -7,11 +7,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from history import Change, at, git, make_source
 
 from pggit_export import ExportOptions, export_history
 from pggit_export.replay import Action, classify, prepare_for_transaction, split_statements
-
-from history import Change, at, git, make_source
 
 
 @pytest.mark.parametrize(

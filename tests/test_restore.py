@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from history import git
 
 from pggit_export import ExportOptions, export_history
 from pggit_export.demo import demo_history_sql
@@ -16,8 +17,6 @@ from pggit_export.drift import drift_report
 from pggit_export.layout import snapshot_files
 from pggit_export.restore import RestoreError, restore_snapshot
 from pggit_export.snapshot import render_snapshot
-
-from history import git
 
 
 @pytest.fixture(scope="module")

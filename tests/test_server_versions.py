@@ -11,11 +11,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from history import Change, at, git, make_source
 
 from pggit_export import ExportOptions, export_history
 from pggit_export.server import EmbeddedServer, PostgresBinaries, _version_of, find_binaries
-
-from history import Change, at, git, make_source
 
 
 def _other_major() -> PostgresBinaries | None:
