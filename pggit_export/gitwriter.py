@@ -12,6 +12,7 @@ One writer per repository at a time: an flock on `<gitdir>/pggit-export.lock`
 
 from __future__ import annotations
 
+import binascii
 import datetime as dt
 import fcntl
 import os
@@ -284,16 +285,10 @@ class GitWriter:
         if not self._notes_dirty:
             return
         for fanout in self._notes_dirty:
-            tree = Tree()
-            for name, sha in self._notes[fanout].items():
-                tree.add(name, FILE_MODE, sha)
-            self._notes_trees[fanout] = self._add(tree)
+            self._notes_trees[fanout] = self._add(self._tree(self._notes[fanout], FILE_MODE))
         self._notes_dirty.clear()
-        root = Tree()
-        for fanout, sha in self._notes_trees.items():
-            root.add(fanout, DIR_MODE, sha)
         commit = Commit()
-        commit.tree = self._add(root)
+        commit.tree = self._add(self._tree(self._notes_trees, DIR_MODE))
         commit.parents = [self._notes_tip] if self._notes_tip is not None else []
         signature = self._last_signature
         assert signature is not None
@@ -330,14 +325,21 @@ class GitWriter:
                 del self._dirs[directory]
                 self._dir_trees.pop(directory, None)
                 continue
-            tree = Tree()
-            for file_name, sha in files.items():
-                tree.add(file_name, FILE_MODE, sha)
-            self._dir_trees[directory] = self._add(tree)
-        root = Tree()
-        for directory, sha in self._dir_trees.items():
-            root.add(directory.encode("utf-8"), DIR_MODE, sha)
-        return self._add(root)
+            self._dir_trees[directory] = self._add(self._tree(files, FILE_MODE))
+        root = {d.encode("utf-8"): sha for d, sha in self._dir_trees.items()}
+        return self._add(self._tree(root, DIR_MODE))
+
+    def _tree(self, entries: Mapping[bytes, bytes], mode: int) -> Tree:
+        """A tree of entries of one mode, serialised here rather than entry by entry.
+
+        Three times cheaper than Tree.add for the large directories a big schema
+        has, which would otherwise make each commit cost more as the schema grows.
+        git orders entries by name, a directory's name as if it ended in '/'.
+        """
+        prefix = b"%o " % mode
+        names = sorted(entries, key=(lambda n: n + b"/") if mode == DIR_MODE else None)
+        raw = b"".join(prefix + name + b"\0" + binascii.unhexlify(entries[name]) for name in names)
+        return Tree.from_raw_string(Tree.type_num, raw, object_format=self._format)
 
     def write_commit(
         self,
