@@ -47,6 +47,7 @@ Times: one migration every 1 to 9 minutes from 2022-01-01, by 5 authors.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import random
 import sys
@@ -1130,16 +1131,12 @@ def _max_id(conn: psycopg.Connection[Any]) -> int:
 
 
 def _psql_f_statements(text: str) -> list[str]:
-    """The queries ``psql -f`` sends: leading blank and ``--`` lines dropped (as build_fixtures)."""
-    import sqlparse
-
-    statements = []
-    for part in sqlparse.split(text):
-        lines = part.strip().splitlines()
-        while lines and (not lines[0].strip() or lines[0].lstrip().startswith("--")):
-            lines.pop(0)
-        if lines:
-            statements.append("\n".join(lines))
+    """The queries ``psql -f`` sends, exactly as ``fixtures/build_fixtures.py`` splits them."""
+    spec = importlib.util.spec_from_file_location("_build_fixtures", FIXTURES / "build_fixtures.py")
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    statements: list[str] = build.psql_statements(text)
     return statements
 
 

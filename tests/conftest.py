@@ -60,3 +60,16 @@ def run_sql_file(dsn: str, path: Path) -> None:
     """Run a whole SQL file (many statements) in one transaction."""
     with psycopg.connect(dsn) as conn:
         conn.execute(path.read_text(encoding="utf-8"))  # type: ignore[arg-type]
+
+
+def load_demo_database(admin_dsn: str, dbname: str) -> str:
+    """(Re)create database `dbname` holding the bundled demo source; return its dsn."""
+    from pggit_export.demo import demo_history_sql
+
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(dbname)))
+    dsn = dsn_for(admin_dsn, dbname)
+    with psycopg.connect(dsn) as conn:
+        conn.execute(demo_history_sql())  # type: ignore[arg-type]
+    return dsn

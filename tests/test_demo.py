@@ -12,7 +12,6 @@ import pytest
 from history import git
 
 from pggit_export import ExportOptions, export_history
-from pggit_export.demo import demo_history_sql
 from pggit_export.layout import snapshot_files
 from pggit_export.restore import load_files
 from pggit_export.snapshot import render_snapshot
@@ -20,15 +19,9 @@ from pggit_export.snapshot import render_snapshot
 
 @pytest.fixture(scope="module")
 def demo_source(pg_admin_dsn: str) -> str:
-    from conftest import dsn_for
+    from conftest import load_demo_database
 
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS demo_source WITH (FORCE)")
-        admin.execute("CREATE DATABASE demo_source TEMPLATE template0")
-    dsn = dsn_for(pg_admin_dsn, "demo_source")
-    with psycopg.connect(dsn) as conn:
-        conn.execute(demo_history_sql())  # type: ignore[arg-type]
-    return dsn
+    return load_demo_database(pg_admin_dsn, "demo_source")
 
 
 @pytest.fixture(scope="module")

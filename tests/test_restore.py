@@ -12,7 +12,6 @@ import pytest
 from history import git
 
 from pggit_export import ExportOptions, export_history
-from pggit_export.demo import demo_history_sql
 from pggit_export.drift import drift_report
 from pggit_export.layout import snapshot_files
 from pggit_export.restore import RestoreError, restore_snapshot
@@ -21,14 +20,9 @@ from pggit_export.snapshot import render_snapshot
 
 @pytest.fixture(scope="module")
 def demo(pg_admin_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    from conftest import dsn_for
+    from conftest import load_demo_database
 
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
-        admin.execute("DROP DATABASE IF EXISTS restore_demo WITH (FORCE)")
-        admin.execute("CREATE DATABASE restore_demo TEMPLATE template0")
-    source = dsn_for(pg_admin_dsn, "restore_demo")
-    with psycopg.connect(source) as conn:
-        conn.execute(demo_history_sql())  # type: ignore[arg-type]
+    source = load_demo_database(pg_admin_dsn, "restore_demo")
     repo = tmp_path_factory.mktemp("restore") / "repo"
     export_history(source, repo, ExportOptions(shadow_dsn=pg_admin_dsn))
     return source, repo
