@@ -120,6 +120,7 @@ class GitWriter:
         else:
             self.repo = self._open_or_create()
             self._lock()
+            self._remove_stale_ref_locks()
         if self.repo is not None:
             self._format = self.repo.object_format
             self.object_format_name = self._format.name
@@ -204,6 +205,18 @@ class GitWriter:
                 f"another pggit-export is writing to {self.path} (lock {lock_path}); "
                 "wait for it to finish"
             ) from None
+
+    def _remove_stale_ref_locks(self) -> None:
+        """Remove lock files a killed export left on the refs it writes.
+
+        A process killed while moving a ref leaves `<ref>.lock`, which would make
+        every later compare-and-swap fail. We hold the repository's export lock,
+        so no other export can own them: they are stale.
+        """
+        assert self.repo is not None
+        for ref in (self.ref, self.notes_ref):
+            stale = Path(self.repo.controldir()) / (ref.decode() + ".lock")
+            stale.unlink(missing_ok=True)
 
     def _unlock(self) -> None:
         if self._lock_file is not None:

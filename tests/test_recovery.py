@@ -11,8 +11,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
-from history import Change, at, git, make_source
+from history import Change, append_changes, at, git, make_source
 
 from pggit_export.gitwriter import GitWriter, RepositoryError
 
@@ -182,3 +183,21 @@ def test_oversized_text_is_refused_unparsed_and_reported(
         "public/_schema.sql", "public/after_it.sql",
     ]
     git(tmp_path / "repo", "fsck", "--strict")
+
+
+def test_a_ref_lock_left_by_a_killed_export_does_not_block_the_rerun(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    source = make_source(make_database(), synthetic_history(4))
+    repo = tmp_path / "repo"
+    assert run_export(source, repo).wait(timeout=300) == 0
+    head = git(repo, "rev-parse", "main")
+    # What a kill during the ref update leaves behind.
+    (repo / ".git" / "refs" / "heads" / "main.lock").write_text(head)
+    (repo / ".git" / "refs" / "notes" / "pggit.lock").write_text(head)
+    with psycopg.connect(source) as conn:
+        append_changes(conn, [Change("CREATE TABLE later (id int);", at(9))])
+    result = run_export(source, repo)
+    assert result.wait(timeout=300) == 0, result.stderr.read() if result.stderr else ""
+    assert git(repo, "rev-list", "--count", "main").strip() == "5"
+    git(repo, "fsck", "--strict")
