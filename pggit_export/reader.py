@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -310,9 +309,3 @@ def _same_unit(a: HistoryRow, b: HistoryRow) -> bool:
         and a.created_by == b.created_by
     )
 
-
-@contextmanager
-def open_history(conninfo: str) -> Iterator[HistoryReader]:
-    """Open a read-only, consistent reader on a source database."""
-    with HistoryReader(conninfo) as reader:
-        yield reader

@@ -172,6 +172,19 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+# The schema holding a relation or type of a name (optionally in a given schema).
+_RELATION_SCHEMA_SQL = """
+SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relname = %(n)s AND (%(s)s::text IS NULL OR n.nspname = %(s)s)
+ORDER BY n.nspname = 'public' DESC LIMIT 1
+"""
+_TYPE_SCHEMA_SQL = """
+SELECT n.nspname FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+WHERE t.typname = %(n)s AND (%(s)s::text IS NULL OR n.nspname = %(s)s)
+ORDER BY n.nspname = 'public' DESC LIMIT 1
+"""
+
+
 class Healer:
     """Turns a replay failure into repairs, using the statement and the live catalog."""
 
@@ -445,22 +458,16 @@ class Healer:
                               "WHERE nspname = %(s)s)", {"s": schema}))
 
     def _resolve_relation(self, name: str) -> tuple[str, str | None]:
-        schema, rel = _split_name(name)
-        found = self._one(
-            "SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-            "ON n.oid = c.relnamespace WHERE c.relname = %(r)s AND "
-            "(%(s)s::text IS NULL OR n.nspname = %(s)s) ORDER BY n.nspname = 'public' DESC LIMIT 1",
-            {"r": rel, "s": schema})
-        return (found, rel) if found else ("", None)
+        return self._resolve(name, _RELATION_SCHEMA_SQL)
 
     def _resolve_type(self, name: str) -> tuple[str, str | None]:
-        schema, typ = _split_name(name)
-        found = self._one(
-            "SELECT n.nspname FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n "
-            "ON n.oid = t.typnamespace WHERE t.typname = %(t)s AND "
-            "(%(s)s::text IS NULL OR n.nspname = %(s)s) ORDER BY n.nspname = 'public' DESC LIMIT 1",
-            {"t": typ, "s": schema})
-        return (found, typ) if found else ("", None)
+        return self._resolve(name, _TYPE_SCHEMA_SQL)
+
+    def _resolve(self, name: str, query: str) -> tuple[str, str | None]:
+        """(schema, name) of a relation or type named as in an error message, public first."""
+        schema, bare = _split_name(name)
+        found = self._one(query, {"n": bare, "s": schema})
+        return (found, bare) if found else ("", None)
 
     def _shadow_kind(self, schema: str, rel: str) -> str | None:
         relkind = self._one(

@@ -259,10 +259,6 @@ class ReplayResult:
     def ok(self) -> bool:
         return self.failure is None
 
-    @property
-    def skipped(self) -> list[Statement]:
-        return [s for s in self.statements if s.action is not Action.REPLAY and s.action not in REFUSALS]
-
 
 class Shadow:
     """A connection to the private scratch database where history SQL runs."""
@@ -300,10 +296,6 @@ class Shadow:
     def close(self) -> None:
         if self._watchdog is not None:
             self._watchdog.stop()
-
-    @property
-    def replays_as_superuser(self) -> bool:
-        return self.conn.info.parameter_status("is_superuser") == "on"
 
     def install_tracker(self) -> bool:
         """Install the event triggers that record what each changeset touches.
