@@ -105,6 +105,42 @@ def test_session_state_does_not_leak_between_changesets(
     assert "app/a.sql" in files and "public/b.sql" in files and "app/b.sql" not in files
 
 
+def test_session_state_of_temp_tables_and_failed_changesets_does_not_leak(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    # A changeset replays in one message (statements and session reset together);
+    # a failed one is replayed again statement by statement and reset with DISCARD ALL.
+    source = make_source(make_database(), [
+        Change("CREATE SCHEMA app;\nCREATE TEMP TABLE scratch (id int);\nCREATE TABLE a (id int);",
+               at(1), objects=[("CREATE", "TABLE", "public", "a")]),
+        Change("SET search_path = app;\nCREATE TEMP TABLE scratch (id int);\n"
+               "CREATE TABLE lost (id int);\nCREATE TABLE a (id int);\nSELECT 1 / 0;",
+               at(2), objects=[("CREATE", "TABLE", "app", "a")]),
+        Change("CREATE TEMP TABLE scratch (id int);\nCREATE TABLE b (id int);", at(3),
+               objects=[("CREATE", "TABLE", "public", "b")]),
+    ])
+    report, repo = export(source, tmp_path, pg_admin_dsn)
+    assert [f.history_ids for f in report.failed] == [[2]]  # type: ignore[attr-defined]
+    assert "statement 5:" in report.failed[0].error  # type: ignore[attr-defined]
+    files = set(git(repo, "ls-tree", "-r", "--name-only", "main").split())
+    assert {"app/_schema.sql", "public/a.sql", "public/b.sql"} <= files
+    assert not {"app/a.sql", "app/b.sql", "app/lost.sql", "public/lost.sql"} & files
+
+
+def test_a_trailing_comment_does_not_swallow_the_next_statement(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    source = make_source(make_database(), [
+        Change("CREATE TABLE x (id int) -- no semicolon, comment to the end of the line\n;"
+               "CREATE TABLE y (id int) /* block */ ;  CREATE TABLE z (id int) -- last", at(1),
+               objects=[("CREATE", "TABLE", "public", t) for t in "xyz"]),
+    ])
+    report, repo = export(source, tmp_path, pg_admin_dsn)
+    assert report.clean  # type: ignore[attr-defined]
+    files = set(git(repo, "ls-tree", "-r", "--name-only", "main").split())
+    assert {"public/x.sql", "public/y.sql", "public/z.sql"} <= files
+
+
 def test_refused_statements_are_reported_and_not_run(
     make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
 ) -> None:
