@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from dulwich.file import GitFile
-from dulwich.objects import Blob, Commit, ShaFile, Tree
+from dulwich.objects import Blob, Commit, Tree
 from dulwich.pack import UnpackedObject, write_pack_data, write_pack_index
 from dulwich.repo import Repo
 
@@ -50,6 +50,29 @@ class Signature:
     def timestamp(self) -> int:
         when = self.when if self.when.tzinfo else self.when.replace(tzinfo=dt.timezone.utc)
         return int(when.timestamp())
+
+
+_TYPE_NAMES = {Blob.type_num: b"blob", Tree.type_num: b"tree", Commit.type_num: b"commit"}
+
+
+def _tree_entry(mode: int, name: bytes, sha: bytes) -> bytes:
+    """One entry of a tree object as git serialises it: "<octal mode> <name>\\0<binary id>"."""
+    return b"%o %s\0%s" % (mode, name, binascii.unhexlify(sha))
+
+
+def _tree_raw(entries: Mapping[bytes, bytes], mode: int) -> bytes:
+    """A tree of entries of one mode. git orders entries by name, a directory's
+    name as if it ended in '/'."""
+    names = sorted(entries, key=(lambda n: n + b"/") if mode == DIR_MODE else None)
+    return b"".join(_tree_entry(mode, name, entries[name]) for name in names)
+
+
+def _commit_raw(tree: bytes, parent: bytes | None, signature: Signature, message: bytes) -> bytes:
+    """A commit object as git serialises it (author = committer, UTC, no encoding header)."""
+    person = b"%s %d +0000" % (signature.identity(), signature.timestamp())
+    parents = b"parent %s\n" % parent if parent is not None else b""
+    return (b"tree %s\n%sauthor %s\ncommitter %s\n\n" % (tree, parents, person, person)
+            + message)
 
 
 def tree_files(repo: Repo, tree_id: bytes) -> dict[str, bytes]:
@@ -97,7 +120,8 @@ class GitWriter:
         self._format: Any = None  # dulwich ObjectFormat, set on open
         self.repo: Repo | None = None
         self._lock_file: IO[bytes] | None = None
-        self._pending: dict[bytes, ShaFile] = {}
+        # Objects not yet in a pack: id -> (type number, raw content).
+        self._pending: dict[bytes, tuple[int, bytes]] = {}
         self._pending_bytes = 0
         self._pending_commits = 0
         self._written: set[bytes] = set()  # ids packed by this writer: never packed twice
@@ -106,6 +130,8 @@ class GitWriter:
         # The tip's tree, by directory: a commit rebuilds only the directories it
         # changes, so its cost does not grow with the number of schemas or files.
         self._dirs: dict[str, dict[bytes, bytes]] = {}  # directory -> file name -> blob id
+        # directory -> file name -> the file's entry in the directory's tree, serialised
+        self._dir_entries: dict[str, dict[bytes, bytes]] = {}
         self._dir_trees: dict[str, bytes] = {}  # directory -> tree id
         # Git notes (refs/notes/pggit): a fan-out tree "ab/cdef..." -> note blob, per commit.
         self.notes_ref = b"refs/notes/pggit"
@@ -235,7 +261,9 @@ class GitWriter:
         if self.tip is None:
             return None
         assert self.repo is not None
-        obj = self._pending.get(self.tip) or self.repo[self.tip]
+        pending = self._pending.get(self.tip)
+        obj = (Commit.from_raw_string(Commit.type_num, pending[1], object_format=self._format)
+               if pending is not None else self.repo[self.tip])
         assert isinstance(obj, Commit)
         return obj
 
@@ -248,17 +276,25 @@ class GitWriter:
 
     def blob_id(self, content: bytes) -> bytes:
         """The id `content` has as a blob in this repository's object format."""
-        blob = Blob.from_string(content)
-        blob.object_format = self._format
-        return blob.get_id(self._format)
+        return self._hash(Blob.type_num, content)
 
-    def _add(self, obj: ShaFile) -> bytes:
-        # get_id, not .id: .id is always SHA-1, whatever the repository's format.
-        obj.object_format = self._format
-        oid: bytes = obj.get_id(self._format)
+    def _hash(self, type_num: int, raw: bytes) -> bytes:
+        """The hex id of an object, as git computes it: hash of "<type> <size>\\0" + raw."""
+        digest = self._format.new_hash()
+        digest.update(b"%s %d\0" % (_TYPE_NAMES[type_num], len(raw)))
+        digest.update(raw)
+        return digest.hexdigest().encode("ascii")
+
+    def _add_raw(self, type_num: int, raw: bytes) -> bytes:
+        """Queue an object for the next pack; return its id.
+
+        Objects are serialised here, not built as dulwich objects: an export
+        makes several per changeset, and dulwich would parse each tree again.
+        """
+        oid = self._hash(type_num, raw)
         if oid not in self._pending:
-            self._pending[oid] = obj
-            self._pending_bytes += len(obj.as_raw_string())
+            self._pending[oid] = (type_num, raw)
+            self._pending_bytes += len(raw)
         return oid
 
     def _load_tree_state(self) -> None:
@@ -276,6 +312,9 @@ class GitWriter:
                 )
             directory = entry.path.decode("utf-8")
             self._dirs[directory] = {item.path: item.sha for item in sub.items()}
+            self._dir_entries[directory] = {
+                item.path: _tree_entry(item.mode, item.path, item.sha) for item in sub.items()
+            }
             self._dir_trees[directory] = entry.sha
 
     def _load_notes_state(self) -> None:
@@ -293,7 +332,7 @@ class GitWriter:
     def add_note(self, commit_id: bytes, text: bytes) -> None:
         """Attach a note to a commit (written, with its own notes commit, at the next flush)."""
         fanout = self._notes.setdefault(commit_id[:2], {})
-        blob_id = self._add(Blob.from_string(text))
+        blob_id = self._add_raw(Blob.type_num, text)
         if fanout.get(commit_id[2:]) != blob_id:  # a rerun re-adding the same note changes nothing
             fanout[commit_id[2:]] = blob_id
             self._notes_dirty.add(commit_id[:2])
@@ -302,18 +341,17 @@ class GitWriter:
         if not self._notes_dirty:
             return
         for fanout in self._notes_dirty:
-            self._notes_trees[fanout] = self._add(self._tree(self._notes[fanout], FILE_MODE))
+            self._notes_trees[fanout] = self._add_raw(
+                Tree.type_num, _tree_raw(self._notes[fanout], FILE_MODE)
+            )
         self._notes_dirty.clear()
-        commit = Commit()
-        commit.tree = self._add(self._tree(self._notes_trees, DIR_MODE))
-        commit.parents = [self._notes_tip] if self._notes_tip is not None else []
         signature = self._last_signature
         assert signature is not None
-        commit.author = commit.committer = signature.identity()
-        commit.author_time = commit.commit_time = signature.timestamp()
-        commit.author_timezone = commit.commit_timezone = 0
-        commit.message = b"Notes added by pggit-export: the pggit.history rows of each commit\n"
-        self._notes_tip = self._add(commit)
+        self._notes_tip = self._add_raw(Commit.type_num, _commit_raw(
+            self._add_raw(Tree.type_num, _tree_raw(self._notes_trees, DIR_MODE)),
+            self._notes_tip, signature,
+            b"Notes added by pggit-export: the pggit.history rows of each commit\n",
+        ))
 
     def current_files(self) -> dict[str, bytes]:
         """Path -> blob id of every file in the tip's tree (pending commits included)."""
@@ -324,39 +362,37 @@ class GitWriter:
         }
 
     def _apply(self, changes: Mapping[str, bytes | None]) -> bytes:
-        """Apply file changes (None deletes) to the tip's tree; return the new root tree id."""
+        """Apply file changes (None deletes) to the tip's tree; return the new root tree id.
+
+        Only the directories a change touches get a new tree, and each keeps its
+        entries serialised, so a commit costs what it changes, not the schema's size.
+        """
         dirty: set[str] = set()
         for path, content in changes.items():
             directory, _, name = path.partition("/")
             if not directory or not name or "/" in name:
                 raise RepositoryError(f"unexpected path in snapshot: {path!r}")
             files = self._dirs.setdefault(directory, {})
+            entries = self._dir_entries.setdefault(directory, {})
+            raw_name = name.encode("utf-8")
             if content is None:
-                files.pop(name.encode("utf-8"), None)
+                files.pop(raw_name, None)
+                entries.pop(raw_name, None)
             else:
-                files[name.encode("utf-8")] = self._add(Blob.from_string(content))
+                blob_id = self._add_raw(Blob.type_num, content)
+                files[raw_name] = blob_id
+                entries[raw_name] = _tree_entry(FILE_MODE, raw_name, blob_id)
             dirty.add(directory)
         for directory in dirty:
-            files = self._dirs[directory]
-            if not files:
-                del self._dirs[directory]
+            entries = self._dir_entries[directory]
+            if not entries:
+                del self._dirs[directory], self._dir_entries[directory]
                 self._dir_trees.pop(directory, None)
                 continue
-            self._dir_trees[directory] = self._add(self._tree(files, FILE_MODE))
+            raw = b"".join(entries[name] for name in sorted(entries))
+            self._dir_trees[directory] = self._add_raw(Tree.type_num, raw)
         root = {d.encode("utf-8"): sha for d, sha in self._dir_trees.items()}
-        return self._add(self._tree(root, DIR_MODE))
-
-    def _tree(self, entries: Mapping[bytes, bytes], mode: int) -> Tree:
-        """A tree of entries of one mode, serialised here rather than entry by entry.
-
-        Three times cheaper than Tree.add for the large directories a big schema
-        has, which would otherwise make each commit cost more as the schema grows.
-        git orders entries by name, a directory's name as if it ended in '/'.
-        """
-        prefix = b"%o " % mode
-        names = sorted(entries, key=(lambda n: n + b"/") if mode == DIR_MODE else None)
-        raw = b"".join(prefix + name + b"\0" + binascii.unhexlify(entries[name]) for name in names)
-        return Tree.from_raw_string(Tree.type_num, raw, object_format=self._format)
+        return self._add_raw(Tree.type_num, _tree_raw(root, DIR_MODE))
 
     def write_commit(
         self,
@@ -369,15 +405,10 @@ class GitWriter:
 
         The branch moves at the next flush.
         """
-        commit = Commit()
-        commit.tree = self._apply(changes)
-        commit.parents = [self.tip] if self.tip is not None else []
-        commit.author = commit.committer = author.identity()
-        commit.author_time = commit.commit_time = author.timestamp()
-        commit.author_timezone = commit.commit_timezone = 0
-        commit.encoding = None
-        commit.message = message.encode("utf-8")
-        self.tip = self._add(commit)
+        tree = self._apply(changes)
+        self.tip = self._add_raw(
+            Commit.type_num, _commit_raw(tree, self.tip, author, message.encode("utf-8"))
+        )
         self._last_signature = author
         if note is not None:
             self.add_note(self.tip, note)
@@ -426,7 +457,7 @@ class GitWriter:
                 )
             self._on_disk_tip = self.tip
 
-    def _write_pack(self, objects: list[tuple[bytes, ShaFile]]) -> None:
+    def _write_pack(self, objects: list[tuple[bytes, tuple[int, bytes]]]) -> None:
         """Write `objects` as one pack and its index into the repository.
 
         Written here rather than with dulwich's add_objects, which reads every
@@ -441,9 +472,8 @@ class GitWriter:
         pack_dir = Path(self.repo.object_store.pack_dir)
         pack_dir.mkdir(parents=True, exist_ok=True)
         records = (
-            UnpackedObject(obj.type_num, sha=binascii.unhexlify(oid),
-                           decomp_chunks=obj.as_raw_chunks())
-            for oid, obj in objects
+            UnpackedObject(type_num, sha=binascii.unhexlify(oid), decomp_chunks=[raw])
+            for oid, (type_num, raw) in objects
         )
         fd, temporary = tempfile.mkstemp(prefix="tmp_pack_", dir=pack_dir)
         try:
