@@ -18,6 +18,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,10 @@ class GitWriter:
         self._pending_bytes = 0
         self._pending_commits = 0
         self._written: set[bytes] = set()  # ids packed by this writer: never packed twice
+        # The batch being written in the background (its objects stay readable meanwhile).
+        self._persisting: threading.Thread | None = None
+        self._persisting_objects: dict[bytes, tuple[int, bytes]] = {}
+        self._persist_error: BaseException | None = None
         self._on_disk_tip: bytes | None = None
         self.tip: bytes | None = None  # newest commit, written or pending
         # The tip's tree, by directory: a commit rebuilds only the directories it
@@ -172,6 +177,8 @@ class GitWriter:
         try:
             if exc_type is None:
                 self.flush()
+            else:
+                self._wait_for_batch(raise_error=False)  # a finished batch is worth keeping
         finally:
             self._unlock()
             if self.repo is not None:
@@ -261,7 +268,7 @@ class GitWriter:
         if self.tip is None:
             return None
         assert self.repo is not None
-        pending = self._pending.get(self.tip)
+        pending = self._pending.get(self.tip) or self._persisting_objects.get(self.tip)
         obj = (Commit.from_raw_string(Commit.type_num, pending[1], object_format=self._format)
                if pending is not None else self.repo[self.tip])
         assert isinstance(obj, Commit)
@@ -414,48 +421,85 @@ class GitWriter:
             self.add_note(self.tip, note)
         self._pending_commits += 1
         if self._pending_commits >= self.batch_commits or self._pending_bytes >= self.batch_bytes:
-            self.flush()
+            self._start_batch()
         return self.tip
 
     def flush(self) -> None:
-        """Write pending objects as one pack, then move the branch to the tip."""
+        """Write pending objects as one pack, then move the branch to the tip; wait for it."""
+        self._start_batch()
+        self._wait_for_batch()
+
+    def _start_batch(self) -> None:
+        """Hand the pending objects and the refs to move to a thread that writes them.
+
+        Writing a pack (zlib, which releases the GIL) then overlaps the next
+        changesets' replay and rendering. One batch at a time, in order: a batch
+        starts only when the previous one has landed, so the branch always moves
+        from the ref the previous batch wrote.
+        """
         self._commit_notes()
-        if self.dry_run:
-            self._pending.clear()
-            self._pending_bytes = self._pending_commits = 0
-            self._on_disk_tip = self.tip
-            return
-        assert self.repo is not None
-        new = [(oid, obj) for oid, obj in self._pending.items() if oid not in self._written]
-        if new:
-            self._write_pack(new)
-            self._written.update(oid for oid, _ in new)
-        self._pending.clear()
+        self._wait_for_batch()
+        objects = {oid: obj for oid, obj in self._pending.items() if oid not in self._written}
+        self._written.update(objects)
+        self._pending = {}
         self._pending_bytes = 0
         self._pending_commits = 0
-        if self._notes_tip is not None and self._notes_tip != self._notes_on_disk:
+        if self.dry_run:
+            self._on_disk_tip = self.tip
+            return
+        self._persisting_objects = objects
+        self._persisting = threading.Thread(
+            target=self._persist, args=(objects, self._notes_tip, self.tip),
+            name="pggit-export-pack-writer", daemon=True,
+        )
+        self._persisting.start()
+
+    def _wait_for_batch(self, *, raise_error: bool = True) -> None:
+        if self._persisting is not None:
+            self._persisting.join()
+            self._persisting = None
+            self._persisting_objects = {}
+        error, self._persist_error = self._persist_error, None
+        if error is not None and raise_error:
+            raise error
+
+    def _persist(
+        self, objects: dict[bytes, tuple[int, bytes]], notes_tip: bytes | None, tip: bytes | None
+    ) -> None:
+        try:
+            self._write_refs_after_pack(objects, notes_tip, tip)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self._persist_error = exc
+
+    def _write_refs_after_pack(
+        self, objects: dict[bytes, tuple[int, bytes]], notes_tip: bytes | None, tip: bytes | None
+    ) -> None:
+        assert self.repo is not None
+        if objects:
+            self._write_pack(list(objects.items()))
+        if notes_tip is not None and notes_tip != self._notes_on_disk:
             # Before the branch: a kill in between leaves notes on commits the branch does
             # not show yet, which the rerun makes again, identical.
             if self._notes_on_disk is None:
-                self.repo.refs.add_if_new(self.notes_ref, self._notes_tip, message=b"pggit-export")
+                self.repo.refs.add_if_new(self.notes_ref, notes_tip, message=b"pggit-export")
             else:
                 self.repo.refs.set_if_equals(
-                    self.notes_ref, self._notes_on_disk, self._notes_tip, message=b"pggit-export"
+                    self.notes_ref, self._notes_on_disk, notes_tip, message=b"pggit-export"
                 )
-            self._notes_on_disk = self._notes_tip
-        if self.tip is not None and self.tip != self._on_disk_tip:
+            self._notes_on_disk = notes_tip
+        if tip is not None and tip != self._on_disk_tip:
             # Compare-and-swap: fail rather than overwrite a ref someone else moved.
             if self._on_disk_tip is None:
-                moved = self.repo.refs.add_if_new(self.ref, self.tip, message=b"pggit-export")
+                moved = self.repo.refs.add_if_new(self.ref, tip, message=b"pggit-export")
             else:
                 moved = self.repo.refs.set_if_equals(
-                    self.ref, self._on_disk_tip, self.tip, message=b"pggit-export"
+                    self.ref, self._on_disk_tip, tip, message=b"pggit-export"
                 )
             if not moved:
                 raise RepositoryError(
                     f"{self.ref.decode()} changed while exporting: something else wrote to it"
                 )
-            self._on_disk_tip = self.tip
+            self._on_disk_tip = tip
 
     def _write_pack(self, objects: list[tuple[bytes, tuple[int, bytes]]]) -> None:
         """Write `objects` as one pack and its index into the repository.
