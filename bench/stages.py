@@ -1,58 +1,66 @@
-"""Where an export's time goes: floor and export side by side, with a profile by stage.
+"""Where an export's time goes: floor and export side by side, timed stage by stage.
 
     python bench/stages.py --size small                  # 2,001 changesets, ~1 min
-    python bench/stages.py --changesets 600 --cprofile /tmp/export.prof
-    python bench/stages.py --size small --no-profile     # plain timings, no profiler
+    python bench/stages.py --changesets 600 --cprofile /tmp/export.prof --top 30
 
 A quick loop for working on speed, not the benchmark of record (that is bench/run.py,
 which adds the by-hand loop, the mirror and peak memory). It generates and captures the
-history like bench/run.py, replays the floor, then runs export_history in this process,
-under cProfile unless --no-profile, and prints ms per changeset for the floor and the
-export and the cumulative time of each pipeline stage. Profiled times are inflated by the
-profiler (roughly 1.5x); compare them with each other, not with the floor.
+history like bench/run.py, replays the floor, then runs export_history in this process
+with each pipeline stage's function wrapped in a timer (cheap enough not to distort the
+figures), and prints ms per changeset for the floor, the export and every stage.
+``--cprofile`` runs the export under cProfile instead (inflated ~1.5x, but function by
+function) and can print the costliest functions (``--top``).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import cProfile
 import pstats
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
-# (label, file suffix, function name) of the stages, in pipeline order.
+# (label, module, owner attribute or None, function): wrapped where the export calls it.
 STAGES = [
-    ("read history", "reader.py", "changesets"),
-    ("split statements", "replay.py", "split_statements"),
-    ("replay (DDL, reset)", "replay.py", "replay"),
-    ("take touched", "replay.py", "take_touched"),
-    ("keys touched", "snapshot.py", "keys_touched"),
-    ("render touched", "snapshot.py", "render_objects"),
-    ("snapshot state", "state.py", "apply"),
-    ("commit message", "message.py", "build_message"),
-    ("git: write commit", "gitwriter.py", "write_commit"),
-    ("git: flush packs", "gitwriter.py", "flush"),
-    ("server round trips (all)", "connection.py", "wait"),
+    ("split statements", "pggit_export.replay", None, "split_statements"),
+    ("replay (one message per changeset)", "pggit_export.replay", "Shadow", "_replay_at_once"),
+    ("take touched objects", "pggit_export.replay", "Shadow", "take_touched"),
+    ("keys touched (pg_depend)", "pggit_export.export", None, "keys_touched"),
+    ("render touched objects", "pggit_export.export", None, "render_objects"),
+    ("  of which catalog queries", "pggit_export.snapshot", None, "_fetch"),
+    ("snapshot state", "pggit_export.state", "SnapshotState", "apply"),
+    ("commit message", "pggit_export.export", None, "build_message"),
+    ("git objects (pack writing overlaps)", "pggit_export.gitwriter", "GitWriter", "write_commit"),
 ]
 
 
-def stage_times(stats: pstats.Stats) -> list[tuple[str, float]]:
-    """Cumulative seconds of each stage's function, from a cProfile run."""
-    table = stats.stats  # type: ignore[attr-defined]
-    found: list[tuple[str, float]] = []
-    for label, suffix, name in STAGES:
-        total = sum(
-            value[3] for (path, _, func), value in table.items()
-            if func == name and path.endswith(suffix)
-        )
-        found.append((label, total))
-    return found
+def install_timers(totals: collections.Counter[str]) -> None:
+    """Wrap each stage's function so that its wall time adds up in `totals`."""
+    import importlib
+
+    for label, module_name, owner_name, name in STAGES:
+        module = importlib.import_module(module_name)
+        owner = getattr(module, owner_name) if owner_name else module
+        function = getattr(owner, name)
+
+        def timed(*args: Any, _f: Callable[..., Any] = function, _label: str = label,
+                  **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return _f(*args, **kwargs)
+            finally:
+                totals[_label] += time.perf_counter() - started
+
+        setattr(owner, name, timed)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,9 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", choices=("tiny", "small", "large"), default="small")
     parser.add_argument("--changesets", type=int, help="override the size's changeset count")
     parser.add_argument("--seed", type=int, default=20220101)
-    parser.add_argument("--no-profile", dest="profile", action="store_false")
-    parser.add_argument("--cprofile", type=Path, help="also write the cProfile stats here")
-    parser.add_argument("--top", type=int, default=0, help="print the N costliest functions")
+    parser.add_argument("--cprofile", type=Path, help="profile with cProfile; write stats here")
+    parser.add_argument("--top", type=int, default=0, help="with --cprofile: print N functions")
     args = parser.parse_args(argv)
 
     import generate
@@ -81,11 +88,13 @@ def main(argv: list[str] | None = None) -> None:
         count = len(prepared.statements)
         floor = bench_run.apply_changesets(bench_run.create_database(admin, "bench_floor"),
                                            prepared.statements)
-        print(f"history: {count} changesets, {captured.history_rows} rows; "
-              f"reading and splitting it: {prepared.seconds * 1000 / count:.2f} ms per changeset")
-        print(f"floor:   {floor.seconds:7.2f} s  {floor.seconds * 1000 / count:6.2f} ms/changeset")
+        print(f"history: {count} changesets, {captured.history_rows} rows")
+        print(f"floor:  {floor.seconds:7.2f} s  {floor.seconds * 1000 / count:6.3f} ms/changeset")
 
-        profiler = cProfile.Profile() if args.profile else None
+        totals: collections.Counter[str] = collections.Counter()
+        profiler = cProfile.Profile() if args.cprofile else None
+        if profiler is None:
+            install_timers(totals)
         started = time.perf_counter()
         if profiler:
             profiler.enable()
@@ -94,16 +103,19 @@ def main(argv: list[str] | None = None) -> None:
             profiler.disable()
         seconds = time.perf_counter() - started
         note = " (under cProfile)" if profiler else ""
-        print(f"export:  {seconds:7.2f} s  {seconds * 1000 / count:6.2f} ms/changeset "
+        print(f"export: {seconds:7.2f} s  {seconds * 1000 / count:6.3f} ms/changeset "
               f"= {seconds / floor.seconds:.2f}x floor{note}; "
               f"{report.commits_written} commits, {len(report.failed)} failed")
-        if profiler:
+        if profiler is None:
+            print("\nstage                                  ms/changeset")
+            for label, *_ in STAGES:
+                print(f"  {label:36} {totals[label] * 1000 / count:8.3f}")
+            top_level = sum(v for k, v in totals.items() if not k.startswith(" "))
+            print(f"  {'everything else (reader, loop, ...)':36} "
+                  f"{(seconds - top_level) * 1000 / count:8.3f}")
+        else:
             stats = pstats.Stats(profiler)
-            print("\nstage (cumulative, overlapping)      seconds   ms/changeset")
-            for label, total in stage_times(stats):
-                print(f"  {label:34} {total:8.2f}   {total * 1000 / count:8.2f}")
-            if args.cprofile:
-                stats.dump_stats(str(args.cprofile))
+            stats.dump_stats(str(args.cprofile))
             if args.top:
                 stats.sort_stats("tottime").print_stats(args.top)
 
