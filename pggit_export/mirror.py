@@ -42,8 +42,29 @@ Rules of a run:
   A ref that points somewhere that is not on the branch's history is never moved: the run
   stops before writing anything.
 * One transaction for the whole run; rows go through COPY into temporary tables, then one
-  INSERT ... SELECT per table and batch, so the cost is a few statements per few hundred
-  commits, never a round trip per row.
+  INSERT ... SELECT per table and batch (``BATCH_COMMITS`` commits, or ``BATCH_BYTES`` of
+  text), so the cost is a few statements per few hundred commits, never a round trip per
+  row. Python holds at most two batches (the one being read, the one being inserted),
+  never the rows of the whole run.
+* tree_entries rows are made by the server, not sent. For each new tree the batch sends
+  its walk: one row per tree at or below it, with that tree's path prefix (``""`` for
+  itself, ``public/`` for a schema directory), and, once per batch, the entries of each
+  tree a walk names (``pggit_mirror_levels``: name, mode, id, one level deep, subtrees
+  included and then left out). One INSERT ... SELECT joins walks to levels: a root
+  tree's ``ls-tree -r`` rows are its subtrees' entries behind their prefixes. What
+  travels is the entries of new trees (a schema directory's few hundred files for each
+  new version of it) instead of every root tree's full listing: on the 20,001-commit
+  benchmark, 6.2 million level rows and 165,000 walk rows instead of 24.6 million entry
+  rows (the table's rows are the same: ``git ls-tree -r`` of every tree).
+* When this run creates tree_entries, the table gets its primary key and foreign keys
+  after the rows are in (one index build, one validating scan per key, instead of a
+  B-tree insert and two key lookups per row); the catalog ends up the same as the DDL's.
+  An existing table keeps its keys, and the INSERT's ON CONFLICT DO NOTHING applies.
+* Reading and writing overlap: this thread reads a batch from git and COPYs it; a second
+  thread runs the batch's INSERT ... SELECT statements while this one reads the next.
+  Objects are read from git's packs directly, searching first the pack that held the
+  last object read (an export writes a pack per 200 commits, and dulwich alone tries
+  them in the order it opened them), and trees are parsed once (``GitReader.entries``).
 * Two mirrors into one database never interleave: the transaction first takes
   ``pg_advisory_xact_lock(MIRROR_LOCK_KEY)``. A second mirror waits for the first to commit
   (``MirrorOptions.lock_timeout`` seconds at most, when set; then it fails with
@@ -53,6 +74,7 @@ Rules of a run:
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import os
 import re
@@ -62,11 +84,15 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from itertools import compress, filterfalse
+from operator import itemgetter
+from typing import Any, NamedTuple
 
 import psycopg
-from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree
+from dulwich.objects import Blob, Commit, ObjectID, ShaFile, Tree, parse_tree
+from dulwich.pack import Pack, PackFileDisappeared
 from dulwich.refs import Ref
 from dulwich.repo import Repo
 from psycopg import sql
@@ -221,8 +247,9 @@ V2_TABLES: dict[str, str] = {
 }
 
 # A tree_entries table this run creates gets its keys after it is filled: one index build
-# and one validating join instead of a B-tree insert and two foreign-key lookups per row
-# (2.5 million rows for 20,000 commits: minutes become seconds). Same catalog result as
+# and one validating join per foreign key instead of a B-tree insert and two foreign-key
+# lookups per row (24.6 million rows for the 20,001-commit benchmark; the keys take about
+# 25 s once the rows are in, most of it the index build's sort). Same catalog result as
 # V2_TABLES["tree_entries"]: the constraint names are the ones PostgreSQL gives inline ones.
 TREE_ENTRIES_BARE = """
         CREATE TABLE {schema}.tree_entries (
@@ -354,8 +381,11 @@ def branch_tip(repo: Repo, branch: str) -> bytes:
     return tip
 
 
-def branch_commits(repo: Repo, tip: bytes) -> list[Commit]:
-    """Every commit reachable from `tip`, parents before children."""
+def branch_commits(
+    repo: Repo, tip: bytes, get: Callable[[bytes], ShaFile] | None = None
+) -> list[Commit]:
+    """Every commit reachable from `tip`, parents before children (read with `get`)."""
+    get = get or (lambda sha: repo[sha])
     order: list[Commit] = []
     loaded: dict[bytes, Commit] = {}
     entered: set[bytes] = set()
@@ -369,7 +399,7 @@ def branch_commits(repo: Repo, tip: bytes) -> list[Commit]:
             continue
         entered.add(sha)
         try:
-            commit = repo[sha]
+            commit = get(sha)
         except KeyError:
             raise MirrorError(
                 f"commit {sha.decode()} is missing from {repo.path} (a shallow clone?)"
@@ -470,6 +500,16 @@ def object_type_of(text: str) -> str:
     return "SEQUENCE" if found else "UNKNOWN"
 
 
+# A tree entry as dulwich's parse_tree gives it: (name, mode, hex id).
+Entry = tuple[bytes, int, bytes]
+_MODE = itemgetter(1)
+
+
+class _ParsedTree(NamedTuple):
+    entries: list[Entry]
+    subtrees: list[Entry]  # the entries that are trees
+
+
 class GitReader:
     """Reads what the mirror and verify need from a repository, with caches."""
 
@@ -477,16 +517,45 @@ class GitReader:
         self.repo = repo
         self.store = repo.object_store
         self.object_format = repo.object_format
-        # Every lookup in a repository of many packs (an export writes one per 200 commits)
-        # tries pack after pack: each tree and text is read from git once, then cached.
-        self._trees = _Lru(8192)
-        self._listings = _Lru(4096)
+        # dulwich looks an id up in its packs one after the other, in the order they were
+        # opened; an export writes one pack per 200 commits, so a 20,000-commit repository
+        # has 100 of them, and a mirror reading in history order mostly wants the newest
+        # one it used. `raw` searches the pack that had the last object first.
+        self._packs: list[Pack] | None = None
+        # Trees are read from git once, then reused by the next commits from these caches;
+        # the sizes bound the memory (a directory's entries are a few hundred tuples).
+        self._entries = _Lru(512)
+        self._walks = _Lru(8192)
+        self._listings = _Lru(512)
         self._texts = _Lru(4096)
         self._types: dict[bytes, str] = {}
         self.commits: dict[ObjectID, Commit] = {}
 
+    def raw(self, sha: bytes) -> tuple[int, bytes]:
+        """(type number, raw bytes) of an object, by its hex id; KeyError when missing."""
+        binary = binascii.unhexlify(sha)
+        packs = self._packs
+        if packs is None:
+            packs = self._packs = list(self.store.packs)
+        for index, pack in enumerate(packs):
+            try:
+                found = pack.get_raw(binary)
+            except KeyError:
+                continue
+            except PackFileDisappeared:  # a concurrent gc: let dulwich rescan
+                self._packs = None
+                break
+            if index:
+                packs.insert(0, packs.pop(index))
+            return found
+        # Loose, in an alternate, or in a pack newer than the list: dulwich's own search.
+        return self.store.get_raw(ObjectID(sha))
+
     def __getitem__(self, sha: bytes) -> ShaFile:
-        return self.store[ObjectID(sha)]
+        type_num, raw = self.raw(sha)
+        return ShaFile.from_raw_string(
+            type_num, raw, ObjectID(sha), object_format=self.object_format
+        )
 
     def commit(self, sha: bytes) -> Commit:
         """A commit of the branch (loaded by `load_branch`), else read from git."""
@@ -500,17 +569,33 @@ class GitReader:
 
     def load_branch(self, tip: bytes) -> list[Commit]:
         """The branch's commits, parents first; kept for `commit()`."""
-        commits = branch_commits(self.repo, tip)
+        commits = branch_commits(self.repo, tip, self.__getitem__)
         self.commits = {c.id: c for c in commits}
         return commits
 
-    def tree(self, sha: bytes) -> Tree:
-        def load() -> Tree:
-            obj = self[sha]
-            if not isinstance(obj, Tree):
-                raise MirrorError(f"{sha.decode()} is not a tree")
-            return obj
-        return self._trees.get_or(sha, load)  # type: ignore[no-any-return]
+    def entries(self, sha: bytes, raw: bytes | None = None) -> list[Entry]:
+        """A tree's entries, (name, mode, hex id), in the tree's order.
+
+        `raw` is the tree's raw bytes when the caller has read them already.
+        """
+        return self._parsed(sha, raw).entries
+
+    def subtrees(self, sha: bytes) -> list[Entry]:
+        """The entries of a tree that are trees."""
+        return self._parsed(sha, None).subtrees
+
+    def _parsed(self, sha: bytes, raw: bytes | None) -> _ParsedTree:
+        def load() -> _ParsedTree:
+            data = raw
+            if data is None:
+                type_num, data = self.raw(sha)
+                if type_num != Tree.type_num:
+                    raise MirrorError(f"{sha.decode()} is not a tree")
+            entries = parse_tree(data, self.object_format.oid_length)
+            # Filtered in C: a tree of a few hundred files is read for every new version.
+            subtrees = list(compress(entries, map(stat.S_ISDIR, map(_MODE, entries))))
+            return _ParsedTree(entries, subtrees)
+        return self._entries.get_or(sha, load)  # type: ignore[no-any-return]
 
     def remember_text(self, blob_sha: bytes, text: str) -> None:
         """A blob's text that the caller read anyway: the audit diff will want it."""
@@ -525,12 +610,14 @@ class GitReader:
         """
         if old_tree == new_tree:
             return
-        old = {e.path: (e.mode, e.sha) for e in self.tree(old_tree).iteritems()} if old_tree else {}
-        new = {e.path: (e.mode, e.sha) for e in self.tree(new_tree).iteritems()} if new_tree else {}
-        for name in sorted(old.keys() | new.keys()):
-            before, after = old.get(name), new.get(name)
-            if before == after:
-                continue
+        old = set(self.entries(old_tree)) if old_tree else set()
+        old_changed: dict[bytes, tuple[int, bytes]] = {}
+        new_changed: dict[bytes, tuple[int, bytes]] = {}
+        for name, mode, sha in old.symmetric_difference(self.entries(new_tree) if new_tree else ()):
+            side = old_changed if (name, mode, sha) in old else new_changed
+            side[name] = (mode, sha)
+        for name in sorted(old_changed.keys() | new_changed.keys()):
+            before, after = old_changed.get(name), new_changed.get(name)
             path = prefix + text_of(name, "a path")
             old_sub = before[1] if before and stat.S_ISDIR(before[0]) else None
             new_sub = after[1] if after and stat.S_ISDIR(after[0]) else None
@@ -547,22 +634,37 @@ class GitReader:
 
     def _list(self, tree_sha: bytes) -> list[tuple[str, str, bytes]]:
         out: list[tuple[str, str, bytes]] = []
-        for entry in self.tree(tree_sha).iteritems():
-            name = text_of(entry.path, f"a path in tree {tree_sha.decode()}")
-            if stat.S_ISDIR(entry.mode):
-                out.extend((f"{name}/{p}", m, s) for p, m, s in self.listing(entry.sha))
-            elif stat.S_ISLNK(entry.mode) or stat.S_ISREG(entry.mode):
-                out.append((name, f"{entry.mode:06o}", entry.sha))
+        for raw_name, mode, sha in self.entries(tree_sha):
+            name = text_of(raw_name, f"a path in tree {tree_sha.decode()}")
+            if stat.S_ISDIR(mode):
+                out.extend((f"{name}/{p}", m, s) for p, m, s in self.listing(sha))
+            elif stat.S_ISLNK(mode) or stat.S_ISREG(mode):
+                out.append((name, f"{mode:06o}", sha))
             else:  # a gitlink names a commit of another repository: no object to store
                 raise MirrorError(f"{name} in tree {tree_sha.decode()} is a submodule")
         return out
 
+    def walk(self, tree_sha: bytes) -> list[tuple[str, bytes]]:
+        """(path prefix, tree) of a tree itself (``""``) and of every tree below it (``dir/``).
+
+        `ls-tree -r` of a tree is, for each (prefix, tree) here, the files directly in
+        that tree with the prefix before their names: the mirror's tree_entries rows.
+        """
+        def make() -> list[tuple[str, bytes]]:
+            out = [("", tree_sha)]
+            for name, _, sha in self.subtrees(tree_sha):
+                path = text_of(name, f"a path in tree {tree_sha.decode()}")
+                out.extend((f"{path}/{p}", t) for p, t in self.walk(sha))
+            return out
+        return self._walks.get_or(tree_sha, make)  # type: ignore[no-any-return]
+
     def text(self, blob_sha: bytes, path: str) -> str:
         """A blob's content as text."""
         def load() -> str:
-            blob = self[blob_sha]
-            assert isinstance(blob, Blob)
-            return text_of(blob.as_raw_string(), f"file {path} (blob {blob_sha.decode()})")
+            type_num, raw = self.raw(blob_sha)
+            if type_num != Blob.type_num:
+                raise MirrorError(f"{path} (object {blob_sha.decode()}) is not a blob")
+            return text_of(raw, f"file {path} (blob {blob_sha.decode()})")
         return self._texts.get_or(blob_sha, load)  # type: ignore[no-any-return]
 
     def object_of(self, path: str, blob_sha: bytes) -> ObjectId | None:
@@ -723,22 +825,27 @@ def mirrored_commits(
     return found
 
 
-# Temporary tables: COPY fills them, one INSERT ... SELECT per batch empties them.
+# Temporary tables: COPY fills them, one INSERT ... SELECT per batch empties them. The
+# staged content is not compressed (STORAGE EXTERNAL): the objects table compresses it
+# anyway, in the INSERT, which runs while the next batch is read from git.
 _TEMP_TABLES_SQL = """
 CREATE TEMP TABLE pggit_mirror_objects (
     sha text, type text, size integer, content text) ON COMMIT DROP;
 CREATE TEMP TABLE pggit_mirror_commits (
     commit_sha text, parent_shas text[], tree_sha text, generation integer, author text,
     committer text, authored_at timestamp, committed_at timestamp, message text) ON COMMIT DROP;
-CREATE TEMP TABLE pggit_mirror_entries (
-    tree_sha text, path text, mode text, object_sha text) ON COMMIT DROP;
+CREATE TEMP TABLE pggit_mirror_levels (
+    tree_sha text, name text, mode text, object_sha text) ON COMMIT DROP;
+CREATE TEMP TABLE pggit_mirror_walks (
+    tree_sha text, prefix text, level_sha text) ON COMMIT DROP;
 CREATE TEMP TABLE pggit_mirror_changes (
     seq bigint, change_id uuid, commit_sha text, object_schema text, object_name text,
     object_type text, change_type text, old_definition text, new_definition text,
     author text, committed_at timestamp, commit_message text) ON COMMIT DROP;
 CREATE TEMP TABLE pggit_mirror_versions (
     seq bigint, version_id uuid, object_schema text, object_name text, definition text,
-    commit_sha text, created_at timestamp) ON COMMIT DROP
+    commit_sha text, created_at timestamp) ON COMMIT DROP;
+ALTER TABLE pggit_mirror_objects ALTER content SET STORAGE EXTERNAL
 """
 
 _INSERT_OBJECTS_SQL = """
@@ -756,9 +863,14 @@ FROM pg_temp.pggit_mirror_commits
 ON CONFLICT DO NOTHING
 """
 
+# Each new tree's `ls-tree -r` rows, built in the server: the blobs of every tree on its
+# walk (itself, and each subtree below it under the subtree's path) with the walk's prefix.
 _INSERT_ENTRIES_SQL = """
 INSERT INTO {tree_entries} (tree_sha, path, mode, object_sha)
-SELECT tree_sha, path, mode, object_sha FROM pg_temp.pggit_mirror_entries
+SELECT w.tree_sha, w.prefix || l.name, l.mode, l.object_sha
+FROM pg_temp.pggit_mirror_walks w
+JOIN pg_temp.pggit_mirror_levels l ON l.tree_sha = w.level_sha
+WHERE l.mode <> '040000'
 ON CONFLICT DO NOTHING
 """
 
@@ -792,7 +904,7 @@ LEFT JOIN LATERAL (
 
 _TRUNCATE_SQL = """
 TRUNCATE pg_temp.pggit_mirror_objects, pg_temp.pggit_mirror_commits,
-         pg_temp.pggit_mirror_entries, pg_temp.pggit_mirror_changes,
+         pg_temp.pggit_mirror_levels, pg_temp.pggit_mirror_walks, pg_temp.pggit_mirror_changes,
          pg_temp.pggit_mirror_versions
 """
 
@@ -801,7 +913,7 @@ _COPY_TYPES = {
     "pggit_mirror_commits": [
         "text", "text[]", "text", "int4", "text", "text", "timestamp", "timestamp", "text",
     ],
-    "pggit_mirror_entries": ["text", "text", "text", "text"],
+    "pggit_mirror_walks": ["text", "text", "text"],
     "pggit_mirror_changes": [
         "int8", "uuid", "text", "text", "text", "text", "text", "text", "text", "text",
         "timestamp", "text",
@@ -814,7 +926,10 @@ _COPY_TYPES = {
 class _Batch:
     objects: list[tuple[str, str, int, str]] = field(default_factory=list)
     commits: list[tuple[Any, ...]] = field(default_factory=list)
-    entries: list[tuple[str, str, str, str]] = field(default_factory=list)
+    # COPY text of pggit_mirror_levels, one piece per tree (see _Levels).
+    levels: list[bytes] = field(default_factory=list)
+    walks: list[tuple[str, str, str]] = field(default_factory=list)
+    level_trees: set[bytes] = field(default_factory=set)  # trees whose levels are queued
     changes: list[tuple[Any, ...]] = field(default_factory=list)
     versions: list[tuple[Any, ...]] = field(default_factory=list)
     bytes: int = 0
@@ -822,13 +937,64 @@ class _Batch:
     def rows(self) -> Iterator[tuple[str, Sequence[tuple[Any, ...]]]]:
         yield "pggit_mirror_objects", self.objects
         yield "pggit_mirror_commits", self.commits
-        yield "pggit_mirror_entries", self.entries
+        yield "pggit_mirror_walks", self.walks
         yield "pggit_mirror_changes", self.changes
         yield "pggit_mirror_versions", self.versions
 
 
+_COPY_ESCAPES = {ord("\\"): "\\\\", ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"}
+
+
+class _Levels(dict[Entry, bytes]):
+    """The COPY text lines of pggit_mirror_levels, without their first (tree) column.
+
+    Keyed by a tree entry as `GitReader.entries()` lists it, so that a tree's
+    lines are one `map` over its entries at C speed: a tree entry (a name, a mode and an
+    id) recurs in every version of its directory, its line is made once. Subtree
+    entries get lines too (mode ``040000``); the INSERT leaves them out.
+    """
+
+    LIMIT = 250_000  # lines remembered (~50 MB); then the cache starts over
+
+    def __missing__(self, key: Entry) -> bytes:
+        name, mode, sha = key
+        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            # a gitlink names a commit of another repository: no object to store
+            raise _BadEntry(f"{text_of(name, 'a path')} is a submodule")
+        text = text_of(name, "a path").translate(_COPY_ESCAPES)
+        line = f"{text}\t{mode:06o}\t".encode() + sha
+        if len(self) >= self.LIMIT:
+            self.clear()
+        self[key] = line
+        return line
+
+    def copy_text(self, reader: GitReader, tree_sha: bytes) -> bytes:
+        """The lines of every entry of a tree, ready for COPY ... FROM STDIN (text format)."""
+        try:
+            lines = list(map(self.__getitem__, reader.entries(tree_sha)))
+        except _BadEntry as exc:
+            raise MirrorError(f"{exc} in tree {tree_sha.decode()}") from None
+        except MirrorError as exc:
+            raise MirrorError(f"{exc} in tree {tree_sha.decode()}") from None
+        if not lines:
+            return b""
+        head = tree_sha + b"\t"
+        return head + (b"\n" + head).join(lines) + b"\n"
+
+
+class _BadEntry(Exception):
+    pass
+
+
 class _Writer:
-    """Collects the rows of new commits and sends them a batch at a time."""
+    """Collects the rows of new commits and sends them a batch at a time.
+
+    This thread COPYs a batch into the temporary tables; a second thread then runs the
+    batch's INSERT ... SELECT statements while this one reads the next batch from git, so
+    the server's work and ours overlap. The second thread does nothing but wait for the
+    server (a COPY there would compete with this thread for the GIL at every block it
+    sends); the connection is only used by it until `wait` (or leaving the `with`) returns.
+    """
 
     def __init__(
         self, conn: psycopg.Connection[Any], options: MirrorOptions, report: MirrorReport
@@ -852,9 +1018,33 @@ class _Writer:
             )
         ]
         self.batch = _Batch()
+        self.levels = _Levels()
         self.commits_in_batch = 0
         self.seq = 0
+        self.encoding = conn.info.encoding
         conn.execute(_TEMP_TABLES_SQL)
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pggit-mirror")
+        self._in_flight: Future[None] | None = None
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        try:
+            if kind is None:
+                self.wait()
+            elif self._in_flight is not None:
+                # Already failing: the batch's own error (if any) is not the first one.
+                self._in_flight.exception()
+                self._in_flight = None
+        finally:
+            self._sender.shutdown(wait=True)
+
+    def wait(self) -> None:
+        """Return when the batch in flight is in the tables; raise what sending it raised."""
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            in_flight.result()
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -866,10 +1056,19 @@ class _Writer:
             self.flush()
 
     def flush(self) -> None:
+        """Send the batch (after the previous one is in) and start a new one."""
         if not self.commits_in_batch and not self.batch.objects:
             return
+        batch = self.batch
+        self.batch = _Batch()
+        self.commits_in_batch = 0
+        self.wait()
+        self._copy(batch)
+        self._in_flight = self._sender.submit(self._insert)
+
+    def _copy(self, batch: _Batch) -> None:
         with self.conn.cursor() as cur:
-            for table, rows in self.batch.rows():
+            for table, rows in batch.rows():
                 if not rows:
                     continue
                 with cur.copy(
@@ -878,12 +1077,19 @@ class _Writer:
                     copy.set_types(_COPY_TYPES[table])
                     for row in rows:
                         copy.write_row(row)
+            if batch.levels:
+                with cur.copy("COPY pg_temp.pggit_mirror_levels FROM STDIN") as copy:
+                    for text in batch.levels:
+                        if self.encoding != "utf-8":
+                            text = text.decode("utf-8").encode(self.encoding)
+                        copy.write(text)
+
+    def _insert(self) -> None:
+        with self.conn.cursor() as cur:
             for statement, counter in self.inserts:
                 cur.execute(statement)
                 setattr(self.report, counter, getattr(self.report, counter) + max(cur.rowcount, 0))
             cur.execute(_TRUNCATE_SQL)
-        self.batch = _Batch()
-        self.commits_in_batch = 0
 
 
 def _hex(sha: bytes) -> str:
@@ -896,30 +1102,44 @@ def _add_tree(
     """Queue a tree, its entries and everything under it that is not mirrored yet."""
     if tree_sha in seen:
         return
-    tree = reader.tree(tree_sha)
+    type_num, raw_tree = reader.raw(tree_sha)
+    if type_num != Tree.type_num:
+        raise MirrorError(f"{_hex(tree_sha)} is not a tree")
     batch = writer.batch
-    for entry in tree.iteritems():
-        if stat.S_ISDIR(entry.mode):
-            _add_tree(reader, writer, entry.sha, seen)
-        elif entry.sha not in seen:
-            path = text_of(entry.path, f"a path in tree {_hex(tree_sha)}")
-            blob = reader[entry.sha]
-            if not isinstance(blob, Blob):
-                raise MirrorError(f"{path} in tree {_hex(tree_sha)} is not a blob (a submodule?)")
-            raw = blob.as_raw_string()
-            content = text_of(raw, f"file {path} (blob {_hex(entry.sha)})")
-            reader.remember_text(entry.sha, content)
-            batch.objects.append((_hex(entry.sha), "blob", len(raw), content))
+    # An entry with a line in writer.levels was in a tree queued before: its object is in
+    # `seen` already. Only the others (one or two per new version of a directory) are
+    # looked at, in C, rather than the hundreds of files of the directory.
+    entries = reader.entries(tree_sha, raw_tree)
+    for name, mode, sha in filterfalse(writer.levels.__contains__, entries):
+        if stat.S_ISDIR(mode):
+            _add_tree(reader, writer, sha, seen)
+        elif sha not in seen:
+            path = text_of(name, f"a path in tree {_hex(tree_sha)}")
+            if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+                raise MirrorError(f"{path} in tree {_hex(tree_sha)} is a submodule")
+            blob_type, raw = reader.raw(sha)
+            if blob_type != Blob.type_num:
+                raise MirrorError(f"{path} in tree {_hex(tree_sha)} is not a blob")
+            content = text_of(raw, f"file {path} (blob {_hex(sha)})")
+            reader.remember_text(sha, content)
+            batch.objects.append((_hex(sha), "blob", len(raw), content))
             batch.bytes += len(raw)
-            seen.add(entry.sha)
-    raw_tree = tree.as_raw_string()
+            seen.add(sha)
     batch.objects.append(
         (_hex(tree_sha), "tree", len(raw_tree), base64.b64encode(raw_tree).decode("ascii"))
     )
-    tree_hex = _hex(tree_sha)
-    for path, mode, sha in reader.listing(tree_sha):
-        batch.entries.append((tree_hex, path, mode, _hex(sha)))
     batch.bytes += len(raw_tree) * 2
+    # Its tree_entries rows are made by the server: the walk says which trees' entries
+    # go under which path prefix, the levels give each tree's entries (once per batch).
+    tree_hex = _hex(tree_sha)
+    for prefix, level in reader.walk(tree_sha):
+        batch.walks.append((tree_hex, prefix, _hex(level)))
+        batch.bytes += 2 * len(tree_hex) + len(prefix)
+        if level not in batch.level_trees:
+            batch.level_trees.add(level)
+            text = writer.levels.copy_text(reader, level)
+            batch.levels.append(text)
+            batch.bytes += len(text)
     seen.add(tree_sha)
 
 
@@ -928,11 +1148,11 @@ def _mark_mirrored(reader: GitReader, tree_sha: bytes, seen: set[bytes]) -> None
     if tree_sha in seen:
         return
     seen.add(tree_sha)
-    for entry in reader.tree(tree_sha).iteritems():
-        if stat.S_ISDIR(entry.mode):
-            _mark_mirrored(reader, entry.sha, seen)
+    for _, mode, sha in reader.entries(tree_sha):
+        if stat.S_ISDIR(mode):
+            _mark_mirrored(reader, sha, seen)
         else:
-            seen.add(entry.sha)
+            seen.add(sha)
 
 
 def _add_commit(
@@ -1076,13 +1296,13 @@ def mirror_repository(
                     if _hex(parent) in done:
                         _mark_mirrored(reader, reader.commit(parent).tree, seen)
                         seen.add(parent)
-            writer = _Writer(conn, options, report)
-            for count, commit in enumerate(todo, 1):
-                _add_commit(reader, writer, commit, gen[commit.id], seen)
-                writer.commit_done()
-                if options.progress is not None:
-                    options.progress(count, len(todo))
-            writer.flush()
+            with _Writer(conn, options, report) as writer:
+                for count, commit in enumerate(todo, 1):
+                    _add_commit(reader, writer, commit, gen[commit.id], seen)
+                    writer.commit_done()
+                    if options.progress is not None:
+                        options.progress(count, len(todo))
+                writer.flush()
             for statement in deferred:
                 conn.execute(statement)
             _set_ref_and_head(conn, options, report, current_ref, report.head)

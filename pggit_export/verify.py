@@ -235,11 +235,11 @@ def _reachable(reader: GitReader, commits: list[Commit]) -> tuple[dict[str, str]
             return
         kinds[key] = "tree"
         trees.append(tree_sha)
-        for entry in reader.tree(tree_sha).iteritems():
-            if stat.S_ISDIR(entry.mode):
-                walk(entry.sha)
+        for _, mode, sha in reader.entries(tree_sha):
+            if stat.S_ISDIR(mode):
+                walk(sha)
             else:
-                kinds.setdefault(entry.sha.decode(), "blob")
+                kinds.setdefault(sha.decode(), "blob")
 
     for commit in commits:
         kinds[commit.id.decode()] = "commit"
@@ -270,7 +270,7 @@ def _check_objects(
             wrong = []
             if git_hash(fmt, type_name, raw) != sha:
                 wrong.append("its content does not hash to its id")
-            git_size = len(reader[sha.encode()].as_raw_string())
+            git_size = len(reader.raw(sha.encode())[1])
             if size != git_size or len(raw) != git_size:
                 wrong.append(
                     f"size column {size}, content {len(raw)} bytes, git {git_size} bytes"

@@ -734,3 +734,124 @@ def test_column_parsing_and_type_normalisation() -> None:
     assert compare_columns(recorded, table.columns, {"money": "numeric(12,2)"})[2] == [
         "code: v1 varchar(20), file character varying(16)"
     ]
+
+
+# --------------------------------------------------------------------------- unusual trees
+
+
+ODD_NAMES = ["tab\there.txt", "back\\slash.txt", "new\nline.txt", "cr\rname.txt",
+             "café.txt", "sp ace.txt"]
+
+
+def _commit_all(repo: Path, message: str) -> None:
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=Tester", "-c", "user.email=tester@example.com",
+        "commit", "-q", "-m", message)
+
+
+def _write(repo: Path, path: str, text: str) -> None:
+    (repo / path).parent.mkdir(parents=True, exist_ok=True)
+    (repo / path).write_text(text)
+
+
+def _git_ls_tree_r(repo: Path) -> set[tuple[str, str, str, str]]:
+    """(tree, path, mode, blob) of every tree on main, from `git ls-tree -r -z`."""
+    ids = git(repo, "rev-list", "--objects", "--no-object-names", "main").split()
+    kinds = subprocess.run(
+        ["git", "-C", str(repo), "cat-file", "--batch-check=%(objectname) %(objecttype)"],
+        input="\n".join(ids) + "\n", capture_output=True, text=True, check=True,
+    ).stdout.split("\n")
+    entries = set()
+    for line in filter(None, kinds):
+        sha, kind = line.split()
+        if kind != "tree":
+            continue
+        listing = subprocess.run(["git", "-C", str(repo), "ls-tree", "-r", "-z", sha],
+                                 capture_output=True, check=True).stdout.decode()
+        for record in filter(None, listing.split("\0")):
+            meta, path = record.split("\t", 1)
+            mode, _, blob = meta.split()
+            entries.add((sha, path, mode, blob))
+    return entries
+
+
+def _odd_repo(repo: Path, commits: int) -> None:
+    """A repository whose trees nest, repeat a subtree and hold names COPY must escape."""
+    steps: list[Callable[[], None]] = [
+        lambda: [
+            *(_write(repo, f"odd/{name}", f"{name!r}\n") for name in ODD_NAMES),
+            _write(repo, "deep/a/b/c.txt", "c\n"), _write(repo, "deep/a/d.txt", "d\n"),
+            _write(repo, "copy1/x.txt", "same\n"), _write(repo, "copy2/x.txt", "same\n"),
+            _write(repo, "public/users.sql", "CREATE TABLE public.users (\n    id integer\n);\n"),
+            _write(repo, "run.sh", "#!/bin/sh\n"), (repo / "run.sh").chmod(0o755),
+            (repo / "link").symlink_to("deep/a/d.txt"),
+        ],
+        lambda: _write(repo, "deep/a/b/c.txt", "c, changed\n"),
+        lambda: _write(repo, "public/orders.sql", "CREATE TABLE public.orders (\n    id integer\n);\n"),
+        lambda: (repo / "copy2").rename(repo / "copy3"),
+        lambda: _write(repo, f"odd/{ODD_NAMES[0]}", "changed\n"),
+        lambda: _write(repo, "deep/e/f.txt", "f\n"),
+    ]
+    done = len(git(repo, "rev-list", "--all").split()) if (repo / ".git").exists() else 0
+    if not done:
+        repo.mkdir(parents=True, exist_ok=True)
+        git(repo, "init", "-q", "-b", "main")
+    for number in range(done, commits):
+        steps[number]()
+        _commit_all(repo, f"step {number}")
+
+
+def test_nested_shared_and_oddly_named_trees_mirror_like_ls_tree(
+    make_database: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pggit_export.mirror as mirror_module
+
+    monkeypatch.setattr(mirror_module, "BATCH_COMMITS", 2)  # several batches per run
+    repo = tmp_path / "odd"
+    target = make_database()
+    _odd_repo(repo, 3)
+    first = mirror_repository(repo, target)
+    assert first.commits_added == 3
+    assert set(rows(target, "SELECT * FROM pggit_v2.tree_entries")) == _git_ls_tree_r(repo)
+    assert first.tree_entries_added == len(_git_ls_tree_r(repo))
+
+    _odd_repo(repo, 6)  # incremental: keys exist now, old subtrees are reused
+    second = mirror_repository(repo, target)
+    assert second.commits_added == 3 and second.commits_already_mirrored == 3
+    expected = _git_ls_tree_r(repo)
+    assert set(rows(target, "SELECT * FROM pggit_v2.tree_entries")) == expected
+    assert first.tree_entries_added + second.tree_entries_added == len(expected)
+    paths = {path for _, path, _, _ in expected}
+    assert {"odd/new\nline.txt", "odd/tab\there.txt", "odd/café.txt", "link"} <= paths
+    assert {("run.sh", "100755"), ("link", "120000")} <= {(p, m) for _, p, m, _ in expected}
+    result = verify_mirror(repo, target)
+    assert result.ok, result.format_text()
+
+
+def test_mirror_into_a_latin1_database(pg_admin_dsn: str, tmp_path: Path) -> None:
+    repo = tmp_path / "odd"
+    _odd_repo(repo, 6)
+    name = f"m_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL(
+            "CREATE DATABASE {} TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'"
+        ).format(sql.Identifier(name)))
+    try:
+        target = dsn_for(pg_admin_dsn, name)
+        mirror_repository(repo, target)
+        assert set(rows(target, "SELECT * FROM pggit_v2.tree_entries")) == _git_ls_tree_r(repo)
+    finally:
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_a_submodule_is_refused(make_database: Callable[[], str], tmp_path: Path) -> None:
+    repo = tmp_path / "sub"
+    _odd_repo(repo, 1)
+    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{'1' * 40},vendor/lib")
+    git(repo, "-c", "user.name=Tester", "-c", "user.email=tester@example.com",
+        "commit", "-q", "-m", "a submodule")
+    target = make_database()
+    with pytest.raises(MirrorError, match="submodule"):
+        mirror_repository(repo, target)
+    assert scalar(target, "SELECT to_regclass('pggit_v2.objects') IS NULL")
