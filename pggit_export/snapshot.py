@@ -128,40 +128,47 @@ _SEQUENCE_JSON = """json_build_object(
     'min', s.seqmin::text, 'max', s.seqmax::text,
     'cache', s.seqcache::text, 'cycle', s.seqcycle)"""
 
+# Per column, the lookups only some columns need (a collation other than the type's, a
+# default, a NOT NULL constraint's name, an identity's sequence) are scalar sub-selects
+# behind a CASE, so a plain column costs no catalog probe beyond its type.
 _COLUMNS_JSON = f"""(
     SELECT json_agg(json_build_object(
         'name', quote_ident(a.attname),
         'type', format_type(a.atttypid, a.atttypmod),
-        'collation', CASE WHEN a.attcollation <> t.typcollation
-                          THEN quote_ident(cn.nspname) || '.' || quote_ident(co.collname) END,
+        'collation', CASE WHEN a.attcollation <> t.typcollation THEN (
+            SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
+            FROM pg_catalog.pg_collation co
+            JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace
+            WHERE co.oid = a.attcollation) END,
         'notnull', a.attnotnull,
         -- PG 18 names NOT NULL constraints; the name outlives renames of its
         -- table or column (no rows before 18: contype 'n' did not exist).
-        'notnull_name', (SELECT json_build_array(nn.conname, quote_ident(nn.conname))
-                         FROM pg_catalog.pg_constraint nn
-                         WHERE nn.conrelid = a.attrelid AND nn.contype = 'n'
-                           AND nn.conkey = ARRAY[a.attnum]),
-        'table_name', (SELECT r.relname FROM pg_catalog.pg_class r WHERE r.oid = a.attrelid),
+        'notnull_name', CASE WHEN a.attnotnull THEN (
+            SELECT json_build_array(nn.conname, quote_ident(nn.conname))
+            FROM pg_catalog.pg_constraint nn
+            WHERE nn.conrelid = a.attrelid AND nn.contype = 'n'
+              AND nn.conkey = ARRAY[a.attnum]) END,
+        'table_name', c.relname,
         'raw_name', a.attname,
         'identity', a.attidentity,
         'generated', a.attgenerated,
-        'default', pg_get_expr(ad.adbin, ad.adrelid),
+        'default', CASE WHEN a.atthasdef THEN (
+            SELECT pg_get_expr(ad.adbin, ad.adrelid)
+            FROM pg_catalog.pg_attrdef ad
+            WHERE ad.adrelid = a.attrelid AND ad.adnum = a.attnum) END,
         'local', a.attislocal,
         'comment', col_description(a.attrelid, a.attnum),
-        'identity_sequence', (
+        'identity_sequence', CASE WHEN a.attidentity <> '' THEN (
             SELECT {_SEQUENCE_JSON}
             FROM pg_catalog.pg_depend d
             JOIN pg_catalog.pg_sequence s ON s.seqrelid = d.objid
             WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
               AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
               AND d.refobjid = a.attrelid AND d.refobjsubid = a.attnum
-              AND d.deptype = 'i')
+              AND d.deptype = 'i') END
     ) ORDER BY a.attnum)
     FROM pg_catalog.pg_attribute a
     JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-    LEFT JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
-    LEFT JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace
-    LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)"""
 
 # Indexes that stand alone: not the index of a PRIMARY KEY/UNIQUE/EXCLUDE
