@@ -75,3 +75,20 @@ def test_objects_never_created_in_history_come_from_the_live_database(
     assert "Pggit-Repaired: created table public.legacy from the live database" in body
     pure = export_history(source, tmp_path / "pure", ExportOptions(repair=False))
     assert [f.history_ids for f in pure.failed] == [[1], [2]]
+
+
+def test_no_repair_guesses_names_under_a_search_path_the_changeset_set(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    # "relation a already exists" names app.a here (search_path = app), but a repair looks
+    # names up under the default search_path and would have dropped public.a.
+    source = make_source(make_database(), [
+        Change("CREATE TABLE a (id int);", at(1), objects=[("CREATE", "TABLE", "public", "a")]),
+        Change("CREATE SCHEMA app;\nSET search_path = app;\nCREATE TABLE a (id int);\n"
+               "CREATE TABLE a (id int);", at(2), objects=[("CREATE", "TABLE", "app", "a")]),
+    ])
+    repo = tmp_path / "repo"
+    report = export_history(source, repo, ExportOptions(shadow_dsn=pg_admin_dsn))
+    assert [f.history_ids for f in report.failed] == [[2]]
+    assert report.repairs == []
+    assert "public/a.sql" in git(repo, "ls-tree", "-r", "--name-only", "main").split()
