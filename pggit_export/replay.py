@@ -154,11 +154,30 @@ def split_statements(text: str) -> list[Statement]:
     whitespace are dropped.
     """
     statements = []
-    for piece in split_sql(text):
+    for piece in _pieces(text):
         if not _LEADING_NOISE.sub("", piece).strip(" \t\r\n;"):
             continue
         statements.append(Statement(piece, classify(piece)))
     return statements
+
+
+# sqlparse opens a block at BEGIN and closes it at TRANSACTION/WORK or at the BEGIN's own
+# ';', but not after transaction modes: "BEGIN ISOLATION LEVEL SERIALIZABLE; CREATE TABLE
+# a ...; COMMIT;" comes back as one piece, which replay would skip whole as transaction
+# control, losing the CREATE. A transaction BEGIN holds no ';' of its own, so such a piece
+# is cut after its first one and the rest is split again.
+_TRANSACTION_BEGIN = re.compile(r"BEGIN\s+(?:ISOLATION|READ|NOT|DEFERRABLE)\b[^;'\"$]*;", re.I)
+
+
+def _pieces(text: str) -> Iterator[str]:
+    for piece in split_sql(text):
+        body = _LEADING_NOISE.sub("", piece)
+        begin = _TRANSACTION_BEGIN.match(body)
+        if begin is not None and body[begin.end():].strip():
+            yield piece[: len(piece) - len(body) + begin.end()]
+            yield from _pieces(body[begin.end():])
+        else:
+            yield piece
 
 
 def prepare_for_transaction(text: str) -> str:

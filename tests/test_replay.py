@@ -191,3 +191,22 @@ def test_null_time_and_user_are_filled_and_marked(
                    "alice|2024-01-05T12:00:00+00:00"]
     body = git(repo, "log", "--skip=1", "-1", "--format=%B")
     assert "recorded no time" in body and "recorded no user" in body
+
+
+def test_statements_after_begin_with_transaction_modes_are_replayed(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    # sqlparse keeps "BEGIN ISOLATION LEVEL ...;" and everything after it as one piece,
+    # which would be skipped whole as transaction control.
+    assert [s.action for s in split_statements(
+        "BEGIN ISOLATION LEVEL SERIALIZABLE;\nCREATE TABLE a (id int);\nCOMMIT;"
+    )] == [Action.SKIP_TRANSACTION, Action.REPLAY, Action.SKIP_TRANSACTION]
+    source = make_source(make_database(), [
+        Change("BEGIN ISOLATION LEVEL SERIALIZABLE, READ WRITE;\nCREATE TABLE a (id int);\n"
+               "CREATE TABLE b (id int);\nCOMMIT;", at(1),
+               objects=[("CREATE", "TABLE", "public", "a"), ("CREATE", "TABLE", "public", "b")]),
+    ])
+    report, repo = export(source, tmp_path, pg_admin_dsn)
+    assert report.clean  # type: ignore[attr-defined]
+    files = set(git(repo, "ls-tree", "-r", "--name-only", "main").split())
+    assert {"public/a.sql", "public/b.sql"} <= files
