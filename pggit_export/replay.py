@@ -149,9 +149,10 @@ def classify(text: str) -> Action:
 def split_statements(text: str) -> list[Statement]:
     """Split a history text into statements (sqlparse) and classify each one.
 
-    The pieces are exactly ``sqlparse.split(text)``'s (see sqlsplit: a fast scanner for the
-    common texts, sqlparse itself for the rest). Pieces made only of comments or
-    whitespace are dropped.
+    The pieces are ``sqlparse.split(text)``'s (see sqlsplit: a fast scanner for the common
+    texts, sqlparse itself for the rest), except that a transaction BEGIN with modes is
+    cut off the statements sqlparse leaves attached to it (see `_pieces`). Pieces made only
+    of comments or whitespace are dropped.
     """
     statements = []
     for piece in _pieces(text):
