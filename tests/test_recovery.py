@@ -192,9 +192,10 @@ def test_a_ref_lock_left_by_a_killed_export_does_not_block_the_rerun(
     repo = tmp_path / "repo"
     assert run_export(source, repo).wait(timeout=300) == 0
     head = git(repo, "rev-parse", "main")
-    # What a kill during the ref update leaves behind.
+    # What a kill during the ref update, or during the final checkout, leaves behind.
     (repo / ".git" / "refs" / "heads" / "main.lock").write_text(head)
     (repo / ".git" / "refs" / "notes" / "pggit.lock").write_text(head)
+    (repo / ".git" / "index.lock").write_bytes((repo / ".git" / "index").read_bytes()[:100])
     with psycopg.connect(source) as conn:
         append_changes(conn, [Change("CREATE TABLE later (id int);", at(9))])
     result = run_export(source, repo)
