@@ -134,8 +134,8 @@ class GitWriter:
         self.tip: bytes | None = None  # newest commit, written or pending
         # The tip's tree, by directory: a commit rebuilds only the directories it
         # changes, so its cost does not grow with the number of schemas or files.
-        self._dirs: dict[str, dict[bytes, bytes]] = {}  # directory -> file name -> blob id
         # directory -> file name -> the file's entry in the directory's tree, serialised
+        # (it ends with the blob's binary id)
         self._dir_entries: dict[str, dict[bytes, bytes]] = {}
         self._dir_trees: dict[str, bytes] = {}  # directory -> tree id
         # Git notes (refs/notes/pggit): a fan-out tree "ab/cdef..." -> note blob, per commit.
@@ -323,7 +323,6 @@ class GitWriter:
                     "directory: this branch was not written by pggit-export"
                 )
             directory = entry.path.decode("utf-8")
-            self._dirs[directory] = {item.path: item.sha for item in sub.items()}
             self._dir_entries[directory] = {
                 item.path: _tree_entry(item.mode, item.path, item.sha) for item in sub.items()
             }
@@ -367,10 +366,11 @@ class GitWriter:
 
     def current_files(self) -> dict[str, bytes]:
         """Path -> blob id of every file in the tip's tree (pending commits included)."""
+        size = self._format.oid_length
         return {
-            f"{directory}/{name.decode('utf-8')}": sha
-            for directory, files in self._dirs.items()
-            for name, sha in files.items()
+            f"{directory}/{name.decode('utf-8')}": binascii.hexlify(entry[-size:])
+            for directory, entries in self._dir_entries.items()
+            for name, entry in entries.items()
         }
 
     def _apply(self, changes: Mapping[str, bytes | None]) -> bytes:
@@ -384,21 +384,18 @@ class GitWriter:
             directory, _, name = path.partition("/")
             if not directory or not name or "/" in name:
                 raise RepositoryError(f"unexpected path in snapshot: {path!r}")
-            files = self._dirs.setdefault(directory, {})
             entries = self._dir_entries.setdefault(directory, {})
             raw_name = name.encode("utf-8")
             if content is None:
-                files.pop(raw_name, None)
                 entries.pop(raw_name, None)
             else:
                 blob_id = self._add_raw(Blob.type_num, content)
-                files[raw_name] = blob_id
                 entries[raw_name] = _tree_entry(FILE_MODE, raw_name, blob_id)
             dirty.add(directory)
         for directory in dirty:
             entries = self._dir_entries[directory]
             if not entries:
-                del self._dirs[directory], self._dir_entries[directory]
+                del self._dir_entries[directory]
                 self._dir_trees.pop(directory, None)
                 continue
             raw = b"".join(entries[name] for name in sorted(entries))
