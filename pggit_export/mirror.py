@@ -439,14 +439,6 @@ def text_of(raw: bytes, what: str) -> str:
     return text
 
 
-def object_content(obj: ShaFile) -> str:
-    """The `content` column of an object: text, or base64 for a tree's binary encoding."""
-    raw = obj.as_raw_string()
-    if isinstance(obj, Tree):
-        return base64.b64encode(raw).decode("ascii")
-    return text_of(raw, f"{obj.type_name.decode()} {obj.id.decode()}")
-
-
 def identity_name(identity: str) -> str:
     """`Name <email>` -> `Name`: the database user pgGit recorded."""
     name, sep, _ = identity.rpartition(" <")
