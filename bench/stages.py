@@ -33,8 +33,8 @@ sys.path.insert(0, str(BENCH.parent))
 STAGES = [
     ("split statements", "pggit_export.replay", None, "split_statements"),
     ("replay (one message per changeset)", "pggit_export.replay", "Shadow", "_replay_at_once"),
-    ("take touched objects", "pggit_export.replay", "Shadow", "take_touched"),
-    ("keys touched (pg_depend)", "pggit_export.export", None, "keys_touched"),
+    ("take touched objects + their files", "pggit_export.replay", "Shadow", "take_touched"),
+    ("keys touched (owners, drops)", "pggit_export.export", None, "keys_touched"),
     ("render touched objects", "pggit_export.export", None, "render_objects"),
     ("  of which catalog queries", "pggit_export.snapshot", None, "_fetch"),
     ("snapshot state", "pggit_export.state", "SnapshotState", "apply"),

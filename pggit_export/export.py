@@ -42,6 +42,7 @@ from .snapshot import (
     keys_touched,
     prepare_render_session,
     render_objects,
+    touched_files_sql,
 )
 from .state import FileChanges, SnapshotChanges, SnapshotState, diff_files
 
@@ -237,12 +238,12 @@ class _Exporter:
             )
 
     def render_after(self, result: ReplayResult) -> tuple[SnapshotChanges, FileChanges]:
-        conn = self.shadow.admin or self.shadow.conn
         if result.touched is None:  # no change tracking: render everything
             changes, files = self.state.apply(self.render())
         else:
             touched = result.touched
-            keys = keys_touched(conn, touched.altered, touched.dropped, self.state.owners)
+            keys = keys_touched(touched.altered, touched.dropped, touched.files,
+                                self.state.owners)
             keys |= self.state.children_of(keys)
             rendered = self.render(keys) if keys else Rendered(files={}, owners={})
             changes, files = self.state.apply(rendered, keys)
@@ -465,7 +466,8 @@ def export_history(
                     f"the shadow runs PostgreSQL {shadow.server_version // 10000}, older than "
                     f"the source's {info.server_version // 10000}: newer syntax may fail to replay"
                 )
-            if options.incremental and not shadow.install_tracker():
+            files_sql = touched_files_sql(shadow.server_version, refs="altered AS r")
+            if options.incremental and not shadow.install_tracker(files_sql):
                 report.warnings.append(
                     "the shadow's user may not create event triggers: every change is "
                     "rendered in full (slower, same result)"

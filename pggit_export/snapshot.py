@@ -862,6 +862,7 @@ PG_NAMESPACE = 2615
 PG_EXTENSION = 3079
 
 CatalogRef = tuple[int, int]  # (classid, objid)
+TouchedFile = tuple[int, int, str, str, str]  # (classid, objid, kind, schema, name)
 
 _QUERY_KINDS = ("schema", "extension", "table", "view", "sequence", "function", "type")
 _KINDS_OF_QUERY = {"view": ("view", "matview")}
@@ -973,7 +974,14 @@ def render_snapshot(
 # --------------------------------------------------------------- what changed
 
 
-def _touched_sql(server_version: int) -> str:
+def touched_files_sql(server_version: int, refs: str) -> str:
+    """SQL: the file of every altered object and of every object depending on one.
+
+    Rows (classid, objid, kind, schema, name). `refs` is the FROM item of the altered
+    objects' (classid, objid) as `r`. The shadow's tracker runs this in the statement
+    that takes what a changeset touched (Shadow.install_tracker): a round trip fewer
+    per changeset than asking afterwards.
+    """
     # An array stands for its element type, a multirange (PG 14+) for its range.
     multirange = (
         "LEFT JOIN pg_catalog.pg_range mr ON mr.rngmultitypid = t.oid"
@@ -982,8 +990,7 @@ def _touched_sql(server_version: int) -> str:
     )
     return f"""
 WITH refs AS (
-    SELECT DISTINCT r.classid, r.objid
-    FROM unnest(%(classids)s::oid[], %(objids)s::oid[]) AS r(classid, objid)
+    SELECT DISTINCT r.classid, r.objid FROM {refs}
 ),
 -- A change can alter the text of objects that depend on the changed one: a
 -- view over a renamed column, a foreign key to a renamed table, everything in a
@@ -1100,30 +1107,27 @@ _RELATION_KINDS = ("table", "view", "matview")
 
 
 def keys_touched(
-    conn: psycopg.Connection[Any],
     altered: Sequence[CatalogRef],
     dropped: Sequence[tuple[int, int, str, Sequence[str]]],
+    files: Sequence[TouchedFile],
     owners: Mapping[CatalogRef, ObjectKey],
 ) -> set[ObjectKey]:
     """The files a change may have altered, created or deleted.
 
-    `altered` and `dropped` are what the shadow's event triggers reported;
-    `owners` is where each catalog object was before the change (from the last
-    render), which is how renamed and dropped objects find their old file.
-    Returns a superset: re-rendering a key that did not change is harmless.
+    `altered` and `dropped` are what the shadow's event triggers reported, `files`
+    what touched_files_sql found for `altered` right after the change; `owners`
+    is where each catalog object was before the change (from the last render),
+    which is how renamed and dropped objects find their old file. Returns a
+    superset: re-rendering a key that did not change is harmless.
     """
     keys: set[ObjectKey] = set()
     for ref in altered:
         if ref in owners:
             keys.add(owners[ref])
-    if altered:
-        params = {"classids": [c for c, _ in altered], "objids": [o for _, o in altered]}
-        with conn.cursor(row_factory=tuple_row) as cur:
-            cur.execute(_touched_sql(conn.info.server_version), params)  # type: ignore[arg-type]
-            for classid, objid, kind, schema, name in cur:
-                keys.add(ObjectKey(kind, schema, name))
-                if (classid, objid) in owners:
-                    keys.add(owners[(classid, objid)])
+    for classid, objid, kind, schema, name in files:
+        keys.add(ObjectKey(kind, schema, name))
+        if (classid, objid) in owners:
+            keys.add(owners[(classid, objid)])
     for classid, objid, object_type, names in dropped:
         if (classid, objid) in owners:
             keys.add(owners[(classid, objid)])
