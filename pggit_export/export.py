@@ -9,6 +9,7 @@ that could not be replayed is named in the report.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import itertools
 import os
@@ -210,6 +211,8 @@ class _Exporter:
     state: SnapshotState = field(default_factory=SnapshotState)
     pending: FileChanges = field(default_factory=dict)  # goes into the next commit
     last_time: dt.datetime | None = None
+    # The last changeset's commit, written while the next one replays (finish_commit).
+    unwritten: Callable[[], None] | None = None
 
     @property
     def excluded(self) -> tuple[str, ...]:
@@ -262,7 +265,10 @@ class _Exporter:
         overrides: dict[int, str | None] = {}
         repairs: list[Repair] = []
         seen: set[tuple[str | None, str, int]] = set()
-        result = self.shadow.replay(changeset, max_sql_bytes=self.options.max_sql_bytes)
+        result = self.shadow.replay(
+            changeset, max_sql_bytes=self.options.max_sql_bytes, while_running=self.finish_commit
+        )
+        self.finish_commit()  # if the replay did not get as far as running anything
         for _ in range(MAX_ROUNDS):
             failure = result.failure
             if failure is None or self.healer is None:
@@ -360,8 +366,16 @@ class _Exporter:
         self.writer.write_commit(files, author, message)
         self.report.commits_written += 1
 
+    def finish_commit(self) -> None:
+        """Write the last changeset's commit, if it is not written yet."""
+        unwritten, self.unwritten = self.unwritten, None
+        if unwritten is not None:
+            unwritten()
+
     def export_changeset(self, changeset: Changeset) -> bool:
-        """Replay one changeset, commit the snapshot after it, and account for its rows.
+        """Replay one changeset and render the snapshot after it; its commit is
+        written while the next changeset replays (finish_commit), so that the
+        client's work on one overlaps the server's on the next.
 
         Returns False when --strict stops at its failure.
         """
@@ -372,6 +386,7 @@ class _Exporter:
         repairs: list[Repair] = []
         self.last_time = changeset.time
         if _excluded_only(changeset, options.exclude_schemas):
+            self.finish_commit()
             skipped_reason = "pgGit's own objects (schema " + ", ".join(
                 sorted({row.schema_name or "" for row in changeset.rows})
             ) + ")"
@@ -395,15 +410,31 @@ class _Exporter:
                 changes, files = self.render_after(result)
             elif result.ok and (result.replayed or repairs):
                 changes, files = self.render_after(result)
-        author, author_missing, author_note = _author(changeset, options)
+        if self.pending:
+            files = {**self.pending, **files}
+            self.pending = {}
+        self.unwritten = functools.partial(
+            self.write_changeset, changeset, result, changes, files, repairs, skipped_reason
+        )
+        return True
+
+    def write_changeset(
+        self,
+        changeset: Changeset,
+        result: ReplayResult,
+        changes: SnapshotChanges,
+        files: FileChanges,
+        repairs: list[Repair],
+        skipped_reason: str | None,
+    ) -> None:
+        """Commit one replayed changeset, and account for its rows in the report."""
+        report = self.report
+        author, author_missing, author_note = _author(changeset, self.options)
         message = build_message(
             changeset, result, changes, skipped_reason=skipped_reason,
             author_missing=author_missing, repairs=[r.description for r in repairs],
             author_note=author_note,
         )
-        if self.pending:
-            files = {**self.pending, **files}
-            self.pending = {}
         commit_id = self.writer.write_commit(files, author, message, _note(changeset)).decode()
         report.commits_written += 1
         ids = changeset.history_ids
@@ -425,7 +456,6 @@ class _Exporter:
             report.refused_statements.append(
                 ReportedChangeset(ids, commit_id, statement.action.value, _excerpt(statement.text))
             )
-        return True
 
 
 def export_history(
@@ -501,6 +531,7 @@ def export_history(
                 report.rows_exported += len(changeset.rows)
                 if options.progress:
                     options.progress(changesets_done, report.rows_exported, info.history_rows)
+            exporter.finish_commit()
             if options.reconcile and not report.stopped_early:
                 exporter.reconcile(reader.conn)
         writer.flush()

@@ -20,10 +20,11 @@ from __future__ import annotations
 import datetime as dt
 import re
 import secrets
+import select
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -376,12 +377,15 @@ class Shadow:
         *,
         max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES,
         overrides: Mapping[int, str | None] | None = None,
+        while_running: Callable[[], None] | None = None,
     ) -> ReplayResult:
         """Replay one changeset in a transaction of its own; roll it back on failure.
 
         A text over `max_sql_bytes` is not even parsed (sqlparse needs seconds per
         megabyte): it is refused whole, and reported. `overrides` replaces
         statements (1-based index -> new text, or None to skip it): repairs.
+        `while_running` is called while the server runs the changeset, if it
+        gets that far (client work to overlap with the server's).
         """
         text = changeset.sql or ""
         if len(text.encode("utf-8", "surrogatepass")) > max_sql_bytes:
@@ -401,7 +405,7 @@ class Shadow:
             return result
         texts = [prepare_for_transaction(freeze_clock_literals(s.text, changeset.time))
                  for _, s in to_run]
-        if self._replay_at_once(texts):
+        if self._replay_at_once(texts, while_running):
             result.replayed = len(to_run)
             result.touched = self.take_touched()
             return result
@@ -439,7 +443,9 @@ class Shadow:
             result.touched = self.take_touched()
         return result
 
-    def _replay_at_once(self, texts: Sequence[str]) -> bool:
+    def _replay_at_once(
+        self, texts: Sequence[str], while_running: Callable[[], None] | None = None
+    ) -> bool:
         """Run a changeset's statements, and the session reset, in one round trip.
 
         One simple-query message: BEGIN, the statements, the reset, COMMIT. The
@@ -451,14 +457,30 @@ class Shadow:
         names the failing statement and resets the session with DISCARD ALL.
         Four round trips and more per changeset saved; the reset skips DISCARD
         PLANS, which would make the tracker's triggers re-plan every changeset.
+
+        The message goes out through libpq's asynchronous calls, so that
+        `while_running` runs while the server works; no result is read before.
         """
         script = "BEGIN;\n" + "".join(f"{text}\n;\n" for text in texts) + _RESET_IN_TRANSACTION
         watchdog = self._watchdog
+        pgconn = self.conn.pgconn
+        encoded = script.encode(self.conn.info.encoding)
+        failed = False
         try:
             if watchdog is not None:
                 watchdog.started = time.monotonic()
-            self.conn.execute(script)
-        except psycopg.Error:
+            pgconn.send_query(encoded)
+            try:
+                if while_running is not None:
+                    while_running()
+            finally:
+                failed = not _all_results_ok(pgconn)
+        except psycopg.Error as exc:
+            raise ShadowError(f"the shadow connection is unusable: {exc}") from exc
+        finally:
+            if watchdog is not None:
+                watchdog.started = None
+        if failed:
             if watchdog is not None:
                 watchdog.cancelled = False
             try:
@@ -467,9 +489,6 @@ class Shadow:
             except psycopg.Error as exc:
                 raise ShadowError(f"the shadow connection is unusable: {exc}") from exc
             return False
-        finally:
-            if watchdog is not None:
-                watchdog.started = None
         return True
 
     def _reset_session(self) -> None:
@@ -548,6 +567,23 @@ SELECT (SELECT count(*) FROM pg_catalog.pg_event_trigger
                                                   f.schema, f.name)), '[]')
         FROM files f) AS files
 """
+
+
+def _all_results_ok(pgconn: psycopg.pq.abc.PGconn) -> bool:
+    """Wait for the results of a query sent with send_query; False if one failed.
+
+    A failure ends a simple-query message: the server skips the rest of it.
+    """
+    while True:
+        pgconn.consume_input()
+        if not pgconn.is_busy():
+            break
+        select.select([pgconn.socket], [], [])
+    ok = True
+    while (result := pgconn.get_result()) is not None:
+        if result.status == psycopg.pq.ExecStatus.FATAL_ERROR:
+            ok = False
+    return ok
 
 
 class _Watchdog(threading.Thread):
