@@ -39,11 +39,13 @@ from .restore import load_files
 from .snapshot import (
     DEFAULT_EXCLUDED_SCHEMAS,
     ObjectKey,
+    Prefetched,
     Rendered,
+    install_render_function,
     keys_touched,
     prepare_render_session,
     render_objects,
-    touched_files_sql,
+    touched_render_sql,
 )
 from .state import FileChanges, SnapshotChanges, SnapshotState, diff_files
 
@@ -218,18 +220,18 @@ class _Exporter:
     def excluded(self) -> tuple[str, ...]:
         return (*self.options.exclude_schemas, TRACKER_SCHEMA)
 
-    def render(self, keys: set[ObjectKey] | None = None) -> Rendered:
+    def render(
+        self, keys: set[ObjectKey] | None = None, prefetched: Prefetched | None = None
+    ) -> Rendered:
         """Render on the tool's own connection: it never runs history, so its output
         settings are set once (renders happen after each changeset has committed)."""
         if self.shadow.admin is not None:
             return render_objects(self.shadow.admin, keys, exclude_schemas=self.excluded,
-                                  stable_session=True)
+                                  stable_session=True, prefetched=prefetched)
         return render_objects(self.shadow.conn, keys, exclude_schemas=self.excluded)
 
     def start(self) -> None:
         """Render the shadow as it is and line the writer's tree up with it."""
-        if self.shadow.admin is not None:
-            prepare_render_session(self.shadow.admin)
         _, _ = self.state.apply(self.render())
         self.pending = diff_files(
             self.writer.current_files(), self.state.all_files(), self.writer.blob_id
@@ -245,10 +247,11 @@ class _Exporter:
             changes, files = self.state.apply(self.render())
         else:
             touched = result.touched
-            keys = keys_touched(touched.altered, touched.dropped, touched.files,
+            prefetched = Prefetched.from_json(touched.resolved)
+            keys = keys_touched(touched.altered, touched.dropped, prefetched.files,
                                 self.state.owners)
             keys |= self.state.children_of(keys)
-            rendered = self.render(keys) if keys else Rendered(files={}, owners={})
+            rendered = self.render(keys, prefetched) if keys else Rendered(files={}, owners={})
             changes, files = self.state.apply(rendered, keys)
         if self.options.verify_incremental:
             full = self.render().files
@@ -458,6 +461,18 @@ class _Exporter:
             )
 
 
+def _install_tracker(shadow: Shadow, options: ExportOptions) -> bool:
+    """Track what each changeset touches; its take also renders what was touched."""
+    admin = shadow.admin
+    if admin is None:  # the tool's own connection renders: none, no tracking
+        return False
+    excluded = (*options.exclude_schemas, TRACKER_SCHEMA)
+    return shadow.install_tracker(
+        touched_render_sql(shadow.server_version, TRACKER_SCHEMA, "altered"),
+        setup=lambda: install_render_function(admin, TRACKER_SCHEMA, excluded),
+    )
+
+
 def export_history(
     source: str, repository: str | os.PathLike[str], options: ExportOptions | None = None
 ) -> ExportReport:
@@ -496,8 +511,9 @@ def export_history(
                     f"the shadow runs PostgreSQL {shadow.server_version // 10000}, older than "
                     f"the source's {info.server_version // 10000}: newer syntax may fail to replay"
                 )
-            files_sql = touched_files_sql(shadow.server_version, refs="altered AS r")
-            if options.incremental and not shadow.install_tracker(files_sql):
+            if shadow.admin is not None:
+                prepare_render_session(shadow.admin)
+            if options.incremental and not _install_tracker(shadow, options):
                 report.warnings.append(
                     "the shadow's user may not create event triggers: every change is "
                     "rendered in full (slower, same result)"

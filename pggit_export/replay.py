@@ -250,9 +250,8 @@ class TouchedObjects:
     altered: list[tuple[int, int]] = field(default_factory=list)
     # (catalog, oid, object type, address names) of dropped objects (gone from the catalog)
     dropped: list[tuple[int, int, str, list[str]]] = field(default_factory=list)
-    # (catalog, oid, kind, schema, name): the file of each altered object and of each
-    # object depending on one, as install_tracker's files_sql found them
-    files: list[tuple[int, int, str, str, str]] = field(default_factory=list)
+    # What install_tracker's `resolve_sql` made of the altered objects (parsed json)
+    resolved: Any = None
 
 
 @dataclass(frozen=True)
@@ -326,20 +325,25 @@ class Shadow:
         if self._watchdog is not None:
             self._watchdog.stop()
 
-    def install_tracker(self, files_sql: str) -> bool:
+    def install_tracker(self, resolve_sql: str, setup: Callable[[], None] | None = None) -> bool:
         """Install the event triggers that record what each changeset touches.
 
         Needs a superuser; without one (a --shadow-dsn of a plain user) every
         changeset is rendered in full instead, which is slower but the same.
-        `files_sql` (snapshot.touched_files_sql) runs in the statement that takes
-        the record, reading the altered objects' (classid, objid) from `altered`;
-        its rows come back as TouchedObjects.files (a round trip fewer per changeset).
+        `resolve_sql`, a scalar sub-select (snapshot.touched_render_sql), runs in
+        the statement that takes the record, reading the altered objects'
+        (classid, objid) from `altered`; its value comes back as
+        TouchedObjects.resolved (round trips fewer per changeset). `setup` runs
+        after the tracker is installed, in the same transaction.
         """
-        self._take_sql = _TAKE_TOUCHED_SQL.replace("{files_sql}", files_sql)
+        self._take_sql = _TAKE_TOUCHED_SQL.replace("{resolve_sql}", resolve_sql)
         conn = self.admin or self.conn
         try:
             with conn.transaction():
-                conn.execute(_TRACKER_SQL)
+                conn.execute(_TRACKER_SQL, prepare=False)  # several statements
+                if setup is not None:
+                    setup()
+                    conn.execute("DELETE FROM _pggit_export.touched")  # the setup is no change
         except psycopg.errors.InsufficientPrivilege:
             self.tracking = False
         else:
@@ -359,7 +363,7 @@ class Shadow:
         if row[0] != 2:
             self.tracking = False
             return None
-        touched = TouchedObjects(files=[tuple(f) for f in row[2]])
+        touched = TouchedObjects(resolved=row[2])
         for classid, objid, dropped, object_type, names in row[1]:
             if dropped:
                 touched.dropped.append((classid, objid, object_type, names or []))
@@ -543,7 +547,7 @@ CREATE EVENT TRIGGER _pggit_export_sql_drop ON sql_drop
 """
 
 # Read and clear the record; say whether the triggers are still there (history
-# could drop or disable them); and run the caller's `{files_sql}` over the
+# could drop or disable them); and run the caller's `{resolve_sql}` over the
 # objects altered, in the same statement. The altered objects go through
 # arrays: unnest() tells the planner "about 10 rows", the right order of size,
 # where the table's statistics (empty, or whatever autovacuum last saw) would
@@ -555,17 +559,14 @@ altered AS (
         ARRAY(SELECT classid FROM taken WHERE NOT dropped ORDER BY classid, objid),
         ARRAY(SELECT objid FROM taken WHERE NOT dropped ORDER BY classid, objid)
     ) AS a(classid, objid)
-),
-files AS ({files_sql})
+)
 SELECT (SELECT count(*) FROM pg_catalog.pg_event_trigger
         WHERE evtname IN ('_pggit_export_ddl_command_end', '_pggit_export_sql_drop')
           AND evtenabled <> 'D') AS triggers,
        (SELECT coalesce(json_agg(json_build_array(classid::bigint, objid::bigint, dropped, object_type,
                                                   address_names)), '[]')
         FROM taken) AS touched,
-       (SELECT coalesce(json_agg(json_build_array(f.classid::bigint, f.objid::bigint, f.kind,
-                                                  f.schema, f.name)), '[]')
-        FROM files f) AS files
+       {resolve_sql} AS resolved
 """
 
 

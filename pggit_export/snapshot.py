@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 
 
@@ -880,6 +881,54 @@ _QUERY_KINDS = ("schema", "extension", "table", "view", "sequence", "function", 
 _KINDS_OF_QUERY = {"view": ("view", "matview")}
 
 
+def _query_kind(kind: str) -> str:
+    return "view" if kind == "matview" else kind
+
+
+def _render_sql(query_kind: str, server_version: int, by_key: bool) -> str:
+    """The render query of one kind of object (`_QUERY_KINDS`)."""
+    if query_kind == "schema":
+        return _schemas_sql(by_key)
+    if query_kind == "extension":
+        return _extensions_sql(by_key)
+    if query_kind == "table":
+        return _tables_sql(server_version, by_key)
+    if query_kind == "view":
+        return _views_sql(server_version, by_key)
+    if query_kind == "sequence":
+        return _sequences_sql(by_key)
+    if query_kind == "function":
+        return _functions_sql(by_key)
+    return _types_sql(server_version, by_key)
+
+
+@dataclass
+class Prefetched:
+    """Render rows fetched ahead, with what the tracker found (touched_render_sql)."""
+
+    # What touched_files_sql found: the files of the altered objects and their dependents.
+    files: list[TouchedFile]
+    # Query kind -> the rows its render query returns for those files' keys.
+    rows: dict[str, list[Row]]
+
+    @property
+    def keys(self) -> set[tuple[str, str, str]]:
+        """(query kind, schema, name) of every key asked for, found or not."""
+        return {(_query_kind(kind), schema, name) for _, _, kind, schema, name in self.files}
+
+    @classmethod
+    def from_json(cls, value: Any) -> Prefetched:
+        """Read touched_render_sql's value, as psycopg returns it."""
+        rows: dict[str, list[Row]] = {}
+        for query_kind, row in value["rows"]:
+            # to_json() writes oids as strings; psycopg reads them as int.
+            row["oid"] = int(row["oid"])
+            if row.get("owned"):
+                row["owned"] = [int(oid) for oid in row["owned"]]
+            rows.setdefault(query_kind, []).append(row)
+        return cls(files=[tuple(f) for f in value["files"]], rows=rows)  # type: ignore[misc]
+
+
 @dataclass
 class Rendered:
     """Files rendered from a catalog, and which catalog objects each file holds."""
@@ -906,13 +955,16 @@ def render_objects(
     *,
     exclude_schemas: Collection[str] = DEFAULT_EXCLUDED_SCHEMAS,
     stable_session: bool = False,
+    prefetched: Prefetched | None = None,
 ) -> Rendered:
     """Render the objects `keys` names (None: every user object of the database).
 
     A key whose object does not exist (any more) is simply absent from the
     result. Runs in the caller's transaction (as a savepoint) if there is one.
     With `stable_session`, the connection went through `prepare_render_session`
-    and its settings are left as they are.
+    and its settings are left as they are. The rows of `prefetched` (rendered
+    in the same session and state) stand for their keys: only the other keys
+    are queried.
     """
     version = conn.info.server_version
     files: list[tuple[ObjectKey, str]] = []
@@ -921,12 +973,18 @@ def render_objects(
 
     by_key = keys is not None
 
-    def rows(sql: str, query_kind: str) -> list[Row]:
+    done = prefetched.keys if prefetched is not None and keys is not None else set()
+
+    def rows(query_kind: str) -> list[Row]:
         kinds = _KINDS_OF_QUERY.get(query_kind, (query_kind,))
-        params = {"exclude": list(exclude_schemas), **_key_params(keys, kinds)}
+        ready = prefetched.rows.get(query_kind, []) if done and prefetched else []
+        wanted = keys if not done else [
+            k for k in keys or () if (query_kind, k.schema, k.name) not in done
+        ]
+        params = {"exclude": list(exclude_schemas), **_key_params(wanted, kinds)}
         if params.get("key_schemas") == []:
-            return []  # nothing of this kind asked for: skip the query
-        return _fetch(conn, sql, params)
+            return ready  # nothing (more) of this kind asked for: skip the query
+        return ready + _fetch(conn, _render_sql(query_kind, version, by_key), params)
 
     def own(key: ObjectKey, catalog: int, row: Row) -> None:
         owners[(catalog, row["oid"])] = key
@@ -934,35 +992,35 @@ def render_objects(
             owners[(PG_CLASS, oid)] = key
 
     with nullcontext() if stable_session else _stable_output(conn):
-        schema_rows = rows(_schemas_sql(by_key), "schema")
+        schema_rows = rows("schema")
         for row, (key, text) in zip(schema_rows, _render_schemas(schema_rows)):
             files.append((key, text))
             own(key, PG_NAMESPACE, row)
-        extension_rows = rows(_extensions_sql(by_key), "extension")
+        extension_rows = rows("extension")
         for row, (key, text) in zip(extension_rows, _render_extensions(extension_rows)):
             files.append((key, text))
             own(key, PG_EXTENSION, row)
-        for row in rows(_tables_sql(version, by_key), "table"):
+        for row in rows("table"):
             key = ObjectKey("table", row["schema"], row["name"])
             files.append((key, _render_table(row)))
             own(key, PG_CLASS, row)
             if row["parent_keys"]:
                 parents[key] = [ObjectKey("table", *pair) for pair in row["parent_keys"]]
-        for row in rows(_views_sql(version, by_key), "view"):
+        for row in rows("view"):
             key = ObjectKey("matview" if row["relkind"] == "m" else "view", row["schema"], row["name"])
             files.append((key, _render_view(row)))
             own(key, PG_CLASS, row)
-        for row in rows(_sequences_sql(by_key), "sequence"):
+        for row in rows("sequence"):
             key = ObjectKey("sequence", row["schema"], row["name"])
             files.append((key, _render_sequence(row)))
             own(key, PG_CLASS, row)
         overloads: dict[ObjectKey, list[Row]] = {}
-        for row in rows(_functions_sql(by_key), "function"):
+        for row in rows("function"):
             key = ObjectKey("function", row["schema"], row["name"])
             overloads.setdefault(key, []).append(row)
             own(key, PG_PROC, row)
         files += [(key, _render_functions(group)) for key, group in overloads.items()]
-        for row in rows(_types_sql(version, by_key), "type"):
+        for row in rows("type"):
             key = ObjectKey("type", row["schema"], row["name"])
             files.append((key, _render_type(row)))
             own(key, PG_TYPE, row)
@@ -1148,3 +1206,72 @@ def keys_touched(
         elif object_type == "domain constraint" and len(names) >= 2:
             keys.add(ObjectKey("type", names[0], names[1]))
     return keys
+
+
+# ------------------------------------------- rendering in the tracker's statement
+
+# How a render query names its keys (_objects_from, _schemas_sql).
+_KEYS_FROM_PARAMS = "unnest(%(key_schemas)s::text[], %(key_names)s::text[]) AS k(schema, name)"
+
+
+def install_render_function(
+    conn: psycopg.Connection[Any], schema: str, exclude_schemas: Collection[str]
+) -> None:
+    """Create `schema`.render_keys(kinds, schemas, names): the render queries, in PL/pgSQL.
+
+    It runs, for the kinds of object asked for only, the very queries render_objects
+    runs, and returns (query kind, row as json) rows. touched_render_sql calls it in
+    the statement that takes what a changeset touched, so that the objects it
+    touched come back rendered with it: a round trip, a statement and its
+    transaction fewer per changeset. Only the connection's own user may call it.
+    Rendered in the calling session's settings (prepare_render_session).
+    """
+    version = conn.info.server_version
+    branches = []
+    for query_kind in _QUERY_KINDS:
+        kinds = _KINDS_OF_QUERY.get(query_kind, (query_kind,))
+        kind_list = ", ".join(f"'{kind}'" for kind in kinds)
+        query = _render_sql(query_kind, version, by_key=True)
+        assert _KEYS_FROM_PARAMS in query
+        query = query.replace(_KEYS_FROM_PARAMS, f"""(
+            SELECT DISTINCT w.schema, w.name
+            FROM unnest(p_kinds, p_schemas, p_names) AS w(kind, schema, name)
+            WHERE w.kind IN ({kind_list})) AS k""").replace("%(exclude)s", "p_exclude")
+        branches.append(f"""
+    IF p_kinds && ARRAY[{kind_list}] THEN
+        RETURN QUERY SELECT '{query_kind}'::text, to_json(r) FROM ({query}) r;
+    END IF;""")
+    function = sql.Identifier(schema, "render_keys")
+    exclude = sql.Literal(list(exclude_schemas)).as_string(conn)
+    body = f"DECLARE p_exclude constant text[] := {exclude};\nBEGIN" + "".join(branches) + "\nEND"
+    conn.execute(sql.SQL(
+        "CREATE OR REPLACE FUNCTION {}(p_kinds text[], p_schemas text[], p_names text[])\n"
+        "RETURNS TABLE (out_kind text, out_row json) LANGUAGE plpgsql AS {}"
+    ).format(function, sql.Literal(body)), prepare=False)
+    conn.execute(sql.SQL("REVOKE ALL ON FUNCTION {}(text[], text[], text[]) FROM PUBLIC").format(
+        function), prepare=False)
+
+
+def touched_render_sql(server_version: int, schema: str, altered: str) -> str:
+    """SQL (a scalar sub-select) of one json value: the files of the objects in
+    `altered` (a relation of (classid, objid)) and their dependents, and their rows
+    rendered by `schema`.render_keys (install_render_function). Prefetched.from_json
+    reads it.
+    """
+    files = touched_files_sql(server_version, refs=f"{altered} AS r")
+    render_keys = sql.Identifier(schema, "render_keys").as_string(None)
+    return f"""(
+    WITH files AS ({files}),
+    wanted AS (
+        SELECT array_agg(kind ORDER BY kind, schema, name) AS kinds,
+               array_agg(schema ORDER BY kind, schema, name) AS schemas,
+               array_agg(name ORDER BY kind, schema, name) AS names
+        FROM (SELECT DISTINCT kind, schema, name FROM files) d
+    )
+    SELECT json_build_object(
+        'files', (SELECT coalesce(json_agg(json_build_array(
+                             f.classid::bigint, f.objid::bigint, f.kind, f.schema, f.name)), '[]')
+                  FROM files f),
+        'rows', (SELECT coalesce(json_agg(json_build_array(x.out_kind, x.out_row)), '[]')
+                 FROM wanted, LATERAL {render_keys}(wanted.kinds, wanted.schemas, wanted.names) x
+                 WHERE wanted.kinds IS NOT NULL)))"""

@@ -8,7 +8,15 @@ import psycopg
 import pytest
 
 from pggit_export.restore import load_files, split_statements
-from pggit_export.snapshot import ObjectKey, Snapshot, render_snapshot
+from pggit_export.snapshot import (
+    ObjectKey,
+    Prefetched,
+    Snapshot,
+    install_render_function,
+    prepare_render_session,
+    render_objects,
+    render_snapshot,
+)
 
 MakeDatabase = Callable[[], str]
 
@@ -598,6 +606,35 @@ def test_round_trip(make_database: MakeDatabase) -> None:
         assert result.passes > 1
         assert result.statements == sum(len(split_statements(text)) for text in files.values())
     assert snapshot_of(target) == snapshot
+
+
+def test_render_function_returns_what_the_render_queries_return(
+    make_database: MakeDatabase,
+) -> None:
+    """The export renders what a changeset touched in the tracker's statement, with
+    the render queries wrapped in PL/pgSQL: those rows must render exactly like the
+    queries' own (same files, same catalog owners, same parents)."""
+    dsn = make_database()
+    run(dsn, "CREATE EXTENSION btree_gist", RICH_SCHEMA, "CREATE SCHEMA tool")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        prepare_render_session(conn)
+        install_render_function(conn, "tool", ["tool"])
+        queried = render_objects(conn, exclude_schemas=["tool"], stable_session=True)
+        keys = sorted(queried.files)
+        assert len(keys) > 20
+        rows = conn.execute(
+            "SELECT out_kind, out_row FROM tool.render_keys(%s, %s, %s)",
+            ([k.kind for k in keys], [k.schema for k in keys], [k.name for k in keys]),
+        ).fetchall()
+        value = {"files": [[0, 0, k.kind, k.schema, k.name] for k in keys], "rows": rows}
+        prefetched = Prefetched.from_json(value)
+        assert sum(len(rows) for rows in prefetched.rows.values()) >= len(keys)
+        from_function = render_objects(
+            conn, keys, exclude_schemas=["tool"], stable_session=True, prefetched=prefetched
+        )
+    assert from_function.files == queried.files
+    assert from_function.owners == queried.owners
+    assert from_function.parents == queried.parents
 
 
 # ------------------------------------------------------------------------ loader
