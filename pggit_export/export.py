@@ -251,7 +251,16 @@ class _Exporter:
             keys = keys_touched(touched.altered, touched.dropped, prefetched.files,
                                 self.state.owners)
             keys |= self.state.children_of(keys)
-            rendered = self.render(keys, prefetched) if keys else Rendered(files={}, owners={})
+            # What the take rendered, and files whose every object was dropped (a new
+            # object taking the name would have been rendered), need no more queries.
+            dropped = {(classid, objid) for classid, objid, _, _ in touched.dropped}
+            to_render = {
+                key for key in keys
+                if prefetched.covers(key) or not self.state.dropped_whole(key, dropped)
+            }
+            rendered = (
+                self.render(to_render, prefetched) if to_render else Rendered(files={}, owners={})
+            )
             changes, files = self.state.apply(rendered, keys)
         if self.options.verify_incremental:
             full = self.render().files

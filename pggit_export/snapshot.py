@@ -910,11 +910,15 @@ class Prefetched:
     files: list[TouchedFile]
     # Query kind -> the rows its render query returns for those files' keys.
     rows: dict[str, list[Row]]
+    # (query kind, schema, name) of every key asked for, found or not
+    asked: set[tuple[str, str, str]] = field(init=False)
 
-    @property
-    def keys(self) -> set[tuple[str, str, str]]:
-        """(query kind, schema, name) of every key asked for, found or not."""
-        return {(_query_kind(kind), schema, name) for _, _, kind, schema, name in self.files}
+    def __post_init__(self) -> None:
+        self.asked = {(_query_kind(kind), schema, name) for _, _, kind, schema, name in self.files}
+
+    def covers(self, key: ObjectKey) -> bool:
+        """Whether `key` was rendered (or found missing) ahead."""
+        return (_query_kind(key.kind), key.schema, key.name) in self.asked
 
     @classmethod
     def from_json(cls, value: Any) -> Prefetched:
@@ -973,14 +977,12 @@ def render_objects(
 
     by_key = keys is not None
 
-    done = prefetched.keys if prefetched is not None and keys is not None else set()
+    ahead = prefetched if prefetched is not None and keys is not None else None
 
     def rows(query_kind: str) -> list[Row]:
         kinds = _KINDS_OF_QUERY.get(query_kind, (query_kind,))
-        ready = prefetched.rows.get(query_kind, []) if done and prefetched else []
-        wanted = keys if not done else [
-            k for k in keys or () if (query_kind, k.schema, k.name) not in done
-        ]
+        ready = ahead.rows.get(query_kind, []) if ahead else []
+        wanted = [k for k in keys or () if not ahead.covers(k)] if ahead else keys
         params = {"exclude": list(exclude_schemas), **_key_params(wanted, kinds)}
         if params.get("key_schemas") == []:
             return ready  # nothing (more) of this kind asked for: skip the query

@@ -49,6 +49,13 @@ class SnapshotState:
         """Partitions and inheritance children the last render saw under `keys`."""
         return {child for key in keys for child in self._children.get(key, ())}
 
+    def dropped_whole(self, key: ObjectKey, dropped: Collection[CatalogRef]) -> bool:
+        """Whether every catalog object the last render put in `key`'s file (the
+        object, its indexes and owned sequences, a function's overloads) is in
+        `dropped`: then the file is gone, unless something new took its name."""
+        owned = self._owned.get(key, set())
+        return bool(owned) and all(ref in dropped for ref in owned)
+
     def apply(
         self, rendered: Rendered, keys: Collection[ObjectKey] | None = None
     ) -> tuple[SnapshotChanges, FileChanges]:

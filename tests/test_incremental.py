@@ -117,3 +117,26 @@ def test_history_that_drops_the_tracker_still_exports(
     assert git(tmp_path / "repo", "ls-tree", "-r", "--name-only", "main").split() == [
         "public/_schema.sql", "public/a.sql", "public/b.sql",
     ]
+
+
+def test_history_may_not_call_or_drop_the_render_function(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    # The take statement renders through _pggit_export.render_keys, run by the tool's
+    # own user: the replayed history may neither run it nor remove it.
+    source = make_source(make_database(), [
+        Change("CREATE TABLE a (id int);", at(1)),
+        Change("SELECT * FROM _pggit_export.render_keys('{table}', '{public}', '{a}');", at(2)),
+        Change("DROP FUNCTION _pggit_export.render_keys(text[], text[], text[]);", at(3)),
+        Change("CREATE TABLE b (id int);", at(4)),
+    ])
+    report = export_history(
+        source, tmp_path / "repo", ExportOptions(shadow_dsn=pg_admin_dsn, verify_incremental=True),
+    )
+    assert report.incremental
+    assert [f.history_ids for f in report.failed] == [[2], [3]]
+    assert "permission denied for function render_keys" in (report.failed[0].error or "")
+    assert "must be owner of function" in (report.failed[1].error or "")
+    assert git(tmp_path / "repo", "ls-tree", "-r", "--name-only", "main").split() == [
+        "public/_schema.sql", "public/a.sql", "public/b.sql",
+    ]
