@@ -251,12 +251,15 @@ class _Exporter:
             keys = keys_touched(touched.altered, touched.dropped, prefetched.files,
                                 self.state.owners)
             keys |= self.state.children_of(keys)
-            # What the take rendered, and files whose every object was dropped (a new
-            # object taking the name would have been rendered), need no more queries.
+            # Beyond what the take rendered, only files that exist and keep an object
+            # need a query: a new object, or one renamed or moved into a name, is
+            # reported and so rendered by the take. (Dropped parts of a relation name
+            # all three relation kinds, of which one at most exists.)
             dropped = {(classid, objid) for classid, objid, _, _ in touched.dropped}
             to_render = {
                 key for key in keys
-                if prefetched.covers(key) or not self.state.dropped_whole(key, dropped)
+                if prefetched.covers(key)
+                or (key in self.state.files and not self.state.dropped_whole(key, dropped))
             }
             rendered = (
                 self.render(to_render, prefetched) if to_render else Rendered(files={}, owners={})
