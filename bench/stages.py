@@ -33,13 +33,14 @@ sys.path.insert(0, str(BENCH.parent))
 STAGES = [
     ("split statements", "pggit_export.replay", None, "split_statements"),
     ("replay (one message per changeset)", "pggit_export.replay", "Shadow", "_replay_at_once"),
-    ("take touched objects + their files", "pggit_export.replay", "Shadow", "take_touched"),
+    # The previous changeset's commit is written while the server runs the replay.
+    ("  in it: commit message", "pggit_export.export", None, "build_message"),
+    ("  in it: git objects", "pggit_export.gitwriter", "GitWriter", "write_commit"),
+    ("take + files + render (one statement)", "pggit_export.replay", "Shadow", "take_touched"),
     ("keys touched (owners, drops)", "pggit_export.export", None, "keys_touched"),
-    ("render touched objects", "pggit_export.export", None, "render_objects"),
+    ("render the keys the take missed", "pggit_export.export", None, "render_objects"),
     ("  of which catalog queries", "pggit_export.snapshot", None, "_fetch"),
     ("snapshot state", "pggit_export.state", "SnapshotState", "apply"),
-    ("commit message", "pggit_export.export", None, "build_message"),
-    ("git objects (pack writing overlaps)", "pggit_export.gitwriter", "GitWriter", "write_commit"),
 ]
 
 
@@ -107,11 +108,11 @@ def main(argv: list[str] | None = None) -> None:
               f"= {seconds / floor.seconds:.2f}x floor{note}; "
               f"{report.commits_written} commits, {len(report.failed)} failed")
         if profiler is None:
-            print("\nstage                                  ms/changeset")
+            print("\nstage                                    ms/changeset")
             for label, *_ in STAGES:
-                print(f"  {label:36} {totals[label] * 1000 / count:8.3f}")
+                print(f"  {label:38} {totals[label] * 1000 / count:8.3f}")
             top_level = sum(v for k, v in totals.items() if not k.startswith(" "))
-            print(f"  {'everything else (reader, loop, ...)':36} "
+            print(f"  {'everything else (reader, loop, ...)':38} "
                   f"{(seconds - top_level) * 1000 / count:8.3f}")
         else:
             stats = pstats.Stats(profiler)
