@@ -243,37 +243,56 @@ class _Exporter:
             )
 
     def render_after(self, result: ReplayResult) -> tuple[SnapshotChanges, FileChanges]:
+        """Render what `result` touched into the state; its changes, as objects and files."""
+        return self.render_later(result)()
+
+    def render_later(
+        self, result: ReplayResult
+    ) -> Callable[[], tuple[SnapshotChanges, FileChanges]]:
+        """Render what `result` touched: what needs the shadow as it is now runs now,
+        and the rest (rendering the rows the take fetched, folding them into the
+        state) is returned, to be run before the next changeset's take: while the
+        next changeset replays (export_changeset).
+        """
         if result.touched is None:  # no change tracking: render everything
-            changes, files = self.state.apply(self.render())
-        else:
-            touched = result.touched
-            prefetched = Prefetched.from_json(touched.resolved)
-            keys = keys_touched(touched.altered, touched.dropped, prefetched.files,
-                                self.state.owners)
-            keys |= self.state.children_of(keys)
-            # Beyond what the take rendered, only files that exist and keep an object
-            # need a query: a new object, or one renamed or moved into a name, is
-            # reported and so rendered by the take. (Dropped parts of a relation name
-            # all three relation kinds, of which one at most exists.)
-            dropped = {(classid, objid) for classid, objid, _, _ in touched.dropped}
-            to_render = {
-                key for key in keys
-                if prefetched.covers(key)
-                or (key in self.state.files and not self.state.dropped_whole(key, dropped))
-            }
-            rendered = (
-                self.render(to_render, prefetched) if to_render else Rendered(files={}, owners={})
-            )
-            changes, files = self.state.apply(rendered, keys)
+            done = self.state.apply(self.render())
+            self.verify_state()
+            return lambda: done
+        touched = result.touched
+        prefetched = Prefetched.from_json(touched.resolved)
+        keys = keys_touched(touched.altered, touched.dropped, prefetched.files,
+                            self.state.owners)
+        keys |= self.state.children_of(keys)
+        # Beyond what the take rendered, only files that exist and keep an object
+        # need a query: a new object, or one renamed or moved into a name, is
+        # reported and so rendered by the take. (Dropped parts of a relation name
+        # all three relation kinds, of which one at most exists.)
+        dropped = {(classid, objid) for classid, objid, _, _ in touched.dropped}
+        to_render = {
+            key for key in keys
+            if prefetched.covers(key)
+            or (key in self.state.files and not self.state.dropped_whole(key, dropped))
+        }
         if self.options.verify_incremental:
-            full = self.render().files
-            if full != self.state.files:
-                wrong = sorted(
-                    k for k in set(full) | set(self.state.files)
-                    if full.get(k) != self.state.files.get(k)
-                )
-                raise IncrementalRenderError(f"incremental snapshot differs for {wrong}")
-        return changes, files
+            done = self.state.apply(self.render(to_render, prefetched), keys)
+            self.verify_state()
+            return lambda: done
+        if all(prefetched.covers(key) for key in to_render):  # no query left to make
+            return lambda: self.state.apply(self.render(to_render, prefetched), keys)
+        rendered = self.render(to_render, prefetched)
+        return lambda: self.state.apply(rendered, keys)
+
+    def verify_state(self) -> None:
+        """With verify_incremental: fail unless the state equals a full render."""
+        if not self.options.verify_incremental:
+            return
+        full = self.render().files
+        if full != self.state.files:
+            wrong = sorted(
+                k for k in set(full) | set(self.state.files)
+                if full.get(k) != self.state.files.get(k)
+            )
+            raise IncrementalRenderError(f"incremental snapshot differs for {wrong}")
 
     def replay_with_repairs(self, changeset: Changeset) -> tuple[ReplayResult, list[Repair]]:
         """Replay; while it fails and repairs apply, repair and retry (bounded)."""
@@ -396,8 +415,7 @@ class _Exporter:
         """
         options, report = self.options, self.report
         skipped_reason = None
-        changes: SnapshotChanges = SnapshotChanges()
-        files: FileChanges = {}
+        rendered: Callable[[], tuple[SnapshotChanges, FileChanges]] = _nothing_rendered
         repairs: list[Repair] = []
         self.last_time = changeset.time
         if _excluded_only(changeset, options.exclude_schemas):
@@ -422,14 +440,11 @@ class _Exporter:
             if result.failure is not None and any(not r.override for r in repairs):
                 # The repairs changed the shadow even though the changeset still fails.
                 result.touched = self.shadow.take_touched()
-                changes, files = self.render_after(result)
+                rendered = self.render_later(result)
             elif result.ok and (result.replayed or repairs):
-                changes, files = self.render_after(result)
-        if self.pending:
-            files = {**self.pending, **files}
-            self.pending = {}
+                rendered = self.render_later(result)
         self.unwritten = functools.partial(
-            self.write_changeset, changeset, result, changes, files, repairs, skipped_reason
+            self.write_changeset, changeset, result, rendered, repairs, skipped_reason
         )
         return True
 
@@ -437,13 +452,19 @@ class _Exporter:
         self,
         changeset: Changeset,
         result: ReplayResult,
-        changes: SnapshotChanges,
-        files: FileChanges,
+        rendered: Callable[[], tuple[SnapshotChanges, FileChanges]],
         repairs: list[Repair],
         skipped_reason: str | None,
     ) -> None:
-        """Commit one replayed changeset, and account for its rows in the report."""
+        """Commit one replayed changeset, and account for its rows in the report.
+
+        `rendered` finishes the render of the snapshot after it (render_later).
+        """
         report = self.report
+        changes, files = rendered()
+        if self.pending:
+            files = {**self.pending, **files}
+            self.pending = {}
         author, author_missing, author_note = _author(changeset, self.options)
         message = build_message(
             changeset, result, changes, skipped_reason=skipped_reason,
@@ -471,6 +492,10 @@ class _Exporter:
             report.refused_statements.append(
                 ReportedChangeset(ids, commit_id, statement.action.value, _excerpt(statement.text))
             )
+
+
+def _nothing_rendered() -> tuple[SnapshotChanges, FileChanges]:
+    return SnapshotChanges(), {}
 
 
 def _install_tracker(shadow: Shadow, options: ExportOptions) -> bool:

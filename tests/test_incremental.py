@@ -78,6 +78,9 @@ def test_awkward_changes_render_incrementally_like_a_full_render(
     )
     assert not full.incremental
     assert report.head == full.head
+    # Without the check after each changeset, rendering finishes while the next replays.
+    plain = export_history(source, tmp_path / "plain", ExportOptions(shadow_dsn=pg_admin_dsn))
+    assert plain.incremental and plain.head == full.head
     git(tmp_path / "repo", "fsck", "--strict")
 
 
