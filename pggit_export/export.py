@@ -218,7 +218,7 @@ class _Exporter:
 
     @property
     def excluded(self) -> tuple[str, ...]:
-        return (*self.options.exclude_schemas, TRACKER_SCHEMA)
+        return _excluded(self.options)
 
     def render(
         self, keys: set[ObjectKey] | None = None, prefetched: Prefetched | None = None
@@ -503,11 +503,15 @@ def _install_tracker(shadow: Shadow, options: ExportOptions) -> bool:
     admin = shadow.admin
     if admin is None:  # the tool's own connection renders: none, no tracking
         return False
-    excluded = (*options.exclude_schemas, TRACKER_SCHEMA)
     return shadow.install_tracker(
         touched_render_sql(shadow.server_version, TRACKER_SCHEMA, "altered"),
-        setup=lambda: install_render_function(admin, TRACKER_SCHEMA, excluded),
+        setup=lambda: install_render_function(admin, TRACKER_SCHEMA, _excluded(options)),
     )
+
+
+def _excluded(options: ExportOptions) -> tuple[str, ...]:
+    """Schemas no snapshot renders: the user's exclusions and the tracker's own."""
+    return (*options.exclude_schemas, TRACKER_SCHEMA)
 
 
 def export_history(

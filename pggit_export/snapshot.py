@@ -85,6 +85,10 @@ def _not_extension_member(catalog: str, oid: str) -> str:
           AND e.objid = {oid} AND e.deptype = 'e')"""
 
 
+# How a render query by key names its keys (install_render_function replaces it).
+_KEYS_FROM_PARAMS = "unnest(%(key_schemas)s::text[], %(key_names)s::text[]) AS k(schema, name)"
+
+
 def _objects_from(catalog: str, alias: str, namespace_column: str, name_column: str,
                   by_key: bool) -> str:
     """The FROM clause of a render query: a catalog's rows `alias` and their schema `n`.
@@ -100,7 +104,7 @@ def _objects_from(catalog: str, alias: str, namespace_column: str, name_column: 
     if not by_key:
         return f"""FROM pg_catalog.{catalog} {alias}
 JOIN pg_catalog.pg_namespace n ON n.oid = {alias}.{namespace_column}"""
-    return f"""FROM unnest(%(key_schemas)s::text[], %(key_names)s::text[]) AS k(schema, name)
+    return f"""FROM {_KEYS_FROM_PARAMS}
 JOIN pg_catalog.pg_namespace n ON n.nspname = k.schema
 JOIN pg_catalog.{catalog} {alias}
   ON {alias}.{namespace_column} = n.oid AND {alias}.{name_column} = k.name"""
@@ -108,7 +112,7 @@ JOIN pg_catalog.{catalog} {alias}
 
 def _schemas_sql(by_key: bool) -> str:
     scope = (
-        "FROM unnest(%(key_schemas)s::text[], %(key_names)s::text[]) AS k(schema, name)\n"
+        f"FROM {_KEYS_FROM_PARAMS}\n"
         "JOIN pg_catalog.pg_namespace n ON n.nspname = k.schema"
         if by_key else "FROM pg_catalog.pg_namespace n"
     )
@@ -882,7 +886,8 @@ _KINDS_OF_QUERY = {"view": ("view", "matview")}
 
 
 def _query_kind(kind: str) -> str:
-    return "view" if kind == "matview" else kind
+    """The render query (`_QUERY_KINDS`) that renders objects of `kind`."""
+    return next((query for query, kinds in _KINDS_OF_QUERY.items() if kind in kinds), kind)
 
 
 def _render_sql(query_kind: str, server_version: int, by_key: bool) -> str:
@@ -1211,10 +1216,6 @@ def keys_touched(
 
 
 # ------------------------------------------- rendering in the tracker's statement
-
-# How a render query names its keys (_objects_from, _schemas_sql).
-_KEYS_FROM_PARAMS = "unnest(%(key_schemas)s::text[], %(key_names)s::text[]) AS k(schema, name)"
-
 
 def install_render_function(
     conn: psycopg.Connection[Any], schema: str, exclude_schemas: Collection[str]
