@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import os
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,13 @@ from .replay import (
     DEFAULT_STATEMENT_TIMEOUT,
     TRACKER_SCHEMA,
     Action,
+    LockConflict,
     ReplayResult,
     Shadow,
+    identifiers,
+    locks_a_view,
     open_shadow,
+    relations_locked_exclusive,
     split_statements,
 )
 from .restore import load_files
@@ -215,6 +220,10 @@ class _Exporter:
     last_time: dt.datetime | None = None
     # The last changeset's commit, written while the next one replays (finish_commit).
     unwritten: Callable[[], None] | None = None
+    # The last changeset replayed and committed whose record is not taken yet:
+    # its take runs beside the next changeset's replay (take_alongside).
+    untaken: tuple[Changeset, ReplayResult, list[Repair]] | None = None
+    rendering_beside: bool = False  # render queries run beside a replay (take_alongside)
 
     @property
     def excluded(self) -> tuple[str, ...]:
@@ -224,11 +233,15 @@ class _Exporter:
         self, keys: set[ObjectKey] | None = None, prefetched: Prefetched | None = None
     ) -> Rendered:
         """Render on the tool's own connection: it never runs history, so its output
-        settings are set once (renders happen after each changeset has committed)."""
-        if self.shadow.admin is not None:
-            return render_objects(self.shadow.admin, keys, exclude_schemas=self.excluded,
+        settings are set once. Beside a replay (rendering_beside), the queries run
+        in a transaction that will not wait for the replay's locks."""
+        admin = self.shadow.admin
+        if admin is None:
+            return render_objects(self.shadow.conn, keys, exclude_schemas=self.excluded)
+        queries = not (prefetched and keys is not None and all(map(prefetched.covers, keys)))
+        with self.shadow.beside() if self.rendering_beside and queries else nullcontext():
+            return render_objects(admin, keys, exclude_schemas=self.excluded,
                                   stable_session=True, prefetched=prefetched)
-        return render_objects(self.shadow.conn, keys, exclude_schemas=self.excluded)
 
     def start(self) -> None:
         """Render the shadow as it is and line the writer's tree up with it."""
@@ -294,15 +307,75 @@ class _Exporter:
             )
             raise IncrementalRenderError(f"incremental snapshot differs for {wrong}")
 
+    def take_alongside(self) -> None:
+        """Take and render the untaken changeset while the next one replays, not
+        yet committed (replay's hold_commit), and write the commit before it.
+
+        Raises LockConflict when the take or a render query needed a lock the
+        replaying changeset holds (a view over a table it alters): catch_up
+        finishes the work once that changeset is rolled back.
+        """
+        assert self.untaken is not None
+        changeset, result, repairs = self.untaken
+        self.shadow.send_take()
+        self.finish_commit()
+        result.touched = self.shadow.receive_take()
+        result.untaken = False
+        self.rendering_beside = True
+        try:
+            rendered = self.render_later(result)
+        except psycopg.errors.LockNotAvailable as exc:
+            raise LockConflict(f"a render beside the next changeset: {exc}") from exc
+        finally:
+            self.rendering_beside = False
+        self.untaken = None
+        self.unwritten = functools.partial(
+            self.write_changeset, changeset, result, rendered, repairs, None
+        )
+
+    def catch_up(self) -> None:
+        """Take (unless taken) and render the untaken changeset now, with nothing
+        running beside."""
+        if self.untaken is None:
+            return
+        changeset, result, repairs = self.untaken
+        self.untaken = None
+        self.finish_commit()
+        if result.untaken:
+            result.touched = self.shadow.take_touched()
+            result.untaken = False
+        rendered = self.render_later(result)
+        self.unwritten = functools.partial(
+            self.write_changeset, changeset, result, rendered, repairs, None
+        )
+
+    def replay_first(self, changeset: Changeset) -> ReplayResult:
+        """Replay a changeset the first time: beside the untaken one's take, if
+        there is one; its own take is left to the next (defer_take)."""
+        options = self.options
+        defer_take = self.shadow.tracking and not options.verify_incremental
+        if self.untaken is not None and _may_lock_out(changeset, self.untaken[0]):
+            self.catch_up()  # cheaper than a LockConflict
+        if self.untaken is not None:
+            try:
+                return self.shadow.replay(
+                    changeset, max_sql_bytes=options.max_sql_bytes,
+                    while_running=self.take_alongside, hold_commit=True, defer_take=defer_take,
+                )
+            except LockConflict:
+                self.catch_up()  # and replay it again, as if nothing were untaken
+        return self.shadow.replay(
+            changeset, max_sql_bytes=options.max_sql_bytes,
+            while_running=self.finish_commit, defer_take=defer_take,
+        )
+
     def replay_with_repairs(self, changeset: Changeset) -> tuple[ReplayResult, list[Repair]]:
         """Replay; while it fails and repairs apply, repair and retry (bounded)."""
         overrides: dict[int, str | None] = {}
         repairs: list[Repair] = []
         seen: set[tuple[str | None, str, int]] = set()
-        result = self.shadow.replay(
-            changeset, max_sql_bytes=self.options.max_sql_bytes, while_running=self.finish_commit
-        )
-        self.finish_commit()  # if the replay did not get as far as running anything
+        result = self.replay_first(changeset)
+        self.catch_up()  # if the replay did not get as far as running anything
         for _ in range(MAX_ROUNDS):
             failure = result.failure
             if failure is None or self.healer is None:
@@ -419,7 +492,7 @@ class _Exporter:
         repairs: list[Repair] = []
         self.last_time = changeset.time
         if _excluded_only(changeset, options.exclude_schemas):
-            self.finish_commit()
+            self.catch_up()
             skipped_reason = "pgGit's own objects (schema " + ", ".join(
                 sorted({row.schema_name or "" for row in changeset.rows})
             ) + ")"
@@ -441,8 +514,12 @@ class _Exporter:
                 # The repairs changed the shadow even though the changeset still fails.
                 result.touched = self.shadow.take_touched()
                 rendered = self.render_later(result)
+            elif result.untaken:  # taken beside the next changeset (take_alongside)
+                self.untaken = (changeset, result, repairs)
+                return True
             elif result.ok and (result.replayed or repairs):
                 rendered = self.render_later(result)
+        self.finish_commit()  # the commit before, if its take ran beside this replay
         self.unwritten = functools.partial(
             self.write_changeset, changeset, result, rendered, repairs, skipped_reason
         )
@@ -492,6 +569,22 @@ class _Exporter:
             report.refused_statements.append(
                 ReportedChangeset(ids, commit_id, statement.action.value, _excerpt(statement.text))
             )
+
+
+def _may_lock_out(changeset: Changeset, before: Changeset) -> bool:
+    """Whether `changeset` likely locks ACCESS EXCLUSIVE a relation that the take
+    of `before` will render (or a view's render will read): a take beside its
+    replay would then end in a LockConflict, which costs a replay more than
+    taking first. A guess from the texts: it alters, drops or replaces a
+    relation that `before`'s text names, or a view (which the take renders if
+    `before` altered a relation under it) after `before` altered a relation."""
+    text, before_text = changeset.sql or "", before.sql or ""
+    locked = relations_locked_exclusive(text)
+    if not locked:
+        return False
+    if not locked.isdisjoint(identifiers(before_text)):
+        return True
+    return locks_a_view(text) and bool(relations_locked_exclusive(before_text))
 
 
 def _nothing_rendered() -> tuple[SnapshotChanges, FileChanges]:
@@ -588,6 +681,7 @@ def export_history(
                 report.rows_exported += len(changeset.rows)
                 if options.progress:
                     options.progress(changesets_done, report.rows_exported, info.history_rows)
+            exporter.catch_up()
             exporter.finish_commit()
             if options.reconcile and not report.stopped_early:
                 exporter.reconcile(reader.conn)

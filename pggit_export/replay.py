@@ -18,6 +18,7 @@ changeset (see docs/ARCHITECTURE.md, "Replay policy"):
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import secrets
 import select
@@ -42,6 +43,15 @@ from .sqlsplit import split as split_sql
 
 class ShadowError(RuntimeError):
     """The shadow database could not be created or used."""
+
+
+class LockConflict(RuntimeError):
+    """Work beside a changeset's replay needed a lock that the changeset holds.
+
+    The work (the previous changeset's take) must see the shadow as it was
+    before the changeset, so it may not wait for the changeset's commit, which
+    waits for it: it gave up instead, and the changeset was rolled back.
+    """
 
 
 class Action(Enum):
@@ -145,6 +155,64 @@ def classify(text: str) -> Action:
     if first in _MAINTENANCE:
         return Action.SKIP_MAINTENANCE
     return Action.REPLAY
+
+
+# Which relations a text's statements lock ACCESS EXCLUSIVE, roughly: a heuristic
+# (see relations_locked_exclusive), so plain patterns over the whole text.
+_NAME = r'(?:"(?:[^"]|"")+"|[A-Za-z_][\w$]*)'
+_QUALIFIED = rf"{_NAME}(?:\s*\.\s*{_NAME})*"
+_EXCLUSIVE_STATEMENT = re.compile(
+    r"(?:^|;)\s*(?:--[^\n]*\n\s*)*"
+    r"(?:(?:ALTER|DROP)\s+(?:TABLE|VIEW|MATERIALIZED\s+VIEW|INDEX|SEQUENCE|FOREIGN\s+TABLE)"
+    r"|CREATE\s+OR\s+REPLACE\s+(?:VIEW|RULE)|CREATE\s+(?:RULE|POLICY)"
+    r"|(?:DROP|ALTER)\s+(?:POLICY|TRIGGER|RULE)"
+    r"|TRUNCATE(?:\s+TABLE)?|REFRESH\s+MATERIALIZED\s+VIEW|LOCK(?:\s+TABLE)?|CLUSTER"
+    r"|REINDEX\s+(?:TABLE|INDEX))\b"
+    r"(?:\s+IF\s+EXISTS|\s+ONLY|\s+CONCURRENTLY)*\s+"
+    rf"(?P<names>{_QUALIFIED}(?:\s*,\s*{_QUALIFIED})*)"
+    rf"(?:[^;]*?\b(?:ON\s+(?:SELECT|INSERT|UPDATE|DELETE)\s+TO|ON|TO)\s+(?P<on>{_QUALIFIED}))?",
+    re.I,
+)
+_IDENTIFIER = re.compile(_NAME)
+
+
+def _name_key(name: str) -> str:
+    """A name as the catalog spells it: quoted as is, unquoted folded to lower case."""
+    if name.startswith('"'):
+        return name[1:-1].replace('""', '"')
+    return name.lower()
+
+
+def relations_locked_exclusive(text: str) -> set[str]:
+    """The names (last part, catalog spelling) of the relations that the text's
+    ALTER TABLE, DROP VIEW, CREATE OR REPLACE VIEW, TRUNCATE and the like name:
+    what they lock ACCESS EXCLUSIVE. A heuristic over the text, for deciding
+    whether to run a take beside the text's replay; never used for correctness."""
+    found = set()
+    for match in _EXCLUSIVE_STATEMENT.finditer(text):
+        for group in (match["names"], match["on"]):
+            for qualified in (group or "").split(","):
+                parts = _IDENTIFIER.findall(qualified)
+                if parts:
+                    found.add(_name_key(parts[-1]))
+    return found
+
+
+_VIEW_STATEMENT = re.compile(
+    r"(?:^|;)\s*(?:--[^\n]*\n\s*)*(?:(?:ALTER|DROP)\s+(?:MATERIALIZED\s+)?VIEW"
+    r"|CREATE\s+OR\s+REPLACE\s+VIEW|REFRESH\s+MATERIALIZED\s+VIEW)\b",
+    re.I,
+)
+
+
+def locks_a_view(text: str) -> bool:
+    """Whether the text alters, drops, replaces or refreshes a view (heuristic)."""
+    return _VIEW_STATEMENT.search(text) is not None
+
+
+def identifiers(text: str) -> set[str]:
+    """Every word of the text that could be a name, in catalog spelling."""
+    return {_name_key(word) for word in _IDENTIFIER.findall(text)}
 
 
 def split_statements(text: str) -> list[Statement]:
@@ -281,6 +349,9 @@ class ReplayResult:
     refused: list[Statement] = field(default_factory=list)
     # What the changeset's DDL touched; None when the shadow cannot track it.
     touched: TouchedObjects | None = None
+    # True when the record of what it touched is still to be taken: by the
+    # caller, with send_take / receive_take beside the next changeset's replay.
+    untaken: bool = False
 
     @property
     def ok(self) -> bool:
@@ -348,6 +419,8 @@ class Shadow:
             self.tracking = False
         else:
             self.tracking = True
+            # For send_take, which sends it by name in a simple-query message.
+            self._prepare_take()
         return self.tracking
 
     def take_touched(self) -> TouchedObjects | None:
@@ -360,16 +433,85 @@ class Shadow:
             self.tracking = False  # the history dropped our schema: render in full from now on
             return None
         assert row is not None
-        if row[0] != 2:
+        return self._touched_from(row[0], row[1], row[2])
+
+    def _touched_from(self, triggers: int, taken: Any, resolved: Any) -> TouchedObjects | None:
+        """The take's row as TouchedObjects (None, and tracking off, if the
+        history disabled a trigger)."""
+        if triggers != 2:
             self.tracking = False
             return None
-        touched = TouchedObjects(resolved=row[2])
-        for classid, objid, dropped, object_type, names in row[1]:
+        touched = TouchedObjects(resolved=resolved)
+        for classid, objid, dropped, object_type, names in taken:
             if dropped:
                 touched.dropped.append((classid, objid, object_type, names or []))
             else:
                 touched.altered.append((classid, objid))
         return touched
+
+    def _prepare_take(self) -> None:
+        (self.admin or self.conn).execute(
+            f"PREPARE {_TAKE_STATEMENT} AS {self._take_sql}", prepare=False
+        )
+
+    def send_take(self) -> None:
+        """Start a take (take_touched) and do not wait for it: it is meant to run
+        beside the next changeset's replay, which holds its commit meanwhile
+        (replay's `hold_commit`), so that the take sees the shadow as it was
+        before that changeset. It gives up on any lock wait (lock_timeout 1 ms):
+        the lock could be the uncommitted changeset's, which waits for the take.
+        receive_take reads the outcome."""
+        assert self.admin is not None and self.tracking
+        self.admin.pgconn.send_query(
+            b"BEGIN; SET LOCAL lock_timeout = '1ms'; EXECUTE " + _TAKE_STATEMENT.encode()
+            + b"; COMMIT"
+        )
+
+    def receive_take(self) -> TouchedObjects | None:
+        """The outcome of send_take. Raises LockConflict (rolled back, nothing
+        taken) if it failed: on a lock, or for any other reason, which the
+        caller's take_touched after the conflict will meet again and handle."""
+        assert self.admin is not None
+        pgconn = self.admin.pgconn
+        results = _results(pgconn)
+        failed = [r for r in results if r.status == psycopg.pq.ExecStatus.FATAL_ERROR]
+        if failed or len(results) != 4:
+            sqlstate = failed[0].error_field(psycopg.pq.DiagnosticField.SQLSTATE) if failed else None
+            message = failed[0].error_message.decode(errors="replace") if failed else "no result"
+            self._rollback_admin()
+            if sqlstate == b"26000":  # gone: psycopg deallocates all after a DROP or ALTER
+                self._prepare_take()
+            raise LockConflict(
+                f"the take beside the next changeset failed ({(sqlstate or b'').decode()}): "
+                f"{message.strip()}"
+            )
+        triggers, taken, resolved = (results[2].get_value(0, column) for column in range(3))
+        return self._touched_from(
+            int(triggers or b"0"),
+            json.loads(taken) if taken is not None else [],
+            json.loads(resolved) if resolved is not None else None,
+        )
+
+    @contextmanager
+    def beside(self) -> Iterator[None]:
+        """A transaction of the tool's connection for work beside an uncommitted
+        changeset (see send_take): it fails at once, with LockNotAvailable,
+        instead of waiting for a lock."""
+        assert self.admin is not None
+        self.admin.pgconn.exec_(b"BEGIN; SET LOCAL lock_timeout = '1ms'")
+        try:
+            yield
+        except BaseException:
+            self._rollback_admin()
+            raise
+        self.admin.pgconn.exec_(b"COMMIT")
+
+    def _rollback_admin(self) -> None:
+        assert self.admin is not None
+        if self.admin.info.transaction_status != TransactionStatus.IDLE:
+            # Not through psycopg, which deallocates every prepared statement
+            # after a ROLLBACK: the render queries' plans are worth keeping.
+            self.admin.pgconn.exec_(b"ROLLBACK")
 
     @property
     def server_version(self) -> int:
@@ -382,6 +524,8 @@ class Shadow:
         max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES,
         overrides: Mapping[int, str | None] | None = None,
         while_running: Callable[[], None] | None = None,
+        hold_commit: bool = False,
+        defer_take: bool = False,
     ) -> ReplayResult:
         """Replay one changeset in a transaction of its own; roll it back on failure.
 
@@ -389,7 +533,13 @@ class Shadow:
         megabyte): it is refused whole, and reported. `overrides` replaces
         statements (1-based index -> new text, or None to skip it): repairs.
         `while_running` is called while the server runs the changeset, if it
-        gets that far (client work to overlap with the server's).
+        gets that far (client work to overlap with the server's). With
+        `hold_commit`, the changeset commits only once `while_running` has
+        returned, so that what it does on the tool's connection sees the shadow
+        as it was before the changeset (send_take); if it raises LockConflict,
+        the changeset is rolled back and the LockConflict raised. With
+        `defer_take`, a changeset that replays at once is not taken: its result
+        says `untaken`, and the caller takes it.
         """
         text = changeset.sql or ""
         if len(text.encode("utf-8", "surrogatepass")) > max_sql_bytes:
@@ -409,9 +559,12 @@ class Shadow:
             return result
         texts = [prepare_for_transaction(freeze_clock_literals(s.text, changeset.time))
                  for _, s in to_run]
-        if self._replay_at_once(texts, while_running):
+        if self._replay_at_once(texts, while_running, hold_commit=hold_commit):
             result.replayed = len(to_run)
-            result.touched = self.take_touched()
+            if defer_take and self.tracking:
+                result.untaken = True
+            else:
+                result.touched = self.take_touched()
             return result
         # It failed somewhere: again statement by statement, to know exactly where.
         try:
@@ -448,7 +601,11 @@ class Shadow:
         return result
 
     def _replay_at_once(
-        self, texts: Sequence[str], while_running: Callable[[], None] | None = None
+        self,
+        texts: Sequence[str],
+        while_running: Callable[[], None] | None = None,
+        *,
+        hold_commit: bool = False,
     ) -> bool:
         """Run a changeset's statements, and the session reset, in one round trip.
 
@@ -464,12 +621,18 @@ class Shadow:
 
         The message goes out through libpq's asynchronous calls, so that
         `while_running` runs while the server works; no result is read before.
+        With `hold_commit` the message leaves COMMIT out, and it is sent after
+        `while_running` has returned (see replay).
         """
-        script = "BEGIN;\n" + "".join(f"{text}\n;\n" for text in texts) + _RESET_IN_TRANSACTION
+        script = (
+            "BEGIN;\n" + "".join(f"{text}\n;\n" for text in texts) + _RESET_IN_TRANSACTION
+            + ("" if hold_commit else ";\nCOMMIT")
+        )
         watchdog = self._watchdog
         pgconn = self.conn.pgconn
         encoded = script.encode(self.conn.info.encoding)
         failed = False
+        conflict: LockConflict | None = None
         try:
             if watchdog is not None:
                 watchdog.started = time.monotonic()
@@ -477,14 +640,19 @@ class Shadow:
             try:
                 if while_running is not None:
                     while_running()
+            except LockConflict as exc:
+                conflict = exc
             finally:
+                failed = not _all_results_ok(pgconn)
+            if hold_commit and not failed and conflict is None:
+                pgconn.send_query(b"COMMIT")  # may fail: a deferred constraint trigger
                 failed = not _all_results_ok(pgconn)
         except psycopg.Error as exc:
             raise ShadowError(f"the shadow connection is unusable: {exc}") from exc
         finally:
             if watchdog is not None:
                 watchdog.started = None
-        if failed:
+        if failed or conflict is not None:
             if watchdog is not None:
                 watchdog.cancelled = False
             try:
@@ -492,6 +660,8 @@ class Shadow:
                     self.conn.execute("ROLLBACK")
             except psycopg.Error as exc:
                 raise ShadowError(f"the shadow connection is unusable: {exc}") from exc
+            if conflict is not None:
+                raise conflict
             return False
         return True
 
@@ -508,8 +678,7 @@ class Shadow:
 # transaction block.)
 _RESET_IN_TRANSACTION = (
     "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DEALLOCATE ALL; UNLISTEN *;\n"
-    "SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES;\n"
-    "COMMIT"
+    "SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES"
 )
 
 # Installed in the shadow so the snapshot can re-render only what a changeset
@@ -552,6 +721,8 @@ CREATE EVENT TRIGGER _pggit_export_sql_drop ON sql_drop
 # arrays: unnest() tells the planner "about 10 rows", the right order of size,
 # where the table's statistics (empty, or whatever autovacuum last saw) would
 # have it scan pg_depend whole.
+# The take's name as a prepared statement of the tool's connection (send_take).
+_TAKE_STATEMENT = "_pggit_export_take"
 _TAKE_TOUCHED_SQL = """
 WITH taken AS (DELETE FROM _pggit_export.touched RETURNING *),
 altered AS (
@@ -570,21 +741,26 @@ SELECT (SELECT count(*) FROM pg_catalog.pg_event_trigger
 """
 
 
-def _all_results_ok(pgconn: psycopg.pq.abc.PGconn) -> bool:
-    """Wait for the results of a query sent with send_query; False if one failed.
+def _results(pgconn: psycopg.pq.abc.PGconn) -> list[psycopg.pq.abc.PGresult]:
+    """Wait for the results of a query sent with send_query, and return them.
 
-    A failure ends a simple-query message: the server skips the rest of it.
+    A failure ends a simple-query message: the server skips the rest of it, so
+    a failed result is the last.
     """
     while True:
         pgconn.consume_input()
         if not pgconn.is_busy():
             break
         select.select([pgconn.socket], [], [])
-    ok = True
+    results = []
     while (result := pgconn.get_result()) is not None:
-        if result.status == psycopg.pq.ExecStatus.FATAL_ERROR:
-            ok = False
-    return ok
+        results.append(result)
+    return results
+
+
+def _all_results_ok(pgconn: psycopg.pq.abc.PGconn) -> bool:
+    """Wait for the results of a query sent with send_query; False if one failed."""
+    return all(r.status != psycopg.pq.ExecStatus.FATAL_ERROR for r in _results(pgconn))
 
 
 class _Watchdog(threading.Thread):

@@ -10,7 +10,13 @@ import pytest
 from history import Change, at, git, make_source
 
 from pggit_export import ExportOptions, export_history
-from pggit_export.replay import Action, classify, prepare_for_transaction, split_statements
+from pggit_export.replay import (
+    Action,
+    classify,
+    prepare_for_transaction,
+    relations_locked_exclusive,
+    split_statements,
+)
 
 
 @pytest.mark.parametrize(
@@ -210,3 +216,21 @@ def test_statements_after_begin_with_transaction_modes_are_replayed(
     assert report.clean  # type: ignore[attr-defined]
     files = set(git(repo, "ls-tree", "-r", "--name-only", "main").split())
     assert {"public/a.sql", "public/b.sql"} <= files
+
+
+@pytest.mark.parametrize(("text", "locked"), [
+    ("ALTER TABLE public.t ADD COLUMN x int", {"t"}),
+    ('DROP VIEW IF EXISTS a, "B"."Cc" CASCADE;', {"a", "Cc"}),
+    ("CREATE INDEX ON t (x);\n-- then\nALTER TABLE ONLY s.u DROP COLUMN y", {"u"}),
+    ("CREATE OR REPLACE VIEW v AS SELECT 1", {"v"}),
+    ("CREATE RULE r AS ON INSERT TO s.tab DO NOTHING", {"r", "tab"}),
+    ('DROP TRIGGER x ON "Tab"', {"x", "Tab"}),
+    ("TRUNCATE x, y", {"x", "y"}),
+    # Weaker locks, which a take's ACCESS SHARE does not wait for, or none at all.
+    ("CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()", set()),
+    ("CREATE INDEX i ON t (x); CREATE TABLE u (id int); SELECT 1", set()),
+])
+def test_relations_a_text_locks_exclusive_are_guessed_from_it(
+    text: str, locked: set[str]
+) -> None:
+    assert relations_locked_exclusive(text) == locked
