@@ -33,10 +33,12 @@ sys.path.insert(0, str(BENCH.parent))
 STAGES = [
     ("split statements", "pggit_export.replay", None, "split_statements"),
     ("replay (one message per changeset)", "pggit_export.replay", "Shadow", "_replay_at_once"),
-    # The previous changeset's commit is written while the server runs the replay.
+    # While the server runs the replay, the previous changeset is taken on the tool's
+    # connection, and the commit before it is written.
+    ("  in it: wait for the take beside it", "pggit_export.replay", "Shadow", "receive_take"),
     ("  in it: commit message", "pggit_export.export", None, "build_message"),
     ("  in it: git objects", "pggit_export.gitwriter", "GitWriter", "write_commit"),
-    ("take + files + render (one statement)", "pggit_export.replay", "Shadow", "take_touched"),
+    ("take + files + render, alone", "pggit_export.replay", "Shadow", "take_touched"),
     ("keys touched (owners, drops)", "pggit_export.export", None, "keys_touched"),
     ("render the keys the take missed", "pggit_export.export", None, "render_objects"),
     ("  of which catalog queries", "pggit_export.snapshot", None, "_fetch"),
