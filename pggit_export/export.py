@@ -316,35 +316,37 @@ class _Exporter:
         finishes the work once that changeset is rolled back.
         """
         assert self.untaken is not None
-        changeset, result, repairs = self.untaken
+        result = self.untaken[1]
         self.shadow.send_take()
         self.finish_commit()
         result.touched = self.shadow.receive_take()
         result.untaken = False
         self.rendering_beside = True
         try:
-            rendered = self.render_later(result)
+            self.render_untaken()
         except psycopg.errors.LockNotAvailable as exc:
             raise LockConflict(f"a render beside the next changeset: {exc}") from exc
         finally:
             self.rendering_beside = False
-        self.untaken = None
-        self.unwritten = functools.partial(
-            self.write_changeset, changeset, result, rendered, repairs, None
-        )
 
     def catch_up(self) -> None:
         """Take (unless taken) and render the untaken changeset now, with nothing
         running beside."""
         if self.untaken is None:
             return
-        changeset, result, repairs = self.untaken
-        self.untaken = None
         self.finish_commit()
+        result = self.untaken[1]
         if result.untaken:
             result.touched = self.shadow.take_touched()
             result.untaken = False
+        self.render_untaken()
+
+    def render_untaken(self) -> None:
+        """Render the untaken changeset, now taken; its commit is the next to write."""
+        assert self.untaken is not None
+        changeset, result, repairs = self.untaken
         rendered = self.render_later(result)
+        self.untaken = None
         self.unwritten = functools.partial(
             self.write_changeset, changeset, result, rendered, repairs, None
         )
