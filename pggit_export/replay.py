@@ -463,8 +463,7 @@ class Shadow:
         receive_take reads the outcome."""
         assert self.admin is not None and self.tracking
         self.admin.pgconn.send_query(
-            b"BEGIN; SET LOCAL lock_timeout = '1ms'; EXECUTE " + _TAKE_STATEMENT.encode()
-            + b"; COMMIT"
+            _BEGIN_BESIDE + b"; EXECUTE " + _TAKE_STATEMENT.encode() + b"; COMMIT"
         )
 
     def receive_take(self) -> TouchedObjects | None:
@@ -498,7 +497,7 @@ class Shadow:
         changeset (see send_take): it fails at once, with LockNotAvailable,
         instead of waiting for a lock."""
         assert self.admin is not None
-        self.admin.pgconn.exec_(b"BEGIN; SET LOCAL lock_timeout = '1ms'")
+        self.admin.pgconn.exec_(_BEGIN_BESIDE)
         try:
             yield
         except BaseException:
@@ -723,6 +722,9 @@ CREATE EVENT TRIGGER _pggit_export_sql_drop ON sql_drop
 # have it scan pg_depend whole.
 # The take's name as a prepared statement of the tool's connection (send_take).
 _TAKE_STATEMENT = "_pggit_export_take"
+# How work beside an uncommitted changeset starts: it must never wait for a lock
+# (send_take, Shadow.beside).
+_BEGIN_BESIDE = b"BEGIN; SET LOCAL lock_timeout = '1ms'"
 _TAKE_TOUCHED_SQL = """
 WITH taken AS (DELETE FROM _pggit_export.touched RETURNING *),
 altered AS (
