@@ -62,9 +62,9 @@ FIDELITY = ROOT / "fixtures" / "fidelity"
 sys.path.insert(0, str(ROOT))
 
 from pggit_export.export import ExportOptions, ExportReport, export_history
-from pggit_export.message import parse_id_ranges, read_trailer
+from pggit_export.git.message import parse_id_ranges, read_trailer
 from pggit_export.restore import load_files
-from pggit_export.server import EmbeddedServer, PostgresBinaries
+from pggit_export.shadow.server import EmbeddedServer, PostgresBinaries
 
 
 def _load_build_module() -> ModuleType:

@@ -2,7 +2,7 @@
 
     python bench/run.py --size small|large [--naive-prefix 300] [--keep DIR] [--json]
 
-One private PostgreSQL (pggit_export.server.EmbeddedServer) serves everything, each in its
+One private PostgreSQL (pggit_export.shadow.server.EmbeddedServer) serves everything, each in its
 own database, so every number comes from the same server and the same data:
 
 1. source: a synthetic v1 history (bench/generate.py) captured under the v1 triggers.
@@ -20,7 +20,7 @@ own database, so every number comes from the same server and the same data:
    apply the changeset, ``pg_dump --schema-only`` into one file, ``git add`` + ``git
    commit``. Its total is extrapolated: from the prefix alone (a lower bound: pg_dump gets
    slower as the schema grows) and linearly between the prefix and the tail.
-5. (d) mirror: ``pggit_export.mirror.mirror_repository(repo, target)`` into an empty
+5. (d) mirror: ``pggit_export.mirror.write.mirror_repository(repo, target)`` into an empty
    database, in a child process, when that module exists; otherwise "n/a" and why.
 
 ``--code DIR`` benchmarks the pggit_export package found in DIR (a clean ``git archive``
@@ -30,6 +30,7 @@ of a commit, for instance) instead of this checkout's.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -90,13 +91,16 @@ def _export_child(source: str, repo: str, shadow_dsn: str, out: str) -> None:
 
 
 def _mirror_child(repo: str, target: str, out: str) -> None:
-    """Run pggit_export.mirror.mirror_repository(repo, target); write its timing as JSON."""
+    """Run pggit_export.mirror_repository(repo, target); write its timing as JSON."""
     result: dict[str, Any] = {}
     try:
-        from pggit_export import mirror  # type: ignore[attr-defined]
+        try:
+            from pggit_export import mirror_repository  # type: ignore[attr-defined]
+        except ImportError:  # code from before the public API: the flat module
+            from pggit_export.mirror import mirror_repository  # type: ignore[attr-defined,no-redef]
 
         started = time.perf_counter()
-        value = mirror.mirror_repository(repo, target)
+        value = mirror_repository(repo, target)
         result["seconds"] = time.perf_counter() - started
         result["result"] = repr(value)[:500]
     except Exception as exc:  # noqa: BLE001 - any failure is reported as "n/a" with its reason
@@ -177,13 +181,25 @@ ORDER BY h.created_at, h.id
 """
 
 
+def _stage_module(path: str, flat_name: str) -> Any:
+    """A module of the code under test: at its place in the stage packages, or, in code from
+    before the packages (``--code`` of an older commit), at its flat name."""
+    try:
+        return importlib.import_module(f"pggit_export.{path}")
+    except ModuleNotFoundError:
+        return importlib.import_module(f"pggit_export.{flat_name}")
+
+
 def prepare(source: str) -> Prepared:
     """Read and split the history the way the export does, outside the floor's clock."""
     import psycopg
 
-    from pggit_export.reader import HistoryRow, group_changesets
-    from pggit_export.replay import Action, prepare_for_transaction, split_statements
-    from pggit_export.snapshot import DEFAULT_EXCLUDED_SCHEMAS
+    history = _stage_module("read.history", "reader")
+    replay = _stage_module("shadow.replay", "replay")
+    HistoryRow, group_changesets = history.HistoryRow, history.group_changesets
+    Action, prepare_for_transaction = replay.Action, replay.prepare_for_transaction
+    split_statements = replay.split_statements
+    DEFAULT_EXCLUDED_SCHEMAS = _stage_module("render.snapshot", "snapshot").DEFAULT_EXCLUDED_SCHEMAS
 
     started = time.perf_counter()
     with psycopg.connect(source) as conn:
@@ -395,7 +411,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import generate
     import psycopg
 
-    from pggit_export.server import EmbeddedServer
+    EmbeddedServer = _stage_module("shadow.server", "server").EmbeddedServer
 
     changesets, live_target = generate.SIZES[args.size]
     if args.changesets:
@@ -564,10 +580,14 @@ def run_mirror(admin: str, repo: Path, work: Path, code: Path | None) -> dict[st
     """(d): the mirror of the export's repository, or why it could not be measured."""
     if not repo.exists():
         return {"error": "no export repository to mirror"}
-    # The mirror may exist only in this checkout (it is newer than the code under test).
-    where = code if code and (code / "pggit_export" / "mirror.py").exists() else ROOT
-    if not (where / "pggit_export" / "mirror.py").exists():
-        return {"error": "pggit_export.mirror does not exist yet"}
+    # The mirror may exist only in this checkout (it is newer than the code under test); it
+    # was the module mirror.py before the stages became packages, mirror/ since.
+    def has_mirror(root: Path) -> bool:
+        return any((root / "pggit_export" / name).exists() for name in ("mirror.py", "mirror"))
+
+    where = code if code and has_mirror(code) else ROOT
+    if not has_mirror(where):
+        return {"error": "pggit_export has no mirror yet"}
     target = create_database(admin, "bench_mirror")
     out = work / "mirror.json"
     out.unlink(missing_ok=True)

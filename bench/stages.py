@@ -31,18 +31,18 @@ sys.path.insert(0, str(BENCH.parent))
 
 # (label, module, owner attribute or None, function): wrapped where the export calls it.
 STAGES = [
-    ("split statements", "pggit_export.replay", None, "split_statements"),
-    ("replay (one message per changeset)", "pggit_export.replay", "Shadow", "_replay_at_once"),
+    ("split statements", "pggit_export.shadow.replay", None, "split_statements"),
+    ("replay (one message per changeset)", "pggit_export.shadow.replay", "Shadow", "_replay_at_once"),
     # While the server runs the replay, the previous changeset is taken on the tool's
     # connection, and the commit before it is written.
-    ("  in it: wait for the take beside it", "pggit_export.replay", "Shadow", "receive_take"),
+    ("  in it: wait for the take beside it", "pggit_export.shadow.replay", "Shadow", "receive_take"),
     ("  in it: commit message", "pggit_export.export", None, "build_message"),
-    ("  in it: git objects", "pggit_export.gitwriter", "GitWriter", "write_commit"),
-    ("take + files + render, alone", "pggit_export.replay", "Shadow", "take_touched"),
+    ("  in it: git objects", "pggit_export.git.writer", "GitWriter", "write_commit"),
+    ("take + files + render, alone", "pggit_export.shadow.replay", "Shadow", "take_touched"),
     ("keys touched (owners, drops)", "pggit_export.export", None, "keys_touched"),
     ("render the keys the take missed", "pggit_export.export", None, "render_objects"),
-    ("  of which catalog queries", "pggit_export.snapshot", None, "_fetch"),
-    ("snapshot state", "pggit_export.state", "SnapshotState", "apply"),
+    ("  of which catalog queries", "pggit_export.render.snapshot", None, "_fetch"),
+    ("snapshot state", "pggit_export.render.state", "SnapshotState", "apply"),
 ]
 
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     import run as bench_run
 
     from pggit_export.export import ExportOptions, export_history
-    from pggit_export.server import EmbeddedServer
+    from pggit_export.shadow.server import EmbeddedServer
 
     changesets, live = generate.SIZES[args.size]
     changesets = args.changesets or changesets

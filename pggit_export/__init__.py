@@ -1,18 +1,47 @@
 """pggit-export: turn a pgGit v1 schema history into a real Git repository.
 
-The pipeline, one module per stage::
+The pipeline, one package per stage, in the order data flows::
 
-    reader   -> replay   -> snapshot (+ layout) -> gitwriter -> mirror
-    (v1 rows)  (shadow)    (one file per object)   (dulwich)    (v2 tables)
+    read/     -> shadow/          -> render/                -> git/       -> mirror/
+    (v1 rows)    (replay, heal)      (one file per object)     (dulwich)     (v2 tables)
+
+``export.py`` wires the stages together; ``check``, ``restore`` and ``drift`` are the other
+commands, and ``cli.py`` is a thin layer over the functions exported here.
 
 Python API::
 
     from pggit_export import export_history, ExportOptions
     report = export_history("postgresql://me@db/app", "app-schema")
+    print(report.head)
+
+Every error meant for the caller derives from :class:`PggitExportError`.
 """
 
 __version__ = "0.1.0"
 
-from .export import ExportOptions, ExportReport, export_history  # noqa: E402
+from pggit_export.check import CheckReport, check_history  # noqa: E402
+from pggit_export.drift import DriftReport, drift_report  # noqa: E402
+from pggit_export.errors import PggitExportError  # noqa: E402
+from pggit_export.export import ExportOptions, ExportReport, export_history  # noqa: E402
+from pggit_export.mirror.verify import VerifyReport, verify_mirror  # noqa: E402
+from pggit_export.mirror.write import MirrorOptions, MirrorReport, mirror_repository  # noqa: E402
+from pggit_export.restore import RestoreReport, restore_snapshot  # noqa: E402
 
-__all__ = ["ExportOptions", "ExportReport", "export_history", "__version__"]
+__all__ = [
+    "CheckReport",
+    "DriftReport",
+    "ExportOptions",
+    "ExportReport",
+    "MirrorOptions",
+    "MirrorReport",
+    "PggitExportError",
+    "RestoreReport",
+    "VerifyReport",
+    "__version__",
+    "check_history",
+    "drift_report",
+    "export_history",
+    "mirror_repository",
+    "restore_snapshot",
+    "verify_mirror",
+]

@@ -1,5 +1,5 @@
 """`python -m pggit_export` runs the command line."""
 
-from .cli import main
+from pggit_export.cli import main
 
 main()

@@ -22,9 +22,9 @@ from typing import Any
 
 import psycopg
 
-from .message import format_id_ranges
-from .reader import Changeset, HistoryReader, HistoryRow, group_changesets
-from .replay import (
+from pggit_export.git.message import format_id_ranges
+from pggit_export.read.history import Changeset, HistoryReader, HistoryRow, group_changesets
+from pggit_export.shadow.replay import (
     DEFAULT_MAX_SQL_BYTES,
     Action,
     ShadowError,
@@ -32,7 +32,7 @@ from .replay import (
     open_shadow,
     split_statements,
 )
-from .server import ServerError
+from pggit_export.shadow.server import ServerError
 
 SEVERITIES = ("error", "warning", "info")
 

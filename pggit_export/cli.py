@@ -21,15 +21,21 @@ from typing import Annotated, Optional
 import psycopg
 import typer
 
+from pggit_export.export import ExportOptions, ExportReport, export_history
+from pggit_export.git.authors import AuthorsFileError, read_authors_file
+from pggit_export.git.writer import RepositoryError
+from pggit_export.mirror.write import (
+    MirrorError,
+    MirrorOptions,
+    MirrorReport,
+    mirror_repository,
+)
+from pggit_export.read.history import SourceError
+from pggit_export.restore import RestoreError, restore_snapshot
+from pggit_export.shadow.replay import DEFAULT_MAX_SQL_BYTES, DEFAULT_STATEMENT_TIMEOUT, ShadowError
+from pggit_export.shadow.server import ServerError
+
 from . import __version__
-from .authors import AuthorsFileError, read_authors_file
-from .export import ExportOptions, ExportReport, export_history
-from .gitwriter import RepositoryError
-from .mirror import MirrorError, MirrorOptions, MirrorReport, mirror_repository
-from .reader import SourceError
-from .replay import DEFAULT_MAX_SQL_BYTES, DEFAULT_STATEMENT_TIMEOUT, ShadowError
-from .restore import RestoreError, restore_snapshot
-from .server import ServerError
 
 
 class ObjectFormat(str, Enum):
@@ -220,7 +226,7 @@ def _n(count: int, noun: str) -> str:
 
 
 def _ids(ids: list[int]) -> str:
-    from .message import format_id_ranges
+    from pggit_export.git.message import format_id_ranges
 
     return format_id_ranges(ids)
 
@@ -492,7 +498,7 @@ def verify(
 
         pggit-export verify ./app-schema "postgresql://me@db.example.com/app"
     """
-    from .verify import verify_mirror
+    from pggit_export.mirror.verify import verify_mirror
 
     with _errors_exit():
         report = verify_mirror(repo, target, MirrorOptions(v2_schema=v2_schema, branch=branch))
@@ -566,7 +572,7 @@ def drift(
 
         pggit-export drift "postgresql://me@db.example.com/app" ./app-schema
     """
-    from .drift import drift_report
+    from pggit_export.drift import drift_report
 
     with _errors_exit():
         report = drift_report(source, repo, branch=branch)
@@ -608,7 +614,7 @@ def check(
 
         pggit-export check "postgresql://me@db.example.com/app" --json
     """
-    from .check import check_history
+    from pggit_export.check import check_history
 
     with _errors_exit():
         author_map = read_authors_file(authors) if authors else None
@@ -643,7 +649,7 @@ def demo(
 
         pggit-export demo ./shop-history && cd shop-history && git log --stat
     """
-    from .demo import run_demo
+    from pggit_export.demo import run_demo
 
     with _errors_exit(), _progress(not quiet and not as_json, "Exporting demo") as progress:
         report = run_demo(directory, progress=progress)

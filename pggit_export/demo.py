@@ -9,8 +9,8 @@ from pathlib import Path
 
 import psycopg
 
-from .export import ExportOptions, ExportReport, export_history
-from .server import EmbeddedServer
+from pggit_export.export import ExportOptions, ExportReport, export_history
+from pggit_export.shadow.server import EmbeddedServer
 
 
 def demo_history_sql() -> str:

@@ -12,10 +12,10 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .layout import snapshot_files
-from .reader import HistoryReader
-from .restore import RestoreError, resolve_commit
-from .snapshot import DEFAULT_EXCLUDED_SCHEMAS, render_snapshot
+from pggit_export.read.history import HistoryReader
+from pggit_export.render.layout import snapshot_files
+from pggit_export.render.snapshot import DEFAULT_EXCLUDED_SCHEMAS, render_snapshot
+from pggit_export.restore import RestoreError, resolve_commit
 
 
 @dataclass
@@ -56,7 +56,7 @@ def drift_report(
     """Compare the live schema of `source` (read only) with the head of `branch`."""
     from dulwich.repo import Repo
 
-    from .gitwriter import tree_files
+    from pggit_export.git.writer import tree_files
 
     try:
         repo = Repo(str(repository))

@@ -21,12 +21,25 @@ from typing import Any
 
 import psycopg
 
-from .authors import Author, default_author
-from .gitwriter import GitWriter, RepositoryError, Signature
-from .message import build_message, parse_id_ranges, read_trailer
-from .reader import Changeset, HistoryReader
-from .repair import MAX_ROUNDS, Healer, LiveCatalog, Repair
-from .replay import (
+from pggit_export.git.authors import Author, default_author
+from pggit_export.git.message import build_message, parse_id_ranges, read_trailer
+from pggit_export.git.writer import GitWriter, RepositoryError, Signature
+from pggit_export.read.history import Changeset, HistoryReader
+from pggit_export.render.snapshot import (
+    DEFAULT_EXCLUDED_SCHEMAS,
+    ObjectKey,
+    Prefetched,
+    Rendered,
+    install_render_function,
+    keys_touched,
+    prepare_render_session,
+    render_objects,
+    touched_render_sql,
+)
+from pggit_export.render.state import FileChanges, SnapshotChanges, SnapshotState, diff_files
+from pggit_export.restore import load_files
+from pggit_export.shadow.heal import MAX_ROUNDS, Healer, LiveCatalog, Repair
+from pggit_export.shadow.replay import (
     DEFAULT_MAX_SQL_BYTES,
     DEFAULT_STATEMENT_TIMEOUT,
     TRACKER_SCHEMA,
@@ -40,19 +53,6 @@ from .replay import (
     relations_locked_exclusive,
     split_statements,
 )
-from .restore import load_files
-from .snapshot import (
-    DEFAULT_EXCLUDED_SCHEMAS,
-    ObjectKey,
-    Prefetched,
-    Rendered,
-    install_render_function,
-    keys_touched,
-    prepare_render_session,
-    render_objects,
-    touched_render_sql,
-)
-from .state import FileChanges, SnapshotChanges, SnapshotState, diff_files
 
 # The reconcile commit is the tool's, not a database user's (an --authors entry may rename it).
 RECONCILE_AUTHOR = "pggit-export"

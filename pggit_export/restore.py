@@ -17,6 +17,8 @@ from typing import Any
 import psycopg
 import sqlparse
 
+from pggit_export.errors import PggitExportError
+
 
 @dataclass
 class LoadFailure:
@@ -113,7 +115,7 @@ def _load(
 # ------------------------------------------------------------- restore command
 
 
-class RestoreError(RuntimeError):
+class RestoreError(PggitExportError, RuntimeError):
     """The snapshot cannot be restored into the target (nothing was changed)."""
 
 
@@ -204,9 +206,9 @@ def restore_snapshot(
 
     from dulwich.repo import Repo
 
-    from .gitwriter import tree_files
-    from .layout import snapshot_files
-    from .snapshot import ObjectKey, render_snapshot
+    from pggit_export.git.writer import tree_files
+    from pggit_export.render.layout import snapshot_files
+    from pggit_export.render.snapshot import ObjectKey, render_snapshot
 
     try:
         repo = Repo(str(Path(repository)))

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pggit_export.server import EmbeddedServer
+from pggit_export.shadow.server import EmbeddedServer
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

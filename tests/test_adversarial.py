@@ -39,7 +39,7 @@ from history import Change, at, git, make_source
 from psycopg import sql
 
 from pggit_export import ExportOptions, export_history
-from pggit_export.layout import decode_name
+from pggit_export.render.layout import decode_name
 
 ROOT = Path(__file__).resolve().parent.parent
 ADVERSARIAL = ROOT / "fixtures" / "adversarial"
@@ -145,7 +145,7 @@ def commits(repo: Path) -> list[tuple[str, str]]:
 
 
 def ids_of(message: str) -> list[int]:
-    from pggit_export.message import parse_id_ranges, read_trailer
+    from pggit_export.git.message import parse_id_ranges, read_trailer
 
     value = read_trailer(message, "Pggit-History-Ids")
     return parse_id_ranges(value) if value else []

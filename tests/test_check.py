@@ -13,7 +13,7 @@ from psycopg import sql
 
 from pggit_export import check as check_module
 from pggit_export.check import CODES, CheckReport, Finding, check_history
-from pggit_export.reader import SourceError
+from pggit_export.read.history import SourceError
 
 MakeDb = Callable[[], str]
 

@@ -12,9 +12,9 @@ import pytest
 from history import git
 
 from pggit_export import ExportOptions, export_history
-from pggit_export.layout import snapshot_files
+from pggit_export.render.layout import snapshot_files
+from pggit_export.render.snapshot import render_snapshot
 from pggit_export.restore import load_files
-from pggit_export.snapshot import render_snapshot
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_commit_per_changeset_with_authors_and_dates(demo_source: str, demo_repo
               "--format=%an|%ad|%(trailers:key=Pggit-History-Ids,valueonly,separator=)")
     got = [line.split("|") for line in log.splitlines()]
     assert len(got) == len(expected) == 58
-    from pggit_export.message import parse_id_ranges
+    from pggit_export.git.message import parse_id_ranges
 
     for (user, when, ids), (an, ad, trailer) in zip(expected, got):
         assert an == user

@@ -1,7 +1,7 @@
 """The documentation matches the tool: docs/CLI.md is generated from the current --help,
 and every command the README and the user guide name exists (and every command is documented).
 
-No database, no network: these tests only render help text and read Markdown.
+No network; only the README's Python example needs a database (it runs against the demo).
 """
 
 from __future__ import annotations
@@ -97,3 +97,31 @@ def test_command_finder_ignores_prose_and_options() -> None:
         "Run `pggit-export check SOURCE` first.\n"
     )
     assert set(COMMAND_USE.findall(code_of(text))) == {"export", "check"}
+
+
+# The README's Python example names a made-up source and repository; the test runs it against
+# the demo history and a temporary directory. Each placeholder must appear exactly once, so a
+# changed example fails here instead of silently running something else.
+README_SOURCE = '"postgresql://me@db.example.com/app"'
+README_REPOSITORY = '"app-schema"'
+
+
+def test_readme_python_example_runs(
+    pg_admin_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import load_demo_database
+    from history import git
+
+    examples = re.findall(r"```python\n(.*?)```", README.read_text("utf-8"), re.DOTALL)
+    assert len(examples) == 1, "the README has one Python example"
+    code = examples[0]
+    assert code.count(README_SOURCE) == 1 and code.count(README_REPOSITORY) == 1
+    source = load_demo_database(pg_admin_dsn, "readme_example_source")
+    repository = tmp_path / "app-schema"
+    code = code.replace(README_SOURCE, repr(source)).replace(README_REPOSITORY, repr(str(repository)))
+
+    exec(compile(code, "README.md", "exec"), {})
+
+    commits_written, head = capsys.readouterr().out.splitlines()[0].split()
+    assert git(repository, "rev-parse", "main").strip() == head
+    assert int(git(repository, "rev-list", "--count", "main")) == int(commits_written) > 1

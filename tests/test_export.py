@@ -10,8 +10,8 @@ import pytest
 from history import Change, append_changes, at, git, make_source
 
 from pggit_export import ExportOptions, export_history
+from pggit_export.render.snapshot import render_snapshot
 from pggit_export.restore import load_files
-from pggit_export.snapshot import render_snapshot
 
 SHOP = [
     Change(
@@ -138,7 +138,7 @@ def test_snapshot_files_recreate_the_schema(
             result = load_files(conn, dict(reversed(list(files.items()))))
             assert result.failures == []
             rendered = render_snapshot(conn)
-        from pggit_export.layout import snapshot_files
+        from pggit_export.render.layout import snapshot_files
 
         assert snapshot_files(rendered) == files
 
@@ -217,7 +217,7 @@ def test_private_shadow_by_default(shop_source: str, tmp_path: Path) -> None:
 def test_authors_file_maps_database_users(
     shop_source: str, pg_admin_dsn: str, tmp_path: Path
 ) -> None:
-    from pggit_export.authors import AuthorsFileError, read_authors_file
+    from pggit_export.git.authors import AuthorsFileError, read_authors_file
 
     authors = tmp_path / "authors.txt"
     authors.write_text("# who is who\nalice = Alice Liddell <alice@example.com>\n\n"
@@ -243,7 +243,7 @@ def test_each_commit_has_a_note_with_its_v1_rows(
     for rev in git(repo, "rev-list", "main").split():
         rows = json.loads(git(repo, "notes", "--ref=pggit", "show", rev))
         ids = git(repo, "log", "-1", "--format=%(trailers:key=Pggit-History-Ids,valueonly)", rev)
-        from pggit_export.message import parse_id_ranges
+        from pggit_export.git.message import parse_id_ranges
 
         assert [row["id"] for row in rows] == parse_id_ranges(ids.strip())
         assert {"sql_executed", "created_by", "change_type", "object_id"} <= set(rows[0])
@@ -253,8 +253,8 @@ def test_each_commit_has_a_note_with_its_v1_rows(
 def test_sha256_repository_with_mirror_and_verify(
     shop_source: str, pg_admin_dsn: str, tmp_path: Path
 ) -> None:
-    from pggit_export.mirror import mirror_repository
-    from pggit_export.verify import verify_mirror
+    from pggit_export.mirror.verify import verify_mirror
+    from pggit_export.mirror.write import mirror_repository
 
     repo = tmp_path / "repo"
     report = export(shop_source, repo, pg_admin_dsn, object_format="sha256")

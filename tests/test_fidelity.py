@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pggit_export.server import find_binaries
+from pggit_export.shadow.server import find_binaries
 
 ROOT = Path(__file__).resolve().parent.parent
 FIDELITY = ROOT / "fixtures" / "fidelity"

@@ -10,7 +10,7 @@ import psycopg
 from history import Change, at, git, make_source
 
 from pggit_export import ExportOptions, export_history
-from pggit_export.server import find_binaries
+from pggit_export.shadow.server import find_binaries
 
 LEGACY = (
     "CREATE TYPE public.mood AS ENUM ('ok', 'great');\n"

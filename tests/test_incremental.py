@@ -171,7 +171,7 @@ def test_takes_beside_the_next_replay_give_the_full_render(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from pggit_export import export as export_module
-    from pggit_export.replay import LockConflict
+    from pggit_export.shadow.replay import LockConflict
 
     conflicts: list[str] = []
     take_alongside = export_module._Exporter.take_alongside

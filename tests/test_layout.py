@@ -10,8 +10,8 @@ import pytest
 from history import Change, at, git, make_source
 
 from pggit_export import ExportOptions, export_history
-from pggit_export.layout import assign_paths, decode_name, encode_name
-from pggit_export.snapshot import ObjectKey
+from pggit_export.render.layout import assign_paths, decode_name, encode_name
+from pggit_export.render.snapshot import ObjectKey
 
 
 def paths(*keys: ObjectKey) -> dict[ObjectKey, str]:
@@ -102,7 +102,7 @@ def test_hostile_names_export_inside_the_tree(
 
 
 def test_incremental_layout_matches_a_fresh_one_as_names_come_and_go() -> None:
-    from pggit_export.layout import TreeLayout
+    from pggit_export.render.layout import TreeLayout
 
     layout = TreeLayout()
     steps = [

@@ -29,13 +29,13 @@ from psycopg import sql
 
 from pggit_export import ExportOptions, export_history
 from pggit_export.demo import demo_history_sql
-from pggit_export.mirror import (
+from pggit_export.mirror.verify import compare_columns, parse_table_file, verify_mirror
+from pggit_export.mirror.write import (
     MIRROR_LOCK_KEY,
     MirrorError,
     MirrorOptions,
     mirror_repository,
 )
-from pggit_export.verify import compare_columns, parse_table_file, verify_mirror
 
 V2_TABLES = ["objects", "refs", "HEAD", "commit_graph", "tree_entries", "merge_base_cache"]
 AUDIT_TABLES = ["changes", "object_versions", "compliance_log"]
@@ -804,7 +804,7 @@ def _odd_repo(repo: Path, commits: int) -> None:
 def test_nested_shared_and_oddly_named_trees_mirror_like_ls_tree(
     make_database: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pggit_export.mirror as mirror_module
+    import pggit_export.mirror.write as mirror_module
 
     monkeypatch.setattr(mirror_module, "BATCH_COMMITS", 2)  # several batches per run
     repo = tmp_path / "odd"

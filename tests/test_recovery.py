@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from history import Change, append_changes, at, git, make_source
 
-from pggit_export.gitwriter import GitWriter, RepositoryError
+from pggit_export.git.writer import GitWriter, RepositoryError
 
 
 def synthetic_history(count: int) -> list[Change]:

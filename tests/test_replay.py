@@ -10,7 +10,7 @@ import pytest
 from history import Change, at, git, make_source
 
 from pggit_export import ExportOptions, export_history
-from pggit_export.replay import (
+from pggit_export.shadow.replay import (
     Action,
     classify,
     prepare_for_transaction,

@@ -13,9 +13,9 @@ from history import git
 
 from pggit_export import ExportOptions, export_history
 from pggit_export.drift import drift_report
-from pggit_export.layout import snapshot_files
+from pggit_export.render.layout import snapshot_files
+from pggit_export.render.snapshot import render_snapshot
 from pggit_export.restore import RestoreError, restore_snapshot
-from pggit_export.snapshot import render_snapshot
 
 
 @pytest.fixture(scope="module")

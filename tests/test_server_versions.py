@@ -14,7 +14,7 @@ import pytest
 from history import Change, at, git, make_source
 
 from pggit_export import ExportOptions, export_history
-from pggit_export.server import EmbeddedServer, PostgresBinaries, _version_of, find_binaries
+from pggit_export.shadow.server import EmbeddedServer, PostgresBinaries, _version_of, find_binaries
 
 
 def _other_major() -> PostgresBinaries | None:

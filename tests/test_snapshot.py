@@ -7,8 +7,7 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from pggit_export.restore import load_files, split_statements
-from pggit_export.snapshot import (
+from pggit_export.render.snapshot import (
     ObjectKey,
     Prefetched,
     Snapshot,
@@ -17,6 +16,7 @@ from pggit_export.snapshot import (
     render_objects,
     render_snapshot,
 )
+from pggit_export.restore import load_files, split_statements
 
 MakeDatabase = Callable[[], str]
 

@@ -1,4 +1,4 @@
-"""pggit_export.sqlsplit gives exactly sqlparse.split()'s pieces, on every input.
+"""pggit_export.read.sqlsplit gives exactly sqlparse.split()'s pieces, on every input.
 
 Every check compares against sqlparse itself (never a hard-coded answer): the fixtures'
 history texts, a generated benchmark corpus, hand-written edge cases, random joins of real
@@ -21,7 +21,7 @@ from types import ModuleType
 import pytest
 import sqlparse
 
-from pggit_export.sqlsplit import fast_split, split
+from pggit_export.read.sqlsplit import fast_split, split
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"

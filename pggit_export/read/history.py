@@ -20,8 +20,10 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from pggit_export.errors import PggitExportError
 
-class SourceError(RuntimeError):
+
+class SourceError(PggitExportError, RuntimeError):
     """The source database cannot be read as a pgGit v1 history."""
 
 

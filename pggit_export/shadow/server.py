@@ -29,8 +29,10 @@ from typing import Any
 
 import psycopg
 
+from pggit_export.errors import PggitExportError
 
-class ServerError(RuntimeError):
+
+class ServerError(PggitExportError, RuntimeError):
     """The private PostgreSQL server could not be found, started or stopped."""
 
 

@@ -36,12 +36,13 @@ import sqlparse
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from .reader import Changeset
-from .server import EmbeddedServer
-from .sqlsplit import split as split_sql
+from pggit_export.errors import PggitExportError
+from pggit_export.read.history import Changeset
+from pggit_export.read.sqlsplit import split as split_sql
+from pggit_export.shadow.server import EmbeddedServer
 
 
-class ShadowError(RuntimeError):
+class ShadowError(PggitExportError, RuntimeError):
     """The shadow database could not be created or used."""
 
 

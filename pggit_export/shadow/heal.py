@@ -27,9 +27,9 @@ from typing import Any
 import psycopg
 import psycopg.rows
 
-from .replay import REPLAY_ROLE, ReplayFailure, Shadow, Statement
-from .restore import load_files
-from .snapshot import ObjectKey, render_objects
+from pggit_export.render.snapshot import ObjectKey, render_objects
+from pggit_export.restore import load_files
+from pggit_export.shadow.replay import REPLAY_ROLE, ReplayFailure, Shadow, Statement
 
 MAX_ROUNDS = 12  # per changeset; each round must fix something new
 

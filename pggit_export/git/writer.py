@@ -29,11 +29,13 @@ from dulwich.objects import Blob, Commit, Tree
 from dulwich.pack import UnpackedObject, write_pack_data, write_pack_index
 from dulwich.repo import Repo
 
+from pggit_export.errors import PggitExportError
+
 FILE_MODE = 0o100644
 DIR_MODE = 0o040000
 
 
-class RepositoryError(RuntimeError):
+class RepositoryError(PggitExportError, RuntimeError):
     """The target repository cannot be written."""
 
 

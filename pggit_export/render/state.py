@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
-from .layout import TreeLayout
-from .snapshot import CatalogRef, ObjectKey, Rendered, Snapshot
+from pggit_export.render.layout import TreeLayout
+from pggit_export.render.snapshot import CatalogRef, ObjectKey, Rendered, Snapshot
 
 
 @dataclass(frozen=True)

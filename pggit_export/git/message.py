@@ -17,10 +17,10 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from .reader import Changeset
-from .replay import ReplayResult
-from .snapshot import ObjectKey
-from .state import SnapshotChanges
+from pggit_export.read.history import Changeset
+from pggit_export.render.snapshot import ObjectKey
+from pggit_export.render.state import SnapshotChanges
+from pggit_export.shadow.replay import ReplayResult
 
 SUBJECT_LIMIT = 72
 SQL_BODY_LIMIT = 64 * 1024

@@ -36,7 +36,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from urllib.parse import unquote
 
-from .snapshot import ObjectKey
+from pggit_export.render.snapshot import ObjectKey
 
 SCHEMA_FILE_STEM = "_schema"
 MAX_FILE_NAME_BYTES = 255

@@ -49,8 +49,8 @@ import psycopg
 from dulwich.objects import Commit
 from psycopg import sql
 
-from .message import parse_id_ranges, read_trailer
-from .mirror import (
+from pggit_export.git.message import parse_id_ranges, read_trailer
+from pggit_export.mirror.write import (
     GitReader,
     MirrorError,
     MirrorOptions,

@@ -15,12 +15,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pggit_export.errors import PggitExportError
+
 DEFAULT_EMAIL_DOMAIN = "pggit.invalid"
 
 _LINE = re.compile(r"^\s*(?P<user>[^=]+?)\s*=\s*(?P<name>[^<>]*?)\s*<(?P<email>[^<>\s]*)>\s*$")
 
 
-class AuthorsFileError(ValueError):
+class AuthorsFileError(PggitExportError, ValueError):
     """The authors file has a line that is not `user = Name <email>`."""
 
 

@@ -97,7 +97,8 @@ from dulwich.refs import Ref
 from dulwich.repo import Repo
 from psycopg import sql
 
-from .layout import SCHEMA_FILE_STEM, decode_name
+from pggit_export.errors import PggitExportError
+from pggit_export.render.layout import SCHEMA_FILE_STEM, decode_name
 
 # int.from_bytes(b"pggitmir", "big"): the key of pg_advisory_xact_lock(bigint) that every
 # mirror takes first. Advisory locks are per database, so mirrors into different databases
@@ -145,7 +146,7 @@ _CREATE_TYPES = {
 }
 
 
-class MirrorError(RuntimeError):
+class MirrorError(PggitExportError, RuntimeError):
     """The repository cannot be mirrored into the target (nothing was written)."""
 
 
