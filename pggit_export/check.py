@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 
 from pggit_export.git.message import format_id_ranges
+from pggit_export.identifiers import catalog_name
 from pggit_export.read.history import Changeset, HistoryReader, HistoryRow, group_changesets
 from pggit_export.shadow.replay import (
     DEFAULT_MAX_SQL_BYTES,
@@ -297,13 +298,12 @@ def _head(text: str) -> str:
 
 
 def _unquote(ident: str) -> str:
-    """The name an identifier denotes: quoted ones as written, others folded to lower case."""
+    """The name an identifier denotes (see ``catalog_name``); a version written as a string
+    literal (``VERSION '1.2'``) is taken as written."""
     ident = ident.strip()
-    if ident.startswith('"'):
-        return ident[1:-1].replace('""', '"')
     if ident.startswith("'"):
         return ident[1:-1].replace("''", "'")
-    return ident.lower()
+    return catalog_name(ident)
 
 
 def _last_part(qualified: str) -> str:

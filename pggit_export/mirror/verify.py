@@ -50,6 +50,7 @@ from dulwich.objects import Commit
 from psycopg import sql
 
 from pggit_export.git.message import parse_id_ranges, read_trailer
+from pggit_export.identifiers import strip_identifier_quotes
 from pggit_export.mirror.write import (
     GitReader,
     MirrorError,
@@ -466,12 +467,6 @@ _IDENT_RE = r'(?:"(?:[^"]|"")*"|[^".\s]+)'
 _QUALIFIED_RE = re.compile(rf"^{_IDENT_RE}\.(?={_IDENT_RE})")
 
 
-def _unquote(identifier: str) -> str:
-    if len(identifier) >= 2 and identifier[0] == identifier[-1] == '"':
-        return identifier[1:-1].replace('""', '"')
-    return identifier
-
-
 def split_type(type_text: str) -> tuple[str, str | None, int]:
     """`public.foo(3)[]` -> ("foo", "3", 1): base name as v1 spells it, modifier, dimensions."""
     text = type_text.strip()
@@ -488,7 +483,7 @@ def split_type(type_text: str) -> tuple[str, str | None, int]:
     text = _QUALIFIED_RE.sub("", text)
     if text == '"char"':
         return "char", modifier, dims
-    text = _unquote(text)
+    text = strip_identifier_quotes(text)
     return _TYPE_ALIASES.get(text, text), modifier, dims
 
 
@@ -577,7 +572,7 @@ def parse_table_file(text: str) -> TableFile | None:
             name_match = re.match(_IDENT_RE, item)
             if name_match is None:
                 continue
-            name = _unquote(name_match.group(0))
+            name = strip_identifier_quotes(name_match.group(0))
             tail = item[name_match.end():]
             cut = _COLUMN_END_RE.search(tail)
             columns[name] = (tail[: cut.start()] if cut else tail).strip()
@@ -595,8 +590,8 @@ def _qualified_key(name: str) -> tuple[str, str]:
     schema, _, table = name.partition(".")
     parts = re.findall(_IDENT_RE, name)
     if len(parts) == 2:
-        return _unquote(parts[0]), _unquote(parts[1])
-    return _unquote(schema), _unquote(table)
+        return strip_identifier_quotes(parts[0]), strip_identifier_quotes(parts[1])
+    return strip_identifier_quotes(schema), strip_identifier_quotes(table)
 
 
 class _Catalog:

@@ -35,6 +35,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 
+from pggit_export.identifiers import quote_literal
+
 
 @dataclass(frozen=True, order=True)
 class ObjectKey:
@@ -455,7 +457,7 @@ def _literal(text: str) -> str:
     string literal, so '...\\' would swallow the rest of the file.
     """
     if "\\" not in text:
-        return "'" + text.replace("'", "''") + "'"
+        return quote_literal(text)
     tag = "$_$"
     n = 0
     while tag in text or text.endswith(tag[:-1]):

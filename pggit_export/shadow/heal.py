@@ -27,6 +27,12 @@ from typing import Any
 import psycopg
 import psycopg.rows
 
+from pggit_export.identifiers import (
+    qualified_name,
+    quote_identifier,
+    quote_identifier_if_needed,
+    quote_literal,
+)
 from pggit_export.render.snapshot import ObjectKey, render_objects
 from pggit_export.restore import load_files
 from pggit_export.shadow.replay import REPLAY_ROLE, ReplayFailure, Shadow, Statement
@@ -167,14 +173,6 @@ def _is_drop(statement: str) -> bool:
     return bool(re.match(r"\s*DROP\b", statement, re.I))
 
 
-def _quoted(schema: str, name: str) -> str:
-    return f"{_ident(schema)}.{_ident(name)}"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 # The schema holding a relation or type of a name (optionally in a given schema).
 _RELATION_SCHEMA_SQL = """
 SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -222,7 +220,7 @@ class Healer:
         if code == "3F000" and (m := re.match(r"schema " + _NAME + " does not exist", msg)):
             schema = m.group(1).replace('""', '"')
             return [Repair(f"created schema {schema} (never recorded)",
-                           sql=(f"CREATE SCHEMA IF NOT EXISTS {_ident(schema)}",))]
+                           sql=(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}",))]
         if code == "42P01" and (m := re.match(r"relation " + _NAME + " does not exist", msg)):
             return self._from_live("relation", *_split_name(m.group(1).replace('""', '"')))
         if code == "42704" and (m := re.match(r"type " + _NAME + " does not exist", msg)):
@@ -259,9 +257,9 @@ class Healer:
         return [Repair(
             f"created role {role} in the shadow (named by the history)",
             admin_sql=(
-                f"CREATE ROLE {_ident(role)} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+                f"CREATE ROLE {quote_identifier(role)} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
                 "NOREPLICATION NOBYPASSRLS",
-                f"GRANT {_ident(role)} TO {_ident(REPLAY_ROLE)}",
+                f"GRANT {quote_identifier(role)} TO {quote_identifier(REPLAY_ROLE)}",
             ),
         )]
 
@@ -272,7 +270,7 @@ class Healer:
         return [Repair(
             f"granted CREATE on schema {schema} to every role in the shadow (privileges are "
             "not part of a snapshot)",
-            admin_sql=(f"GRANT USAGE, CREATE ON SCHEMA {_ident(schema)} TO PUBLIC",),
+            admin_sql=(f"GRANT USAGE, CREATE ON SCHEMA {quote_identifier(schema)} TO PUBLIC",),
         )]
 
     def _from_live(self, what: str, schema: str | None, name: str) -> list[Repair]:
@@ -281,7 +279,7 @@ class Healer:
         if schema is not None and not self._shadow_has_schema(schema):
             if self.live.has_schema(schema):
                 return [Repair(f"created schema {schema} (never recorded)",
-                               sql=(f"CREATE SCHEMA IF NOT EXISTS {_ident(schema)}",))]
+                               sql=(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}",))]
             return []
         finder = {"relation": self.live.find_relation, "type": self.live.find_type,
                   "function": self.live.find_function}[what]
@@ -294,7 +292,7 @@ class Healer:
         repairs = []
         if not self._shadow_has_schema(key.schema):
             repairs.append(Repair(f"created schema {key.schema} (never recorded)",
-                                  sql=(f"CREATE SCHEMA IF NOT EXISTS {_ident(key.schema)}",)))
+                                  sql=(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(key.schema)}",)))
         repairs.append(Repair(
             f"created {_label(key)} from the live database (never created in the recorded "
             "history)",
@@ -308,7 +306,7 @@ class Healer:
         if not m:
             return []
         column = m.group(1).replace('""', '"')
-        if m.group(2) and re.search(r"\bDROP\s+(COLUMN\s+)?" + re.escape(_maybe_quoted(column)),
+        if m.group(2) and re.search(r"\bDROP\s+(COLUMN\s+)?" + re.escape(quote_identifier_if_needed(column)),
                                     failure.statement, re.I):
             rewritten = re.sub(r"\bDROP\s+(COLUMN\s+)?(?!IF\b)", r"DROP \1IF EXISTS ",
                                failure.statement, count=1, flags=re.I)
@@ -329,7 +327,7 @@ class Healer:
             shadow_columns = self._shadow_columns(key.schema, key.name)
             if not shadow_columns or column in shadow_columns:
                 continue
-            qualified = _quoted(key.schema, key.name)
+            qualified = qualified_name(key.schema, key.name)
             # A column the replay has and the live table lacks, of the same type: renamed.
             gone = [c for c, t in shadow_columns.items()
                     if c not in live_columns and t == live_columns[column][1]]
@@ -337,11 +335,11 @@ class Healer:
                 return [Repair(
                     f"renamed column {gone[0]} to {column} in table {key.schema}.{key.name}, "
                     "as in the live database (rename never recorded)",
-                    sql=(f"ALTER TABLE {qualified} RENAME COLUMN {_ident(gone[0])} "
-                         f"TO {_ident(column)}",),
+                    sql=(f"ALTER TABLE {qualified} RENAME COLUMN {quote_identifier(gone[0])} "
+                         f"TO {quote_identifier(column)}",),
                 )]
             _, type_, notnull, default = live_columns[column]
-            definition = f"{_ident(column)} {type_}"
+            definition = f"{quote_identifier(column)} {type_}"
             if default is not None:
                 definition += f" DEFAULT {default}"
             if notnull:
@@ -368,10 +366,10 @@ class Healer:
         for label in missing:
             position = live_labels.index(label)
             before = next((lab for lab in live_labels[position + 1:] if lab in have), None)
-            where = f" BEFORE {_literal(before)}" if before is not None else ""
+            where = f" BEFORE {quote_literal(before)}" if before is not None else ""
             statements.append(
-                f"ALTER TYPE {_quoted(key.schema, key.name)} ADD VALUE IF NOT EXISTS "
-                f"{_literal(label)}{where}"
+                f"ALTER TYPE {qualified_name(key.schema, key.name)} ADD VALUE IF NOT EXISTS "
+                f"{quote_literal(label)}{where}"
             )
             have.append(label)
         return [Repair(
@@ -405,9 +403,9 @@ class Healer:
             schema, rel = self._resolve_relation(table)
             if rel is None:
                 return []
-            target = _quoted(schema, rel)
-            drop = (f"ALTER TABLE {target} DROP CONSTRAINT {_ident(name)}" if kind == "constraint"
-                    else f"DROP TRIGGER {_ident(name)} ON {target}")
+            target = qualified_name(schema, rel)
+            drop = (f"ALTER TABLE {target} DROP CONSTRAINT {quote_identifier(name)}" if kind == "constraint"
+                    else f"DROP TRIGGER {quote_identifier(name)} ON {target}")
             return [Repair(f"dropped {kind} {name} on {schema}.{rel} (the history creates it "
                            "again: its removal was never recorded)", sql=(drop,))]
         if m := re.match(r"(relation|type) " + _NAME + " already exists", msg):
@@ -422,7 +420,7 @@ class Healer:
             return [Repair(
                 f"dropped {kind.lower()} {schema}.{rel} (the history creates it again: its "
                 "removal was never recorded)",
-                sql=(f"DROP {kind} {_quoted(schema, rel)}" + (" CASCADE" if kind != "TYPE" else ""),),
+                sql=(f"DROP {kind} {qualified_name(schema, rel)}" + (" CASCADE" if kind != "TYPE" else ""),),
             )]
         return []
 
@@ -452,7 +450,7 @@ class Healer:
             why = "absent in live database" if absent else "it blocks the change; re-created " \
                   "later from the live database if needed"
             repairs.append(Repair(f"dropped {kind} {schema}.{rel} ({why})",
-                                  sql=(f"DROP {kind.upper()} IF EXISTS {_quoted(schema, rel)} CASCADE",)))
+                                  sql=(f"DROP {kind.upper()} IF EXISTS {qualified_name(schema, rel)} CASCADE",)))
         return repairs
 
     # -- shadow look-ups -----------------------------------------------------------------
@@ -562,13 +560,5 @@ class _LoadFailed(Exception):
 def _first_line(statement: str) -> str:
     text = " ".join(statement.split())
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _maybe_quoted(name: str) -> str:
-    return name if re.fullmatch(r"[a-z_][a-z0-9_$]*", name) else _ident(name)
 
 

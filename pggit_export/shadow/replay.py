@@ -37,6 +37,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from pggit_export.errors import PggitExportError
+from pggit_export.identifiers import catalog_name
 from pggit_export.read.history import Changeset
 from pggit_export.read.sqlsplit import split as split_sql
 from pggit_export.shadow.server import EmbeddedServer
@@ -177,13 +178,6 @@ _EXCLUSIVE_STATEMENT = re.compile(
 _IDENTIFIER = re.compile(_NAME)
 
 
-def _name_key(name: str) -> str:
-    """A name as the catalog spells it: quoted as is, unquoted folded to lower case."""
-    if name.startswith('"'):
-        return name[1:-1].replace('""', '"')
-    return name.lower()
-
-
 def relations_locked_exclusive(text: str) -> set[str]:
     """The names (last part, catalog spelling) of the relations that the text's
     ALTER TABLE, DROP VIEW, CREATE OR REPLACE VIEW, TRUNCATE and the like name:
@@ -195,7 +189,7 @@ def relations_locked_exclusive(text: str) -> set[str]:
             for qualified in (group or "").split(","):
                 parts = _IDENTIFIER.findall(qualified)
                 if parts:
-                    found.add(_name_key(parts[-1]))
+                    found.add(catalog_name(parts[-1]))
     return found
 
 
@@ -213,7 +207,7 @@ def locks_a_view(text: str) -> bool:
 
 def identifiers(text: str) -> set[str]:
     """Every word of the text that could be a name, in catalog spelling."""
-    return {_name_key(word) for word in _IDENTIFIER.findall(text)}
+    return {catalog_name(word) for word in _IDENTIFIER.findall(text)}
 
 
 def split_statements(text: str) -> list[Statement]:
