@@ -116,8 +116,11 @@ def config_available(config: Config) -> bool:
     return all(name in fields or value is False for name, value in config.options.items())
 
 
-def export_options(config: Config, shadow_dsn: str) -> ExportOptions:
-    """The ExportOptions of a configuration, replaying in ``shadow_dsn``'s server."""
+def export_options(config: Config, shadow_dsn: str | None) -> ExportOptions:
+    """The ExportOptions of a configuration, replaying in ``shadow_dsn``'s server.
+
+    ``None``: in the export's own private server, as a user's export does by default.
+    """
     if not config_available(config):
         raise ValueError(f"configuration {config.name!r} needs options this export lacks")
     fields = _option_fields()
@@ -409,6 +412,7 @@ def run_fidelity(
     workdir: Path | None = None,
     jobs: int = 4,
     repeat: bool = False,
+    private_shadow: bool = False,
 ) -> FidelityResult:
     """Export the fixture once per configuration and compare every commit with its truth.
 
@@ -416,8 +420,11 @@ def run_fidelity(
     shadows and restore databases are all created there. Repositories go to ``workdir``
     (a temporary directory when None). With ``repeat``, every configuration is exported a
     second time and the commit ids compared: a clock literal replayed as the replay's own
-    'now' changes them (a 'today' only does across midnight).
+    'now' changes them (a 'today' only does across midnight). With ``private_shadow`` the
+    export replays in its own private server (what a user gets by default; its PostgreSQL
+    version may differ from the source's) instead of ``admin_dsn``'s.
     """
+    shadow_dsn = None if private_shadow else admin_dsn
     fixture = fixture or load_fixture()
     source_db = f"fidelity_source_{uuid.uuid4().hex[:12]}"
     source = load_source(admin_dsn, fixture, source_db)
@@ -431,7 +438,7 @@ def run_fidelity(
         for config in configs:
             repo_path = base / config.name
             report: ExportReport = export_history(
-                source, repo_path, export_options(config, admin_dsn)
+                source, repo_path, export_options(config, shadow_dsn)
             )
             repo, commits = _repository_commits(repo_path)
             todo = {c.tree for c in commits if c.tree not in restored}
@@ -475,7 +482,7 @@ def run_fidelity(
                     final_lines_different=lines_different(truth_lines[-1], final),
                     report=report.to_dict(),
                     repeat_first_difference=(
-                        _first_difference(source, admin_dsn, config, base, commits)
+                        _first_difference(source, shadow_dsn, config, base, commits)
                         if repeat
                         else None
                     ),
@@ -486,11 +493,11 @@ def run_fidelity(
 
 
 def _first_difference(
-    source: str, admin_dsn: str, config: Config, base: Path, commits: list[_Commit]
+    source: str, shadow_dsn: str | None, config: Config, base: Path, commits: list[_Commit]
 ) -> int:
     """Export again; 0 if the commit ids are the same, else the first differing point."""
     again = base / f"{config.name}-again"
-    export_history(source, again, export_options(config, admin_dsn))
+    export_history(source, again, export_options(config, shadow_dsn))
     repo, second = _repository_commits(again)
     repo.close()
     for number, (a, b) in enumerate(zip(commits, second), 1):
