@@ -183,7 +183,7 @@ def check_history(
         # Same transaction, so the objects table matches the history just read.
         active = _active_uncreated_objects(reader.conn)
     findings = checker.findings(active)
-    findings += _shadow_findings(checker, shadow_dsn)
+    findings += _shadow_findings(checker, shadow_dsn, info.server_version // 10000)
     if authors is not None:
         unmapped = {user: ids for user, ids in checker.users.items() if user not in authors}
         for user, ids in sorted(unmapped.items()):
@@ -705,12 +705,13 @@ class _Checker:
 # ---------------------------------------------------------------------- shadow
 
 
-def _shadow_findings(checker: _Checker, shadow_dsn: str | None) -> list[Finding]:
-    """Look the extensions and roles the history uses up in the shadow's catalog."""
+def _shadow_findings(checker: _Checker, shadow_dsn: str | None, major: int) -> list[Finding]:
+    """Look the extensions and roles the history uses up in the shadow's catalog (the
+    shadow the export would use: of the source's `major` version where there is one)."""
     if not checker.extensions and not checker.roles:
         return []  # nothing to look up: do not start a server
     try:
-        with open_shadow(shadow_dsn) as shadow:
+        with open_shadow(shadow_dsn, major=major) as shadow:
             conn = shadow.conn
             description = shadow.description
             names = sorted(checker.extensions)

@@ -637,15 +637,28 @@ def export_history(
         after = reader.position_of(last_id) if last_id is not None else None
         report.resumed_after_id = last_id
 
-        with open_shadow(options.shadow_dsn, statement_timeout=options.statement_timeout) as shadow:
+        # The source's major: the files then read as the source's server prints them.
+        with open_shadow(
+            options.shadow_dsn,
+            statement_timeout=options.statement_timeout,
+            major=info.server_version // 10000,
+        ) as shadow:
             report.shadow = shadow.description
             report.shadow_server_version = shadow.server_version
             report.warnings += shadow.warnings
             shadow.watch_statements(shadow.statement_timeout_seconds())
-            if shadow.server_version // 10000 < info.server_version // 10000:
+            shadow_major, source_major = shadow.server_version // 10000, info.server_version // 10000
+            if shadow_major < source_major:
                 report.warnings.append(
-                    f"the shadow runs PostgreSQL {shadow.server_version // 10000}, older than "
-                    f"the source's {info.server_version // 10000}: newer syntax may fail to replay"
+                    f"the shadow runs PostgreSQL {shadow_major}, older than "
+                    f"the source's {source_major}: newer syntax may fail to replay"
+                )
+            elif shadow_major > source_major:
+                report.warnings.append(
+                    f"the files are in PostgreSQL {shadow_major}'s dialect, not the source's "
+                    f"{source_major}: restore into PostgreSQL {source_major} may fail and drift "
+                    f"may see differences; install PostgreSQL {source_major} or point "
+                    "PGGIT_EXPORT_PG_BIN at its binaries"
                 )
             if shadow.admin is not None:
                 prepare_render_session(shadow.admin)

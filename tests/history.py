@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,3 +85,11 @@ def git(repo: Path, *args: str) -> str:
     )
     assert result.returncode == 0, f"git {' '.join(args)} failed:\n{result.stderr}"
     return result.stdout
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real command line (`python -m pggit_export ARGS`), as a user's shell would."""
+    return subprocess.run(
+        [sys.executable, "-m", "pggit_export", *args],
+        capture_output=True, text=True, timeout=300, env=env, stdin=subprocess.DEVNULL,
+    )

@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 import pytest
-from history import Change, at, git, make_source
+from history import Change, at, cli, git, make_source
 
 from pggit_export.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = sorted(c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands)
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pggit_export", *args],
-        capture_output=True, text=True, timeout=300, env=env, stdin=subprocess.DEVNULL,
-    )
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from history import Change, at, git, make_source
+from history import Change, at, cli, git, make_source
 
 from pggit_export import ExportOptions, export_history
 from pggit_export.shadow.server import EmbeddedServer, PostgresBinaries, _version_of, find_binaries
@@ -64,3 +64,46 @@ def test_warns_when_the_shadow_is_older_than_the_source(
     )
     assert report.shadow_server_version // 10000 == OTHER.major
     assert any("older than the source" in w for w in report.warnings)
+
+
+# Text whose rendering differs between majors: PostgreSQL 18 names NOT NULL constraints and
+# deparses views and defaults its own way. A PostgreSQL 15 source's files must read as a
+# PostgreSQL 15 server prints them, or restore and drift see differences that are not there.
+DIALECT_SENSITIVE = """
+CREATE TABLE customers (
+    id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    email text NOT NULL CHECK (email LIKE '%@%'),
+    joined date NOT NULL DEFAULT CURRENT_DATE,
+    tags text[] NOT NULL DEFAULT '{}'
+);
+CREATE VIEW recent_customers AS
+    SELECT id, lower(email) AS email FROM customers WHERE joined > CURRENT_DATE - 30;
+"""
+
+
+@needs_other_major
+def test_a_source_is_replayed_and_rendered_in_its_own_major(
+    other_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    assert OTHER is not None
+    with psycopg.connect(other_server.conninfo(), autocommit=True) as admin:
+        admin.execute("CREATE DATABASE dialect_src")
+        admin.execute("CREATE DATABASE dialect_restored")
+    source = make_source(other_server.conninfo("dialect_src"), [
+        Change(DIALECT_SENSITIVE, at(1), objects=[
+            ("CREATE", "TABLE", "public", "customers"),
+            ("CREATE", "VIEW", "public", "recent_customers"),
+        ]),
+    ], live_sql=DIALECT_SENSITIVE)
+    repo = tmp_path / "repo"
+
+    exported = cli("export", source, str(repo))
+    assert exported.returncode == 0, exported.stderr
+    assert f"PostgreSQL {OTHER.version}" in exported.stdout
+    assert f"files in PostgreSQL {OTHER.major}'s dialect" in exported.stdout
+    assert "customers_email_not_null" not in git(repo, "show", "main:public/customers.sql")
+
+    restored = cli("restore", str(repo), other_server.conninfo("dialect_restored"))
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    drift = cli("drift", source, str(repo))
+    assert drift.returncode == 0, drift.stdout + drift.stderr

