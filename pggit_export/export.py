@@ -122,6 +122,8 @@ class ExportReport:
     not_replayed: list[ReportedChangeset] = field(default_factory=list)
     refused_statements: list[ReportedChangeset] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # The session settings replay applied, as read from the source (read.environment).
+    environment: list[str] = field(default_factory=list)
     incremental: bool = False  # whether the export could re-render only what changed
     dry_run: bool = False
     stopped_early: bool = False  # --strict stopped at a failure
@@ -376,6 +378,11 @@ class _Exporter:
         overrides: dict[int, str | None] = {}
         repairs: list[Repair] = []
         seen: set[tuple[str | None, str, int]] = set()
+        healer = self.healer
+        for repair in healer.environment_repairs(changeset) if healer else ():
+            self.catch_up()  # the untaken changeset's take must not see this repair
+            if healer.apply(repair) is None:  # type: ignore[union-attr]
+                repairs.append(repair)
         result = self.replay_first(changeset)
         self.catch_up()  # if the replay did not get as far as running anything
         for _ in range(MAX_ROUNDS):
@@ -633,6 +640,7 @@ def export_history(
         info = reader.info()
         report.history_rows = info.history_rows
         report.source_server_version = info.server_version
+        report.environment = reader.environment().describe()
         last_id = _resume_point(writer)
         after = reader.position_of(last_id) if last_id is not None else None
         report.resumed_after_id = last_id

@@ -21,6 +21,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from pggit_export.errors import PggitExportError
+from pggit_export.read.environment import SessionEnvironment, read_environment
 
 
 class SourceError(PggitExportError, RuntimeError):
@@ -68,6 +69,8 @@ class Changeset:
     """
 
     rows: tuple[HistoryRow, ...]
+    # The search_path its user's sessions had (read.environment); None: the default.
+    search_path: str | None = None
 
     @property
     def sql(self) -> str | None:
@@ -175,6 +178,7 @@ class HistoryReader:
     conninfo: str
     fetch_size: int = 500
     _conn: psycopg.Connection[Any] | None = field(default=None, init=False, repr=False)
+    _environment: SessionEnvironment | None = field(default=None, init=False, repr=False)
 
     def __enter__(self) -> HistoryReader:
         try:
@@ -260,9 +264,16 @@ class HistoryReader:
                     invalid_utf8=tuple(bad),
                 )
 
+    def environment(self) -> SessionEnvironment:
+        """The session settings history ran under, as the source's catalog tells them."""
+        if self._environment is None:
+            self._environment = read_environment(self.conn)
+        return self._environment
+
     def changesets(self, after: tuple[dt.datetime, int] | None = None) -> Iterator[Changeset]:
-        """Replay units in order: consecutive rows sharing text, time and author."""
-        return group_changesets(self.rows(after))
+        """Replay units in order: consecutive rows sharing text, time and author, each
+        with the search_path its author's sessions had."""
+        return group_changesets(self.rows(after), self.environment())
 
 
 _TEXT_COLUMNS = (
@@ -284,22 +295,29 @@ def _decoded(value: Any, column: str, bad: list[str]) -> Any:
         return raw.decode("utf-8", "replace")
 
 
-def group_changesets(rows: Iterator[HistoryRow]) -> Iterator[Changeset]:
+def group_changesets(
+    rows: Iterator[HistoryRow], environment: SessionEnvironment | None = None
+) -> Iterator[Changeset]:
     """Group consecutive rows with equal (sql_executed, created_at, created_by).
 
     Only *consecutive* rows: with `psql -f` the same text (`DROP VIEW x;`) can
-    recur in later transactions and must be replayed again there.
+    recur in later transactions and must be replayed again there. With an
+    `environment`, each changeset carries the search_path of its user.
     """
+    def changeset(group: list[HistoryRow]) -> Changeset:
+        path = environment.search_path_for(group[0].created_by) if environment else None
+        return Changeset(tuple(group), search_path=path)
+
     current: list[HistoryRow] = []
     for row in rows:
         if current and _same_unit(current[0], row):
             current.append(row)
             continue
         if current:
-            yield Changeset(tuple(current))
+            yield changeset(current)
         current = [row]
     if current:
-        yield Changeset(tuple(current))
+        yield changeset(current)
 
 
 def _same_unit(a: HistoryRow, b: HistoryRow) -> bool:

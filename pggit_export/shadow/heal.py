@@ -33,6 +33,8 @@ from pggit_export.identifiers import (
     quote_identifier_if_needed,
     quote_literal,
 )
+from pggit_export.read.environment import search_path_schemas
+from pggit_export.read.history import Changeset
 from pggit_export.render.snapshot import ObjectKey, render_objects
 from pggit_export.restore import load_files
 from pggit_export.shadow.replay import REPLAY_ROLE, ReplayFailure, Shadow, Statement
@@ -79,7 +81,7 @@ WHERE p.proname = %(name)s AND (%(schema)s::text IS NULL OR n.nspname = %(schema
 ORDER BY in_public DESC, n.nspname
 """
 
-_SCHEMA_EXISTS_SQL = "SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = %s)"
+_SCHEMA_EXISTS_SQL = "SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = %(name)s)"
 
 _COLUMNS_SQL = """
 SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull,
@@ -135,7 +137,7 @@ class LiveCatalog:
         return ObjectKey("function", rows[0][0], rows[0][1]) if rows else None
 
     def has_schema(self, name: str) -> bool:
-        return bool(self._rows(_SCHEMA_EXISTS_SQL.replace("%s", "%(name)s"), {"name": name})[0][0])
+        return bool(self._rows(_SCHEMA_EXISTS_SQL, {"name": name})[0][0])
 
     def columns(self, schema: str, name: str) -> list[tuple[str, str, bool, str | None]]:
         return [tuple(r) for r in self._rows(_COLUMNS_SQL, {"schema": schema, "name": name})]  # type: ignore[misc]
@@ -193,6 +195,26 @@ class Healer:
         self.live = live
         self.shadow = shadow
         self.extra: list[Repair] = []  # repairs a repair needed first (see apply)
+
+    # -- before a changeset: the environment it ran in ----------------------------------
+
+    def environment_repairs(self, changeset: Changeset) -> list[Repair]:
+        """Schemas the changeset's search_path names that the shadow lacks and the source
+        has: its unqualified names went there (read.environment), so they must exist
+        before it replays, or the names land silently in the next schema of the path."""
+        if changeset.search_path is None or self.live is None:
+            return []
+        repairs = []
+        for schema in search_path_schemas(changeset.search_path):
+            if not self.live.has_schema(schema) or self._shadow_has_schema(schema):
+                continue
+            repairs.append(Repair(
+                f"created schema {schema} before the change: its user {changeset.created_by} "
+                f"had search_path {changeset.search_path} (source's pg_db_role_setting), and "
+                "the schema is live in the source but never created by the history",
+                sql=(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}",),
+            ))
+        return repairs
 
     # -- the rules, one per kind of failure --------------------------------------------
 
@@ -460,8 +482,7 @@ class Healer:
         return row[0] if row else None
 
     def _shadow_has_schema(self, schema: str) -> bool:
-        return bool(self._one("SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace "
-                              "WHERE nspname = %(s)s)", {"s": schema}))
+        return bool(self._one(_SCHEMA_EXISTS_SQL, {"name": schema}))
 
     def _resolve_relation(self, name: str) -> tuple[str, str | None]:
         return self._resolve(name, _RELATION_SCHEMA_SQL)

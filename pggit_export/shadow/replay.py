@@ -37,7 +37,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from pggit_export.errors import PggitExportError
-from pggit_export.identifiers import catalog_name
+from pggit_export.identifiers import catalog_name, quote_literal
 from pggit_export.read.history import Changeset
 from pggit_export.read.sqlsplit import split as split_sql
 from pggit_export.shadow.server import EmbeddedServer, find_binaries
@@ -98,6 +98,11 @@ _LEADING_NOISE = re.compile(r"^(\s+|--[^\n]*(\n|$)|/\*.*?\*/)+", re.S)
 _WORD = re.compile(r"[A-Za-z_]+")
 _OWNER_TO = re.compile(r"\bOWNER\s+TO\s+\S+\s*;?\s*$", re.I)
 _CONCURRENTLY = re.compile(r"^(\s*(?:CREATE\s+(?:UNIQUE\s+)?|DROP\s+)INDEX\s+)CONCURRENTLY\s+", re.I)
+_TRIGGER_ALL = re.compile(r"(\b(?:DISABLE|ENABLE(?:\s+(?:REPLICA|ALWAYS))?)\s+TRIGGER\s+)ALL\b", re.I)
+# Which triggers fire for data changes: a superuser's session setting, no schema state.
+_REPLICATION_ROLE = re.compile(
+    r"^(?:SET|RESET)\s+(?:(?:SESSION|LOCAL)\s+)?session_replication_role\b", re.I
+)
 
 
 def _leading_words(text: str, count: int = 4) -> list[str]:
@@ -154,7 +159,7 @@ def classify(text: str) -> Action:
         return Action.SKIP_PRIVILEGES
     if first == "ALTER" and _OWNER_TO.search(text):
         return Action.SKIP_PRIVILEGES
-    if first in _MAINTENANCE:
+    if first in _MAINTENANCE or _REPLICATION_ROLE.match(_LEADING_NOISE.sub("", text)):
         return Action.SKIP_MAINTENANCE
     return Action.REPLAY
 
@@ -245,13 +250,27 @@ def _pieces(text: str) -> Iterator[str]:
             yield piece
 
 
+def _session_settings(changeset: Changeset) -> list[str]:
+    """Statements that put the changeset's transaction in the session environment its
+    author had in the source (read.environment): for now, its search_path."""
+    if changeset.search_path is None:
+        return []
+    value = quote_literal(changeset.search_path)
+    return [f"SELECT pg_catalog.set_config('search_path', {value}, true)"]
+
+
 def prepare_for_transaction(text: str) -> str:
-    """Rewrite a statement so it may run inside the changeset's transaction.
+    """Rewrite a statement so it may run inside the changeset's transaction, as the
+    replay role, with the same effect on the schema.
 
     CREATE/DROP INDEX CONCURRENTLY refuse to run in a transaction block; without
-    CONCURRENTLY they make the same schema.
+    CONCURRENTLY they make the same schema. ``DISABLE/ENABLE TRIGGER ALL`` also switches
+    the system triggers that enforce foreign keys, which only a superuser may do: migrations
+    wrap bulk updates in it. The system triggers are no part of a schema dump; the user
+    triggers are, and ``TRIGGER USER`` switches exactly those.
     """
-    return _CONCURRENTLY.sub(r"\1", text, count=1)
+    text = _CONCURRENTLY.sub(r"\1", text, count=1)
+    return _TRIGGER_ALL.sub(r"\1USER", text)
 
 
 # 'now', 'today', 'tomorrow' and 'yesterday' are evaluated when a statement runs
@@ -553,7 +572,8 @@ class Shadow:
             return result
         texts = [prepare_for_transaction(freeze_clock_literals(s.text, changeset.time))
                  for _, s in to_run]
-        if self._replay_at_once(texts, while_running, hold_commit=hold_commit):
+        session = _session_settings(changeset)
+        if self._replay_at_once([*session, *texts], while_running, hold_commit=hold_commit):
             result.replayed = len(to_run)
             if defer_take and self.tracking:
                 result.untaken = True
@@ -563,6 +583,8 @@ class Shadow:
         # It failed somewhere: again statement by statement, to know exactly where.
         try:
             with self.conn.transaction():
+                for setting in session:
+                    self.conn.execute(setting)
                 for (index, statement), text in zip(to_run, texts):
                     watchdog = self._watchdog
                     try:
