@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -162,7 +163,10 @@ def _binaries_for(major: int, overrides: dict[int, Path]) -> Any:
     out = subprocess.run(
         [str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=True
     ).stdout
-    return fidelity.PostgresBinaries(bindir=bindir, version=out.split()[-1])
+    match = re.search(r"\(PostgreSQL\) (\d+(?:\.\d+)?)", out)
+    if match is None:
+        raise SystemExit(f"{bindir}/postgres: cannot read its version from {out!r}")
+    return fidelity.PostgresBinaries(bindir=bindir, version=match.group(1))
 
 
 def run_corpus(
