@@ -34,6 +34,7 @@ from pggit_export.shadow.replay import (
     split_statements,
 )
 from pggit_export.shadow.server import ServerError
+from pggit_export.shadow.standin import build_stand_in
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -51,6 +52,7 @@ CODES: dict[str, str] = {
     "refused-statement": "warning",  # replay refuses it and says so
     "missing-extension": "error",  # CREATE EXTENSION the shadow cannot satisfy
     "missing-role": "error",  # a role the shadow lacks: the statement fails
+    "extension-stand-in": "info",  # the shadow lacks it; the export builds a stand-in
     "hidden-ddl": "info",  # objects changed by SELECT/CALL/DO only
     "unsupported-kind": "warning",  # created, replayed, but not rendered in snapshots
     "missing-object-row": "warning",  # history row whose pggit.objects row is gone
@@ -182,8 +184,9 @@ def check_history(
             checker.changeset(changeset)
         # Same transaction, so the objects table matches the history just read.
         active = _active_uncreated_objects(reader.conn)
-    findings = checker.findings(active)
-    findings += _shadow_findings(checker, shadow_dsn, info.server_version // 10000)
+        findings = checker.findings(active)
+        findings += _shadow_findings(checker, shadow_dsn, info.server_version // 10000,
+                                     reader.conn)
     if authors is not None:
         unmapped = {user: ids for user, ids in checker.users.items() if user not in authors}
         for user, ids in sorted(unmapped.items()):
@@ -705,9 +708,13 @@ class _Checker:
 # ---------------------------------------------------------------------- shadow
 
 
-def _shadow_findings(checker: _Checker, shadow_dsn: str | None, major: int) -> list[Finding]:
+def _shadow_findings(
+    checker: _Checker, shadow_dsn: str | None, major: int, live: psycopg.Connection[Any]
+) -> list[Finding]:
     """Look the extensions and roles the history uses up in the shadow's catalog (the
-    shadow the export would use: of the source's `major` version where there is one)."""
+    shadow the export would use: of the source's `major` version where there is one).
+    An extension the shadow lacks that the export can stand in for (`live`: the source's
+    catalog) is information, not an error."""
     if not checker.extensions and not checker.roles:
         return []  # nothing to look up: do not start a server
     try:
@@ -723,6 +730,7 @@ def _shadow_findings(checker: _Checker, shadow_dsn: str | None, major: int) -> l
                 versions.setdefault(name, set()).add(version)
             roles = {r[0] for r in conn.execute(EXISTING_ROLES_QUERY,
                                                 {"names": sorted(checker.roles)})}
+            can_stand_in = shadow.extension_directory is not None
     except (ShadowError, ServerError, psycopg.Error) as exc:
         ids = sorted({i for uses in (*checker.extensions.values(), *checker.roles.values())
                       for i in uses.ids})
@@ -735,6 +743,17 @@ def _shadow_findings(checker: _Checker, shadow_dsn: str | None, major: int) -> l
     for name, uses in sorted(checker.extensions.items()):
         missing_versions = sorted(v for v in uses.extra if v not in versions.get(name, set()))
         if name in available and not missing_versions:
+            continue
+        stand_in = build_stand_in(live, name) if can_stand_in and name not in available else None
+        if stand_in is not None and uses.extra <= {stand_in.version}:
+            findings.append(Finding(
+                "extension-stand-in", CODES["extension-stand-in"],
+                f"extension {name} is not available on the shadow server: the export "
+                f"{stand_in.describe().removeprefix('built ')}",
+                sorted(set(uses.ids)),
+                {"extension": name, "version": stand_in.version, "shadow": description,
+                 "functions": stand_in.functions, "missing": list(stand_in.missing)},
+            ))
             continue
         what = (f"extension {name} is not available" if name not in available
                 else f"extension {name} version {', '.join(missing_versions)} is not available")

@@ -6,6 +6,8 @@ in /usr/lib/postgresql/N/bin); skipped where there is none.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,3 +109,56 @@ def test_a_source_is_replayed_and_rendered_in_its_own_major(
     assert restored.returncode == 0, restored.stdout + restored.stderr
     drift = cli("drift", source, str(repo))
     assert drift.returncode == 0, drift.stdout + drift.stderr
+
+
+PGCRYPTO_HISTORY = """
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
+CREATE TABLE tokens (
+    id int PRIMARY KEY,
+    secret bytea NOT NULL DEFAULT gen_random_bytes(16),
+    hash text
+);
+CREATE INDEX tokens_digest_idx ON tokens (digest(hash, 'sha256'));
+"""
+
+
+@needs_other_major
+def test_an_extension_the_shadow_lacks_is_stood_in_from_the_source(
+    other_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    # The source is the machine's PostgreSQL, which has pgcrypto; the shadow is the wheel's,
+    # which has not (it is built without OpenSSL), as on a machine with only the wheel.
+    bundled = find_binaries()
+    with psycopg.connect(other_server.conninfo(), autocommit=True) as admin:
+        admin.execute("CREATE DATABASE standin_src")
+    source = make_source(other_server.conninfo("standin_src"), [
+        Change(PGCRYPTO_HISTORY, at(1), objects=[
+            ("CREATE", "TABLE", "public", "tokens"),
+            ("CREATE", "INDEX", "public", "tokens_digest_idx"),
+        ]),
+        Change("ALTER TABLE tokens ADD COLUMN note text;", at(2),
+               objects=[("ALTER", "TABLE", "public", "tokens")]),
+    ], live_sql=PGCRYPTO_HISTORY + "ALTER TABLE tokens ADD COLUMN note text;")
+    repo = tmp_path / "repo"
+    env = {**os.environ, "PGGIT_EXPORT_PG_BIN": str(bundled.bindir)}
+
+    result = cli("export", source, str(repo), env=env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"PostgreSQL {bundled.version}" in result.stdout
+    files = git(repo, "ls-tree", "-r", "--name-only", "main").split()
+    # The extension is a file; its member functions are not, as with a real extension.
+    assert sorted(files) == ["public/_schema.sql", "public/pgcrypto.sql", "public/tokens.sql"]
+    assert "CREATE EXTENSION IF NOT EXISTS pgcrypto" in git(repo, "show", "main:public/pgcrypto.sql")
+    tokens = git(repo, "show", "main:public/tokens.sql")
+    assert "gen_random_bytes(16)" in tokens and "digest(hash, 'sha256'" in tokens
+    assert "note text" in tokens
+    root = git(repo, "rev-list", "--max-parents=0", "main").strip()
+    assert "Pggit-Repaired: built a stand-in for extension pgcrypto" in git(
+        repo, "show", "-s", "--format=%B", root)
+
+    # check predicts it: information, not an error.
+    checked = cli("check", source, "--json", env=env)
+    findings = json.loads(checked.stdout)["findings"]
+    assert [(f["code"], f["severity"]) for f in findings if "pgcrypto" in f["message"]] == [
+        ("extension-stand-in", "info")]

@@ -38,6 +38,7 @@ from pggit_export.read.history import Changeset
 from pggit_export.render.snapshot import ObjectKey, render_objects
 from pggit_export.restore import load_files
 from pggit_export.shadow.replay import REPLAY_ROLE, ReplayFailure, Shadow, Statement
+from pggit_export.shadow.standin import build_stand_in
 
 MAX_ROUNDS = 12  # per changeset; each round must fix something new
 
@@ -51,6 +52,7 @@ class Repair:
     admin_sql: tuple[str, ...] = ()  # run as the shadow's superuser (roles, grants)
     load: dict[str, str] = field(default_factory=dict)  # files to load (live definitions)
     override: tuple[int, str | None] | None = None  # (statement index, new text or None: skip)
+    extension_files: dict[str, str] = field(default_factory=dict)  # a stand-in (standin.py)
 
 
 # ---------------------------------------------------------------- live catalog
@@ -80,6 +82,11 @@ WHERE p.proname = %(name)s AND (%(schema)s::text IS NULL OR n.nspname = %(schema
   AND n.nspname <> ALL (%(exclude)s::text[]) AND n.nspname !~ '^pg_'
 ORDER BY in_public DESC, n.nspname
 """
+
+# PostgreSQL 15 and later, then older ones: no control file for the extension.
+_EXTENSION_UNAVAILABLE = re.compile(
+    r'extension "([^"]+)" is not available|could not open extension control file ".*/([^/"]+)\.control"'
+)
 
 _SCHEMA_EXISTS_SQL = "SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = %(name)s)"
 
@@ -233,6 +240,8 @@ class Healer:
             # the repairs look names up under the default one: one could drop public.a for
             # a failing CREATE TABLE app.a. No evidence, no repair: it stays a failure.
             return []
+        if code in ("0A000", "58P01") and (m := _EXTENSION_UNAVAILABLE.match(msg)):
+            return self._stand_in(m.group(1) or m.group(2))
         if code in ("42704", "22023") and (m := re.match(r"role " + _NAME + " does not exist", msg)):
             return self._create_role(m.group(1).replace('""', '"'))
         if code == "42501" and (m := re.search(r"permission denied to set role " + _NAME, msg)):
@@ -475,6 +484,15 @@ class Healer:
                                   sql=(f"DROP {kind.upper()} IF EXISTS {qualified_name(schema, rel)} CASCADE",)))
         return repairs
 
+    def _stand_in(self, name: str) -> list[Repair]:
+        """The shadow's server lacks an extension: stand in for it if the source has it."""
+        if self.live is None or self.shadow.extension_directory is None:
+            return []
+        stand_in = build_stand_in(self.live.conn, name)
+        if stand_in is None:
+            return []
+        return [Repair(stand_in.describe(), extension_files=stand_in.files)]
+
     # -- shadow look-ups -----------------------------------------------------------------
 
     def _one(self, query: str, params: dict[str, Any]) -> Any:
@@ -532,6 +550,10 @@ class Healer:
         recorded in `self.extra`.
         """
         try:
+            if repair.extension_files:
+                assert self.shadow.extension_directory is not None
+                for file_name, text in repair.extension_files.items():
+                    (self.shadow.extension_directory / file_name).write_text(text, "utf-8")
             if repair.admin_sql:
                 assert self.shadow.admin is not None
                 with self.shadow.admin.transaction():

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -382,10 +383,13 @@ class Shadow:
         *,
         admin: psycopg.Connection[Any] | None = None,
         private: bool = False,
+        extension_directory: Path | None = None,
     ) -> None:
         self.conn = conn  # replays history: a non-superuser in the private shadow
         self.admin = admin  # a superuser on the same database, for the tool's own work
         self.private = private  # a server of our own: creating roles there harms nobody
+        # Where extension stand-ins are written (server.EmbeddedServer); None: not possible.
+        self.extension_directory = extension_directory
         self.description = description
         self.tracking = False  # True once the change tracker is installed and intact
         self._take_sql = ""  # install_tracker's
@@ -902,6 +906,7 @@ def open_shadow(
                 shadow = Shadow(
                     conn, f"private PostgreSQL {binaries.version} ({binaries.origin})",
                     admin=admin_conn, private=True,
+                    extension_directory=server.extension_directory,
                 )
                 try:
                     yield shadow

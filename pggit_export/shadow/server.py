@@ -171,6 +171,15 @@ class EmbeddedServer:
             raise ServerError("server not started")
         return self._dir
 
+    @property
+    def extension_directory(self) -> Path | None:
+        """Where extension stand-ins go (shadow/standin.py): a directory of this server's
+        own that ``extension_control_path`` names, on PostgreSQL 18 and later; None before,
+        where the server reads control files from its installation only."""
+        if self.binaries.major < 18:
+            return None
+        return self.directory / "stand-ins" / "extension"
+
     def conninfo(self, dbname: str = "postgres") -> str:
         """A libpq connection string for a database of this server."""
         return psycopg.conninfo.make_conninfo(
@@ -241,6 +250,9 @@ class EmbeddedServer:
             "logging_collector": "off",
             "TimeZone": "UTC",
         }
+        if self.extension_directory is not None:
+            self.extension_directory.mkdir(parents=True)
+            settings["extension_control_path"] = f"$system:{self.extension_directory.parent}"
         args = [str(bindir / "postgres"), "-D", str(data)]
         for key, value in settings.items():
             args += ["-c", f"{key}={value}"]
