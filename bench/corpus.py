@@ -5,9 +5,19 @@
 Every corpus history (``fixtures/corpus/<project>-<mode>-pg<major>/``: real published
 migration sets captured under v1's triggers, with the truth after every transaction; see
 fixtures/corpus/README.md) goes through bench/fidelity.py's comparison, unchanged: export
-with configurations ``pure`` (no repair, close to a naive replay of the recorded SQL) and
-``healed``, restore every commit into an empty database, ``pg_dump -s`` it and count the
-lines that differ from the truth at that history point.
+with configurations ``pure`` (``--no-repair``) and ``healed`` (the default), restore every
+commit into an empty database, ``pg_dump -s`` it and count the lines that differ from the
+truth at that history point.
+
+The yardstick of the issues is a **naive replay** of the recorded SQL, which the export's
+pure mode no longer is (it replays under each user's search_path, for one): so every history
+is also replayed without the tool (``naive_replay``): in a new empty database of the same
+server, as superuser with the default settings, each changeset's ``sql_executed`` (read from
+the loaded source with plain SQL; changeset = consecutive rows sharing text, time and author,
+in (created_at, id) order) runs once in its own transaction, rolled back on error; changesets
+of pgGit's own schemas (its install) are skipped, as the export skips them. After each
+changeset the database is dumped and compared exactly as the restored commits are. Naive
+points pair with the export's commits by history ids (a commit is one changeset).
 
 The source database, the restores and the dumps run on a server of the source's major
 version: the embedded PostgreSQL 18, or the machine's ``/usr/lib/postgresql/<major>/bin``
@@ -21,8 +31,10 @@ with dumps of the same major. The export replays (``--shadow``):
     on the source's server, i.e. in the source's major version.
 
 Per history the table gives: points (commits compared), points equal to the truth for
-pure and for healed, points where healed is farther from the truth than pure (more
-differing lines), mean differing lines per point for both, and failed replays.
+naive, pure and healed, points where healed is farther from the truth (more differing
+lines) than naive and than pure, mean differing lines per point for each, and failed
+replays (naive: points whose changeset raised an error). ``--json`` adds every point, with
+the naive replay's lines, status and error.
 """
 
 from __future__ import annotations
@@ -35,11 +47,15 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+import psycopg
+from psycopg import sql
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "fixtures" / "corpus"
@@ -66,6 +82,175 @@ def history_names() -> list[str]:
     return sorted(p.parent.name for p in CORPUS.glob("*/steps.json"))
 
 
+# --------------------------------------------------------------------------- naive replay
+#
+# The yardstick of issues 13 and 14: what a user gets by running the recorded SQL as it is,
+# without this tool. Nothing here uses pggit_export (its reader, shadow or replay), so the
+# baseline does not move when the export changes; only the comparison (bench/fidelity.py's
+# dump flags, normalisation and line count) is shared, so that the columns compare.
+
+PGGIT_SCHEMAS = frozenset({"pggit", "pggit_v0", "pggit_v2", "pggit_audit"})
+
+NAIVE_ROWS = """
+SELECT h.id, h.sql_executed, h.created_at, h.created_by, o.schema_name
+FROM pggit.history AS h
+LEFT JOIN pggit.objects AS o ON o.id = h.object_id
+ORDER BY h.created_at, h.id
+"""
+
+# A text that may end its own transaction (COMMIT; BEGIN; ...) can leave part of itself
+# committed when a later statement fails: such a failed changeset is dumped again rather
+# than assumed to have changed nothing. Conservative (END and BEGIN also close and open
+# PL/pgSQL blocks): a false match only costs a dump.
+_TRANSACTION_CONTROL = re.compile(r"\b(commit|end|rollback|abort)\b", re.IGNORECASE)
+
+
+@dataclass
+class NaiveChangeset:
+    """Consecutive pggit.history rows sharing sql_executed, created_at and created_by."""
+
+    history_ids: list[int]
+    text: str | None
+    own: bool  # every row names an object in one of pgGit's own schemas (its install)
+
+
+def naive_changesets(source_dsn: str) -> list[NaiveChangeset]:
+    """The source's changesets in history order (created_at, id), read with plain SQL.
+
+    A row without a created_at never joins a changeset (no evidence of one transaction),
+    as in the export; rows whose object is gone from pggit.objects count as not pgGit's own.
+    """
+    with psycopg.connect(source_dsn) as conn:
+        rows = conn.execute(NAIVE_ROWS).fetchall()
+    changesets: list[NaiveChangeset] = []
+    previous: tuple[Any, ...] | None = None
+    for history_id, text, created_at, created_by, schema in rows:
+        key = (text, created_at, created_by)
+        own = schema in PGGIT_SCHEMAS
+        if changesets and created_at is not None and key == previous:
+            changesets[-1].history_ids.append(history_id)
+            changesets[-1].own = changesets[-1].own and own
+        else:
+            changesets.append(NaiveChangeset([history_id], text, own))
+        previous = key
+    return changesets
+
+
+@dataclass
+class NaivePoint:
+    """The naive replay's database right after one changeset, compared with its truth."""
+
+    history_ids: list[int]
+    step: int  # index into the fixture's steps (the truth compared with)
+    replay: str  # "ok", "failed" (rolled back), "skipped" (pgGit's own), "empty" (no SQL)
+    error: str | None
+    lines_different: int
+
+    @property
+    def equal(self) -> bool:
+        return self.lines_different == 0
+
+
+def _create_database(admin_dsn: str, name: str, template: str = "template0") -> None:
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        )
+
+
+@dataclass
+class NaiveResult:
+    """Every point of a naive replay, and its last state against the final truth."""
+
+    points: list[NaivePoint]
+    final_lines_different: int
+
+    def point_for(self, history_ids: Sequence[int]) -> NaivePoint | None:
+        """The point of a commit's history ids: the changeset holding its last id."""
+        if not history_ids:
+            return None
+        for point in self.points:
+            if history_ids[-1] in point.history_ids:
+                return point
+        return None
+
+
+def _run_naively(dsn: str, text: str) -> str | None:
+    """Run one changeset's text once, in one transaction of a fresh session (so a SET in one
+    migration does not leak into the next, as with one ``psql`` run per migration file);
+    roll back on error. None, or the error's first line."""
+    with psycopg.connect(dsn) as conn:
+        try:
+            conn.execute(text)
+        except psycopg.Error as exc:
+            conn.rollback()
+            return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        conn.commit()
+    return None
+
+
+def naive_replay(admin_dsn: str, binaries: Any, fixture: Any) -> NaiveResult:
+    """Replay the fixture's recorded SQL naively; one point per changeset, in history order.
+
+    In a new empty database of ``admin_dsn``'s server, as that superuser, under the default
+    session settings: every changeset's sql_executed once, in its own transaction (rolled
+    back on error, then on to the next); changesets that only touch pgGit's own schemas (its
+    install) are skipped, as the export skips them. After each changeset the database is
+    dumped like the truths (a changeset that changed nothing reuses the dump before it) and
+    compared with the truth of the step that wrote its last history row.
+
+    Sequential on purpose: a dump takes some 40 ms; the time goes into normalising dumps
+    (sqlparse), which threads would not speed up, so identical texts are normalised once.
+    """
+    tag = uuid.uuid4().hex[:12]
+    source_db, target_db = f"naive_source_{tag}", f"naive_{tag}"
+    source = fidelity.load_source(admin_dsn, fixture, source_db)
+    with fidelity._dropped(admin_dsn, source_db):
+        changesets = naive_changesets(source)
+    normalised: dict[str, list[str]] = {}
+
+    def normalise(text: str) -> list[str]:
+        if text not in normalised:
+            normalised[text] = fidelity.normalise_dump(text)
+        return normalised[text]
+
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(target_db))
+        )
+    target = fidelity._dsn_for(admin_dsn, target_db)
+    points = []
+    with fidelity._dropped(admin_dsn, target_db):
+        state = fidelity.build.dump_schema(binaries, target)  # before anything ran
+        for changeset in changesets:
+            error = None
+            if changeset.own:
+                replay = "skipped"
+            elif not (changeset.text or "").strip():
+                replay = "empty"
+            else:
+                error = _run_naively(target, changeset.text or "")
+                replay = "ok" if error is None else "failed"
+                if error is None or _TRANSACTION_CONTROL.search(changeset.text or ""):
+                    state = fidelity.build.dump_schema(binaries, target)
+            step = fixture.step_of(changeset.history_ids[-1]).step
+            points.append(
+                NaivePoint(
+                    history_ids=changeset.history_ids,
+                    step=step,
+                    replay=replay,
+                    error=error,
+                    lines_different=fidelity.lines_different(
+                        normalise(fixture.truths[step]), normalise(state)
+                    ),
+                )
+            )
+        final = fidelity.lines_different(normalise(fixture.final_truth), normalise(state))
+    return NaiveResult(points=points, final_lines_different=final)
+
+
 @dataclass
 class HistorySummary:
     """One history's figures."""
@@ -74,33 +259,53 @@ class HistorySummary:
     postgresql: str  # the source's version (the truths' pg_dump)
     shadow: str  # "private" or "source"
     points: int
+    naive_equal: int
     pure_equal: int
     healed_equal: int
+    healed_worse_than_naive: int  # points where healed differs by more lines than naive
     healed_worse: int  # points where healed differs by more lines than pure
+    naive_mean_lines: float
     pure_mean_lines: float
     healed_mean_lines: float
+    naive_failed: int  # changesets of the points that raised an error and were rolled back
     pure_failed: int
     healed_failed: int
+    naive_unmatched: int  # export points whose history ids are not one naive changeset's
     seconds: float
+    naive_seconds: float
 
     def row(self) -> str:
+        n = self.points
         return (
-            f"| {self.history} | {self.points} | {self.pure_equal}/{self.points} "
-            f"| {self.healed_equal}/{self.points} | {self.healed_worse} "
-            f"| {self.pure_mean_lines:.1f} | {self.healed_mean_lines:.1f} "
-            f"| {self.pure_failed} | {self.healed_failed} |"
+            f"| {self.history} | {n} | {self.naive_equal}/{n} | {self.pure_equal}/{n} "
+            f"| {self.healed_equal}/{n} | {self.healed_worse_than_naive} | {self.healed_worse} "
+            f"| {self.naive_mean_lines:.1f} | {self.pure_mean_lines:.1f} "
+            f"| {self.healed_mean_lines:.1f} | {self.naive_failed} | {self.pure_failed} "
+            f"| {self.healed_failed} |"
         )
 
 
 TABLE_HEADER = (
-    "| history | points | pure equal | healed equal | healed worse than pure "
-    "| mean lines off (pure) | mean lines off (healed) | failed replays (pure) "
-    "| failed replays (healed) |\n|---|---|---|---|---|---|---|---|---|"
+    "| history | points | naive equal | pure equal | healed equal | healed worse than naive "
+    "| healed worse than pure | mean lines off (naive) | mean lines off (pure) "
+    "| mean lines off (healed) | failed (naive) | failed (pure) | failed (healed) |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
-def summarise(name: str, result: Any, shadow: str, seconds: float) -> HistorySummary:
-    """The table row of one history from bench/fidelity.py's FidelityResult."""
+def _naive_lines(naive: NaiveResult, history_ids: Sequence[int]) -> int:
+    """Lines off of the naive point matching a commit (the final state for no history id)."""
+    point = naive.point_for(history_ids)
+    if point is None:
+        return naive.final_lines_different
+    return point.lines_different
+
+
+def summarise(
+    name: str, result: Any, naive: NaiveResult, shadow: str, seconds: float, naive_seconds: float
+) -> HistorySummary:
+    """The table row of one history from bench/fidelity.py's FidelityResult and the naive
+    replay; the points are the export's commits (pure and healed have the same ones)."""
     pure, healed = result.config("pure"), result.config("healed")
     theirs = {tuple(p.history_ids): p for p in healed.points}
     worse = 0
@@ -108,19 +313,33 @@ def summarise(name: str, result: Any, shadow: str, seconds: float) -> HistorySum
         mate = theirs.get(tuple(point.history_ids))
         if mate is None or mate.lines_different > point.lines_different:
             worse += 1
+    naive_lines = [_naive_lines(naive, p.history_ids) for p in healed.points]
+    matched = [naive.point_for(p.history_ids) for p in healed.points]
     return HistorySummary(
         history=name,
         postgresql=result.fixture.postgresql,
         shadow=shadow,
         points=len(pure.points),
+        naive_equal=sum(lines == 0 for lines in naive_lines),
         pure_equal=pure.equal_points,
         healed_equal=healed.equal_points,
+        healed_worse_than_naive=sum(
+            p.lines_different > lines for p, lines in zip(healed.points, naive_lines)
+        ),
         healed_worse=worse,
+        naive_mean_lines=_mean(naive_lines),
         pure_mean_lines=_mean(p.lines_different for p in pure.points),
         healed_mean_lines=_mean(p.lines_different for p in healed.points),
+        naive_failed=sum(m is not None and m.replay == "failed" for m in matched),
         pure_failed=pure.failed_points,
         healed_failed=healed.failed_points,
+        naive_unmatched=sum(
+            m is None or m.history_ids != list(p.history_ids)
+            for m, p in zip(matched, healed.points)
+            if p.history_ids
+        ),
         seconds=round(seconds, 1),
+        naive_seconds=round(naive_seconds, 1),
     )
 
 
@@ -129,8 +348,9 @@ def _mean(values: Iterable[int]) -> float:
     return round(statistics.fmean(items), 1) if items else 0.0
 
 
-def point_rows(result: Any) -> list[dict[str, Any]]:
-    """Per point: history ids, migration, lines off and replay status per configuration."""
+def point_rows(result: Any, naive: NaiveResult) -> list[dict[str, Any]]:
+    """Per point: history ids, migration, lines off and replay status per configuration
+    and for the naive replay (its error, if it raised one)."""
     rows: dict[tuple[int, ...], dict[str, Any]] = {}
     for config in result.configs:
         for point in config.points:
@@ -148,6 +368,14 @@ def point_rows(result: Any) -> list[dict[str, Any]]:
                 "replay": point.replay,
                 "load_failures": point.load_failures,
             }
+    for key, row in rows.items():
+        mate = naive.point_for(key)
+        row["naive"] = {
+            "lines_different": _naive_lines(naive, key),
+            "replay": mate.replay if mate else "(final state)",
+            "error": mate.error if mate else None,
+            "history_ids": fidelity._ids(mate.history_ids) if mate else "-",
+        }
     return [rows[k] for k in sorted(rows, key=lambda k: (not k, k))]
 
 
@@ -196,12 +424,26 @@ def run_corpus(
                     jobs=jobs,
                     private_shadow=shadow == "private",
                 )
-                summary = summarise(name, result, shadow, time.monotonic() - started)
+                exported = time.monotonic()
+                naive = naive_replay(server.conninfo("postgres"), server.binaries, fixtures[name])
+                summary = summarise(
+                    name, result, naive, shadow, exported - started, time.monotonic() - exported
+                )
                 entry: dict[str, Any] = {"summary": summary}
                 if points:
-                    entry["points"] = point_rows(result)
+                    entry["points"] = point_rows(result, naive)
                 out[name] = entry
-                print(f"{name}: {summary.seconds} s", file=sys.stderr)
+                print(
+                    f"{name}: {summary.seconds} s export and compare, "
+                    f"{summary.naive_seconds} s naive replay",
+                    file=sys.stderr,
+                )
+                if summary.naive_unmatched:
+                    print(
+                        f"{name}: {summary.naive_unmatched} points are not exactly one naive "
+                        "changeset (compared with the changeset holding their last id)",
+                        file=sys.stderr,
+                    )
     return [out[name] for name in names]
 
 
