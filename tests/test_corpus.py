@@ -132,3 +132,25 @@ def test_a_corpus_history_exports_one_commit_per_changeset(
         if value.strip()
     ]
     assert per_commit == changesets
+
+
+def test_the_naive_replay_runs_each_recorded_changeset_once(pg_admin_dsn: str) -> None:
+    """bench/corpus.py's yardstick: the recorded SQL run as it is, without the tool. On
+    procrastinate (role-level search_path, pre-pgGit schema) every statement runs and every
+    object lands in public, so no point but the skipped install is near the truth."""
+    corpus = _load("_bench_corpus", ROOT / "bench" / "corpus.py")
+    with psycopg.connect(pg_admin_dsn) as conn:
+        if conn.info.server_version // 10000 != 18:
+            pytest.skip("the history and its truths are PostgreSQL 18's")
+    fixture = harness.load_fixture(CORPUS / "procrastinate-batch-pg18")
+    binaries = harness.EmbeddedServer().binaries
+    if binaries.major != 18:
+        pytest.skip("needs a PostgreSQL 18 pg_dump")
+    result = corpus.naive_replay(pg_admin_dsn, binaries, fixture)
+
+    source_points = [p.history_ids for p in result.points]
+    assert len(source_points) == 36 and source_points[0] == [1]
+    assert [p.replay for p in result.points] == ["skipped"] + ["ok"] * 35
+    assert result.points[0].lines_different == 1  # CREATE SCHEMA procrastinate, pre-pgGit
+    assert all(p.lines_different > 1 for p in result.points[1:])
+    assert result.point_for([5]) is next(p for p in result.points if 5 in p.history_ids)
