@@ -38,6 +38,7 @@ from pggit_export.render.snapshot import (
 )
 from pggit_export.render.state import FileChanges, SnapshotChanges, SnapshotState, diff_files
 from pggit_export.restore import load_files
+from pggit_export.shadow.evidence import read_later_changes
 from pggit_export.shadow.heal import MAX_ROUNDS, Healer, LiveCatalog, Repair
 from pggit_export.shadow.replay import (
     DEFAULT_MAX_SQL_BYTES,
@@ -379,6 +380,8 @@ class _Exporter:
         repairs: list[Repair] = []
         seen: set[tuple[str | None, str, int]] = set()
         healer = self.healer
+        if healer is not None:
+            healer.position = changeset.last_id
         for repair in healer.environment_repairs(changeset) if healer else ():
             self.catch_up()  # the untaken changeset's take must not see this repair
             if healer.apply(repair) is None:  # type: ignore[union-attr]
@@ -683,7 +686,7 @@ def export_history(
                         "--baseline ignored: the repository already has its root commit"
                     )
             live = LiveCatalog(reader.conn, options.exclude_schemas)
-            healer = Healer(live, shadow) if options.repair else None
+            healer = Healer(live, shadow, read_later_changes(reader.conn)) if options.repair else None
             exporter = _Exporter(shadow, writer, options, report, healer=healer)
             exporter.start()
             changesets_done = 0

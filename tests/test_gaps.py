@@ -92,3 +92,44 @@ def test_no_repair_guesses_names_under_a_search_path_the_changeset_set(
     assert [f.history_ids for f in report.failed] == [[2]]
     assert report.repairs == []
     assert "public/a.sql" in git(repo, "ls-tree", "-r", "--name-only", "main").split()
+
+
+FUTURE_LIVE = (
+    "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy', 'ecstatic');\n"
+    "CREATE TABLE person (name text, current_mood mood, note text);\n"
+)
+
+
+def test_a_repair_does_not_bring_in_what_the_history_adds_later(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # CREATE TYPE and the first CREATE TABLE were never recorded (sent alone); the history
+    # later adds a label and a column, which the live database also has. The repair at day 2
+    # must build both from the live catalog *without* them, or days 2 and 3 show the future
+    # and day 4's ALTERs fail as "already exists".
+    from history import cli
+
+    source = make_source(make_database(), [
+        Change("CREATE INDEX person_name ON person (name);", at(2),
+               objects=[("CREATE", "INDEX", "public", "person_name")]),
+        Change("CREATE TABLE diary (day date, felt mood);", at(3),
+               objects=[("CREATE", "TABLE", "public", "diary")]),
+        Change("ALTER TYPE mood ADD VALUE 'ecstatic';\nALTER TABLE person ADD COLUMN note text;",
+               at(4), objects=[("ALTER", "TABLE", "public", "person")]),
+    ], live_sql=FUTURE_LIVE + "CREATE INDEX person_name ON person (name);\n"
+                              "CREATE TABLE diary (day date, felt mood);")
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "failed" not in result.stdout
+    day2, day4 = "main~2", "main"
+    assert "note" not in git(repo, "show", f"{day2}:public/person.sql")
+    assert "ecstatic" not in git(repo, "show", f"{day2}:public/mood.sql")
+    assert "'happy'" in git(repo, "show", f"{day2}:public/mood.sql")
+    assert "note text" in git(repo, "show", f"{day4}:public/person.sql")
+    assert "'ecstatic'" in git(repo, "show", f"{day4}:public/mood.sql")
+    repaired = git(repo, "log", "--format=%B", "-1", day2)
+    assert "ecstatic (added by history id 3)" in repaired
+    assert "note (added by history id 3)" in repaired

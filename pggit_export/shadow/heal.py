@@ -20,7 +20,7 @@ transaction could not be used there). What cannot be repaired stays a failure.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ from pggit_export.read.environment import search_path_schemas
 from pggit_export.read.history import Changeset
 from pggit_export.render.snapshot import ObjectKey, render_objects
 from pggit_export.restore import load_files
+from pggit_export.shadow.evidence import LaterChanges
 from pggit_export.shadow.replay import REPLAY_ROLE, ReplayFailure, Shadow, Statement
 from pggit_export.shadow.standin import build_stand_in
 
@@ -53,6 +54,7 @@ class Repair:
     load: dict[str, str] = field(default_factory=dict)  # files to load (live definitions)
     override: tuple[int, str | None] | None = None  # (statement index, new text or None: skip)
     extension_files: dict[str, str] = field(default_factory=dict)  # a stand-in (standin.py)
+    after_load: tuple[str, ...] = ()  # run once `load` is in, in its transaction
 
 
 # ---------------------------------------------------------------- live catalog
@@ -178,6 +180,12 @@ def _label(key: ObjectKey) -> str:
     return f"{kinds.get(key.kind, key.kind)} {key.schema}.{key.name}"
 
 
+def _added_later(items: Mapping[str, int]) -> str:
+    """`'x' (added by history id 12)`, for a repair's description: its evidence."""
+    return ", ".join(f"{name} (added by history id {first})"
+                     for name, first in sorted(items.items(), key=lambda item: (item[1], item[0])))
+
+
 def _is_drop(statement: str) -> bool:
     return bool(re.match(r"\s*DROP\b", statement, re.I))
 
@@ -198,9 +206,15 @@ ORDER BY n.nspname = 'public' DESC LIMIT 1
 class Healer:
     """Turns a replay failure into repairs, using the statement and the live catalog."""
 
-    def __init__(self, live: LiveCatalog | None, shadow: Shadow) -> None:
+    def __init__(
+        self, live: LiveCatalog | None, shadow: Shadow, later: LaterChanges | None = None
+    ) -> None:
         self.live = live
         self.shadow = shadow
+        self.later = later or LaterChanges()  # what later recorded statements add
+        # The last history id of the changeset being healed: what the history adds after it
+        # is left out of every repair (shadow/evidence.py). The exporter sets it.
+        self.position: int | None = None
         self.extra: list[Repair] = []  # repairs a repair needed first (see apply)
 
     # -- before a changeset: the environment it ran in ----------------------------------
@@ -260,8 +274,8 @@ class Healer:
             return self._from_live("function", *_split_name(m.group(1).strip('"')))
         if code == "42703":
             return self._missing_column(failure)
-        if code == "22P02" and (m := re.match(r"invalid input value for enum ([^:]+): ", msg)):
-            return self._enum_values(*_split_name(m.group(1).strip('"')))
+        if code == "22P02" and (m := re.match(r'invalid input value for enum ([^:]+): "(.*)"$', msg)):
+            return self._enum_values(*_split_name(m.group(1).strip('"')), needed=m.group(2))
         if code in ("42P07", "42710", "42723", "42701", "42P06"):
             return self._already_exists(failure)
         if code == "42P13" and "cannot change return type of existing function" in msg:
@@ -324,12 +338,36 @@ class Healer:
         if not self._shadow_has_schema(key.schema):
             repairs.append(Repair(f"created schema {key.schema} (never recorded)",
                                   sql=(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(key.schema)}",)))
+        future_labels = self._later("labels", key.name) if key.kind == "type" else {}
+        if future_labels:
+            # The live enum minus what later statements add; built from its labels.
+            labels = [lab for lab in self.live.enum_labels(key.schema, key.name)
+                      if lab not in future_labels]
+            repairs.append(Repair(
+                f"created {_label(key)} from the live database (never created in the recorded "
+                f"history) without {_added_later(future_labels)}",
+                sql=(f"CREATE TYPE {qualified_name(key.schema, key.name)} AS ENUM "
+                     f"({', '.join(quote_literal(lab) for lab in labels)})",),
+            ))
+            return repairs
+        future_columns = self._later("columns", key.name) if key.kind == "table" else {}
+        table = qualified_name(key.schema, key.name)
         repairs.append(Repair(
             f"created {_label(key)} from the live database (never created in the recorded "
-            "history)",
+            "history)" + (f" without {_added_later(future_columns)}" if future_columns else ""),
             load={f"{key.schema}/{key.name}.{key.kind}.sql": text},
+            after_load=tuple(f"ALTER TABLE {table} DROP COLUMN IF EXISTS {quote_identifier(c)}"
+                             for c in future_columns),
         ))
         return repairs
+
+    def _later(self, what: str, name: str) -> dict[str, int]:
+        """Labels or columns of `name` the history first adds after the changeset healed."""
+        if self.position is None:
+            return {}
+        if what == "labels":
+            return self.later.labels_added_after(name, self.position)
+        return self.later.columns_added_after(name, self.position)
 
     def _missing_column(self, failure: ReplayFailure) -> list[Repair]:
         m = re.match(r"column " + _NAME + r"(?: of relation " + _NAME + r")? does not exist",
@@ -382,13 +420,16 @@ class Healer:
             )]
         return []
 
-    def _enum_values(self, schema: str | None, name: str) -> list[Repair]:
+    def _enum_values(self, schema: str | None, name: str, needed: str) -> list[Repair]:
         if self.live is None:
             return []
         key = self.live.find_type(schema, name)
         if key is None or key.kind != "type":
             return []
-        live_labels = self.live.enum_labels(key.schema, key.name)
+        # Not what a later statement adds, unless the failing statement needs it now.
+        future = {lab: i for lab, i in self._later("labels", key.name).items() if lab != needed}
+        live_labels = [lab for lab in self.live.enum_labels(key.schema, key.name)
+                       if lab not in future]
         have = self._shadow_enum_labels(key.schema, key.name)
         missing = [label for label in live_labels if label not in have]
         if not missing:
@@ -403,9 +444,10 @@ class Healer:
                 f"{quote_literal(label)}{where}"
             )
             have.append(label)
+        kept_out = f", not {_added_later(future)}" if future else ""
         return [Repair(
             f"added value{'s' if len(missing) > 1 else ''} {', '.join(missing)} to enum "
-            f"{key.schema}.{key.name} from the live database (never recorded)",
+            f"{key.schema}.{key.name} from the live database (never recorded){kept_out}",
             sql=tuple(statements),
         )]
 
@@ -568,12 +610,18 @@ class Healer:
                     with self.shadow.conn.transaction():
                         result = load_files(self.shadow.conn, repair.load)
                         if not result.failures:
+                            for statement in repair.after_load:
+                                self.shadow.conn.execute(statement)  # type: ignore[arg-type]
                             break
                         if depth >= 3:
                             return result.failures[0].error
                         raise _LoadFailed(result.failures)
         except _LoadFailed as failed:
-            needs = self._needs(failed.failures)
+            # A statement of the load that failed only because an earlier one of the same
+            # load did (an index on the table that needs a type) asks for the object being
+            # loaded itself: that is no need of its own.
+            needs = [need for need in self._needs(failed.failures)
+                     if not need.load.keys() & repair.load.keys()]
             if not needs or any(self.apply(need, depth + 1) is not None for need in needs):
                 return failed.failures[0].error
             self.extra.extend(needs)

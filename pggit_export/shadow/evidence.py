@@ -1,0 +1,102 @@
+"""Evidence read ahead: what later recorded statements add, so a repair does not add it early.
+
+The healer creates what a changeset trips over from the source's *live* catalog, which holds
+each object's final shape. An enum created there with every live label would hold a label
+that the history adds months later with ``ALTER TYPE ... ADD VALUE``: the commits in between
+would show it, and the later statement would fail ("already exists") and roll its whole
+changeset back. A repair must never make the replay less true.
+
+So before the first replay, one pass over the recorded texts (``read_later_changes``) notes
+every enum label a statement adds (``ALTER TYPE t ADD VALUE 'x'``) and every column
+(``ALTER TABLE t ADD [COLUMN] c ...``), with the history id of the first row that adds it.
+A repair made at history id N then leaves out what is first added after N
+(``LaterChanges.labels_added_after`` / ``columns_added_after``) and says so.
+
+Names are compared as the catalog spells them, by the object's own name: a statement that
+names ``app.mood`` and one that names ``mood`` under another ``search_path`` both count
+for any schema's ``mood`` (an over-cautious answer costs a label the later statement adds
+anyway; a missed one imports the future).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg.rows import tuple_row
+
+from pggit_export.identifiers import catalog_name
+from pggit_export.read.sqlsplit import split
+
+_NAME = r'(?:"(?:[^"]|"")+"|[A-Za-z_][\w$]*)'
+_QUALIFIED = rf"(?:{_NAME}\s*\.\s*)?(?P<name>{_NAME})"
+_ADD_VALUE = re.compile(
+    rf"^\s*ALTER\s+TYPE\s+{_QUALIFIED}\s+ADD\s+VALUE\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+    r"'(?P<label>(?:[^']|'')*)'",
+    re.I,
+)
+_ALTER_TABLE = re.compile(
+    rf"^\s*ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?{_QUALIFIED}\s+(?P<actions>.*)$",
+    re.I | re.S,
+)
+# One ADD action of ALTER TABLE: ADD [COLUMN] [IF NOT EXISTS] name, not a constraint.
+_ADD_COLUMN = re.compile(
+    rf"(?:^|,)\s*ADD\s+(?:COLUMN\s+)?(?:IF\s+NOT\s+EXISTS\s+)?(?P<column>{_NAME})",
+    re.I,
+)
+_NOT_COLUMNS = {"constraint", "primary", "unique", "check", "foreign", "exclude", "column"}
+
+# Only texts that can add a label or a column are read: the server filters.
+_CANDIDATES_SQL = r"""
+SELECT min(h.id) AS id, h.sql_executed
+FROM pggit.history AS h
+WHERE h.sql_executed ~* 'ADD\s+VALUE|ALTER\s+TABLE'
+GROUP BY h.sql_executed
+ORDER BY min(h.id)
+"""
+
+
+@dataclass(frozen=True)
+class LaterChanges:
+    """First history id adding each enum label and each column (see the module)."""
+
+    # type name -> label -> first history id; table name -> column -> first history id
+    enum_labels: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    columns: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+
+    def labels_added_after(self, type_name: str, history_id: int) -> dict[str, int]:
+        """Labels of enum `type_name` that the history first adds after `history_id`."""
+        return {label: first for label, first in self.enum_labels.get(type_name, {}).items()
+                if first > history_id}
+
+    def columns_added_after(self, table_name: str, history_id: int) -> dict[str, int]:
+        """Columns of table `table_name` that the history first adds after `history_id`."""
+        return {column: first for column, first in self.columns.get(table_name, {}).items()
+                if first > history_id}
+
+
+def later_changes_of(texts: Iterable[tuple[int, str]]) -> LaterChanges:
+    """Read (history id, recorded text) pairs, in id order."""
+    labels: dict[str, dict[str, int]] = {}
+    columns: dict[str, dict[str, int]] = {}
+    for history_id, text in texts:
+        for statement in split(text):
+            if m := _ADD_VALUE.match(statement):
+                label = m.group("label").replace("''", "'")
+                labels.setdefault(catalog_name(m.group("name")), {}).setdefault(label, history_id)
+            elif m := _ALTER_TABLE.match(statement):
+                table = columns.setdefault(catalog_name(m.group("name")), {})
+                for action in _ADD_COLUMN.finditer(m.group("actions")):
+                    column = action.group("column")
+                    if column.lower() not in _NOT_COLUMNS:
+                        table.setdefault(catalog_name(column), history_id)
+    return LaterChanges(enum_labels=labels, columns={t: c for t, c in columns.items() if c})
+
+
+def read_later_changes(conn: psycopg.Connection[Any]) -> LaterChanges:
+    """The read-ahead over the source's whole history, in the reader's transaction."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        return later_changes_of((row[0], row[1]) for row in cur.execute(_CANDIDATES_SQL))
