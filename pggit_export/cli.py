@@ -11,6 +11,7 @@ Exit codes (also in the README and `pggit-export --help`):
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,20 +21,18 @@ from typing import Annotated, Optional
 
 import psycopg
 import typer
+from dulwich.refs import check_ref_format
 
+from pggit_export.errors import PggitExportError
 from pggit_export.export import ExportOptions, ExportReport, export_history
-from pggit_export.git.authors import AuthorsFileError, read_authors_file
-from pggit_export.git.writer import RepositoryError
+from pggit_export.git.authors import read_authors_file
 from pggit_export.mirror.write import (
-    MirrorError,
     MirrorOptions,
     MirrorReport,
     mirror_repository,
 )
-from pggit_export.read.history import SourceError
-from pggit_export.restore import RestoreError, restore_snapshot
-from pggit_export.shadow.replay import DEFAULT_MAX_SQL_BYTES, DEFAULT_STATEMENT_TIMEOUT, ShadowError
-from pggit_export.shadow.server import ServerError
+from pggit_export.restore import restore_snapshot
+from pggit_export.shadow.replay import DEFAULT_MAX_SQL_BYTES, DEFAULT_STATEMENT_TIMEOUT
 
 from . import __version__
 
@@ -90,15 +89,51 @@ def _root(
     pass
 
 
+class UsageMistake(PggitExportError):
+    """An argument the user must fix before anything can run (exit code 2)."""
+
+
+def check_conninfo(value: str | None, what: str) -> None:
+    """A connection string libpq would reject: a usage mistake, named, before any work."""
+    if value is None:
+        return
+    try:
+        psycopg.conninfo.conninfo_to_dict(value)
+    except psycopg.ProgrammingError as exc:
+        raise UsageMistake(f"{what} is not a valid connection string: {_first_line(exc)}") from None
+
+
+def check_branch(name: str) -> None:
+    """A branch name git would refuse (`git check-ref-format --branch`)."""
+    if name.startswith("-") or not check_ref_format(f"refs/heads/{name}".encode()):
+        raise UsageMistake(f"--branch {name!r} is not a valid branch name (see git check-ref-format)")
+
+
+# What PostgreSQL takes for a time setting: a number with an optional unit.
+_DURATION = re.compile(r"\s*\d+(\.\d+)?\s*(us|ms|s|min|h|d)?\s*")
+
+
+def check_duration(value: str, option: str) -> None:
+    if not _DURATION.fullmatch(value):
+        raise UsageMistake(f"{option} {value!r} is not a duration: a number with a unit "
+                           "(us, ms, s, min, h, d), e.g. 10min")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 @contextmanager
 def _errors_exit() -> Iterator[None]:
-    """Expected failures become one clear line on stderr and exit code 3, not a traceback."""
+    """Expected failures become one clear line on stderr and exit code 3 (2 for a usage
+    mistake), never a traceback: what a failed run leaves behind is safe to rerun."""
     try:
         yield
-    except (
-        SourceError, RepositoryError, ShadowError, ServerError, MirrorError, RestoreError,
-        AuthorsFileError,
-    ) as exc:
+    except UsageMistake as exc:
+        typer.echo(f"pggit-export: error: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    except PggitExportError as exc:
         typer.echo(f"pggit-export: error: {exc}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
     except psycopg.OperationalError as exc:
@@ -108,6 +143,18 @@ def _errors_exit() -> Iterator[None]:
             "holds every commit written so far: run the same command again to continue",
             err=True,
         )
+        raise typer.Exit(EXIT_ERROR) from None
+    except psycopg.Error as exc:
+        # A server refused something (no right to read the history, a pgGit whose tables
+        # differ): the server's own words, with its SQLSTATE.
+        state = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
+        typer.echo(f"pggit-export: error: the database refused: {_first_line(exc)}{state}",
+                   err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    except OSError as exc:
+        # A path that is a file, a read-only or full disk.
+        typer.echo(f"pggit-export: error: {exc.strerror or _first_line(exc)}"
+                   + (f": {exc.filename}" if exc.filename else ""), err=True)
         raise typer.Exit(EXIT_ERROR) from None
     except KeyboardInterrupt:
         typer.echo(
@@ -360,6 +407,10 @@ def export(
         pggit-export export "postgresql://me@db.example.com/app" ./app-schema
     """
     with _errors_exit(), _progress(not quiet and not as_json, "Exporting") as progress:
+        check_conninfo(source, "SOURCE")
+        check_conninfo(shadow_dsn, "--shadow-dsn")
+        check_branch(branch)
+        check_duration(statement_timeout, "--statement-timeout")
         author_map = read_authors_file(authors) if authors else {}
         report = export_history(
             source,
@@ -470,6 +521,8 @@ def mirror_command(
         pggit-export mirror ./app-schema "postgresql://me@db.example.com/app"
     """
     with _errors_exit(), _progress(not quiet and not as_json, "Mirroring", "commits") as progress:
+        check_conninfo(target, "TARGET")
+        check_branch(branch)
         report = mirror_repository(
             repo, target, MirrorOptions(v2_schema=v2_schema, branch=branch, progress=progress)
         )
@@ -504,6 +557,8 @@ def verify(
     from pggit_export.mirror.verify import verify_mirror
 
     with _errors_exit():
+        check_conninfo(target, "TARGET")
+        check_branch(branch)
         report = verify_mirror(repo, target, MirrorOptions(v2_schema=v2_schema, branch=branch))
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
@@ -542,6 +597,8 @@ def restore(
         createdb schema_then && pggit-export restore ./app-schema "dbname=schema_then" --at 2024-01-01
     """
     with _errors_exit(), _progress(not as_json, "Restoring", "statements") as progress:
+        check_conninfo(target, "TARGET")
+        check_branch(branch)
         report = restore_snapshot(repo, target, at=at, branch=branch, progress=progress)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -578,6 +635,8 @@ def drift(
     from pggit_export.drift import drift_report
 
     with _errors_exit():
+        check_conninfo(source, "SOURCE")
+        check_branch(branch)
         report = drift_report(source, repo, branch=branch)
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format_text())
     raise typer.Exit(EXIT_OK if report.clean else EXIT_INCOMPLETE)
@@ -620,6 +679,8 @@ def check(
     from pggit_export.check import check_history
 
     with _errors_exit():
+        check_conninfo(source, "SOURCE")
+        check_conninfo(shadow_dsn, "--shadow-dsn")
         author_map = read_authors_file(authors) if authors else None
         report = check_history(
             source, shadow_dsn=shadow_dsn, max_sql_bytes=max_sql_bytes, authors=author_map

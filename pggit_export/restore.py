@@ -150,7 +150,10 @@ def resolve_commit(repo: Any, branch: str, at: str | None) -> Any:
     tip = repo.refs[f"refs/heads/{branch}".encode()]
     if at is None:
         return repo[tip]
-    when = _parse_when(at)
+    try:
+        when = _parse_when(at)
+    except ValueError as exc:  # shaped like a date, but no such day or time: 2024-13-45
+        raise RestoreError(f"{at!r} is not a valid date: {exc}") from exc
     if when is None:
         # dulwich resolves names and ids; the ~N / ^N steps git users expect are walked here.
         base, steps = re.fullmatch(r"(.*?)((?:[~^]\d*)*)", at).groups()  # type: ignore[union-attr]

@@ -120,3 +120,64 @@ def test_export_with_mirror_then_verify(
         conn.execute("UPDATE pggit_v2.objects SET content = content || ' ' WHERE type = 'blob'")
     result = cli("verify", repo, source)
     assert result.returncode == 1
+
+
+@pytest.fixture
+def small_source(make_database: Callable[[], str]) -> str:
+    return make_source(make_database(), [Change("CREATE TABLE t (id int);", at(1))])
+
+
+def _mistakes(source: str, tmp: Path) -> list[tuple[list[str], int, str]]:
+    """(arguments, exit code, what the one line must say) for each user mistake."""
+    a_file = tmp / "a-file"
+    a_file.write_text("not a repository")
+    typo = "prot=5432 " + source  # the classic: a misspelt keyword
+    return [
+        (["export", typo, str(tmp / "r")], 2, 'SOURCE is not a valid connection string: invalid connection option "prot"'),
+        (["export", source, str(tmp / "r"), "--shadow-dsn", "prot=1"], 2, "--shadow-dsn is not a valid connection string"),
+        (["export", source, str(a_file)], 3, f"Not a directory: {a_file}"),
+        (["export", source, str(tmp / "r"), "--statement-timeout", "abc"], 2, "--statement-timeout 'abc' is not a duration"),
+        (["export", source, str(tmp / "r"), "--branch", "bad..name"], 2, "--branch 'bad..name' is not a valid branch name"),
+        (["check", typo], 2, "SOURCE is not a valid connection string"),
+        (["drift", typo, str(tmp / "r")], 2, "SOURCE is not a valid connection string"),
+        (["mirror", str(tmp / "r"), typo], 2, "TARGET is not a valid connection string"),
+        (["verify", str(tmp / "r"), typo], 2, "TARGET is not a valid connection string"),
+        (["restore", str(tmp / "r"), typo], 2, "TARGET is not a valid connection string"),
+    ]
+
+
+def test_each_user_mistake_is_one_line_and_a_documented_exit_code(
+    small_source: str, tmp_path: Path
+) -> None:
+    for args, code, line in _mistakes(small_source, tmp_path):
+        result = cli(*args)
+        assert "Traceback" not in result.stderr, args
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"pggit-export: error: {line}"), (
+            args, result.stderr)
+        assert result.returncode == code, (args, result.returncode, result.stderr)
+
+
+def test_database_refusals_are_one_line_with_the_servers_words(
+    small_source: str, pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    role = f"reader_{tmp_path.name[-8:].lower()}".replace("-", "_")
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        no_rights = psycopg.conninfo.make_conninfo(small_source, user=role)
+        for command in (["export", no_rights, str(tmp_path / "r")], ["check", no_rights]):
+            result = cli(*command)
+            assert result.returncode == 3 and "Traceback" not in result.stderr
+            assert result.stderr.strip().splitlines() == [
+                "pggit-export: error: the database refused: permission denied for schema "
+                "pggit (SQLSTATE 42501)"]
+    finally:
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
+            admin.execute(f'DROP ROLE "{role}"')
+    exported = cli("export", small_source, str(tmp_path / "ok"))
+    assert exported.returncode == 0
+    bad_date = cli("restore", str(tmp_path / "ok"), pg_admin_dsn, "--at", "2024-13-45")
+    assert bad_date.returncode == 3 and "Traceback" not in bad_date.stderr
+    assert bad_date.stderr.strip() == (
+        "pggit-export: error: '2024-13-45' is not a valid date: month must be in 1..12")
