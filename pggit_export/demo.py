@@ -7,10 +7,8 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
-import psycopg
-
 from pggit_export.export import ExportOptions, ExportReport, export_history
-from pggit_export.shadow.server import EmbeddedServer
+from pggit_export.shadow.server import EmbeddedServer, connect_shadow
 
 
 def demo_history_sql() -> str:
@@ -29,9 +27,9 @@ def run_demo(
     database, so the demo starts a single server.
     """
     with EmbeddedServer() as server:
-        with psycopg.connect(server.conninfo("postgres"), autocommit=True) as admin:
+        with connect_shadow(server.conninfo("postgres"), autocommit=True) as admin:
             admin.execute("CREATE DATABASE shop TEMPLATE template0 ENCODING 'UTF8'")
-        with psycopg.connect(server.conninfo("shop")) as conn:
+        with connect_shadow(server.conninfo("shop")) as conn:
             conn.execute(demo_history_sql())  # type: ignore[arg-type]
         return export_history(
             server.conninfo("shop"),

@@ -41,7 +41,7 @@ from pggit_export.errors import PggitExportError
 from pggit_export.identifiers import catalog_name, quote_literal
 from pggit_export.read.history import Changeset
 from pggit_export.read.sqlsplit import split as split_sql
-from pggit_export.shadow.server import EmbeddedServer, find_binaries
+from pggit_export.shadow.server import EmbeddedServer, connect_shadow, find_binaries
 
 
 class ShadowError(PggitExportError, RuntimeError):
@@ -842,7 +842,7 @@ _DATABASE_SETTINGS = {
 
 
 def _connect_shadow(conninfo: str) -> psycopg.Connection[Any]:
-    conn = psycopg.connect(conninfo, autocommit=True)
+    conn = connect_shadow(conninfo, autocommit=True)
     # DISCARD ALL after each changeset drops prepared statements: never prepare.
     conn.prepare_threshold = None
     return conn
@@ -880,7 +880,7 @@ def open_shadow(
     """
     if shadow_dsn is None:
         with EmbeddedServer(find_binaries(major)) as server:
-            with psycopg.connect(server.conninfo("postgres"), autocommit=True) as admin:
+            with connect_shadow(server.conninfo("postgres"), autocommit=True) as admin:
                 # History replays as a plain role owning the scratch database: what
                 # could reach the host (COPY PROGRAM, server files, untrusted
                 # languages, ALTER SYSTEM) is then refused by PostgreSQL itself.
@@ -898,7 +898,7 @@ def open_shadow(
             replay_conninfo = psycopg.conninfo.make_conninfo(
                 server.conninfo("shadow"), user=REPLAY_ROLE
             )
-            with psycopg.connect(server.conninfo("shadow"), autocommit=True) as admin_conn, (
+            with connect_shadow(server.conninfo("shadow"), autocommit=True) as admin_conn, (
                 _connect_shadow(replay_conninfo)
             ) as conn:
                 _harden(admin_conn)
@@ -916,7 +916,7 @@ def open_shadow(
 
     name = f"pggit_export_shadow_{uuid.uuid4().hex[:12]}"
     try:
-        admin = psycopg.connect(shadow_dsn, autocommit=True)
+        admin = connect_shadow(shadow_dsn, autocommit=True)
     except psycopg.OperationalError as exc:
         raise ShadowError(f"cannot connect to the shadow server: {exc}".strip()) from exc
     params = psycopg.conninfo.conninfo_to_dict(shadow_dsn)
@@ -946,7 +946,7 @@ def open_shadow(
                         "throwaway role): hostile history could reach that server's host; "
                         "prefer the default private shadow"
                     )
-            with psycopg.connect(scratch, autocommit=True) as admin_conn, _connect_shadow(
+            with connect_shadow(scratch, autocommit=True) as admin_conn, _connect_shadow(
                 replay_conninfo
             ) as conn:
                 _harden(admin_conn)
@@ -1015,7 +1015,7 @@ def _replay_role_on(
         **{**params, "user": role, "password": password}  # type: ignore[arg-type]
     )
     try:
-        psycopg.connect(conninfo, connect_timeout=10).close()
+        connect_shadow(conninfo, connect_timeout=10).close()
     except psycopg.OperationalError:
         admin.execute(
             sql.SQL("ALTER DATABASE {} OWNER TO CURRENT_USER").format(sql.Identifier(dbname))

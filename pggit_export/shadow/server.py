@@ -25,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,37 @@ from pggit_export.errors import PggitExportError
 
 class ServerError(PggitExportError, RuntimeError):
     """The private PostgreSQL server could not be found, started or stopped."""
+
+
+# libpq turns these into session settings of every connection it opens: they would change
+# how the shadow parses and prints what it replays (PGTZ moves partition bounds, PGOPTIONS
+# can set a search_path, PGCLIENTENCODING=LATIN1 cannot carry a euro sign). Only the source
+# honours the user's environment; the shadow runs under fixed settings.
+SESSION_VARIABLES = ("PGOPTIONS", "PGTZ", "PGDATESTYLE", "PGGEQO", "PGCLIENTENCODING")
+_ENVIRONMENT = threading.Lock()
+
+
+def connect_shadow(conninfo: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    """Connect to a shadow server without the user's session-shaping PG* variables.
+
+    libpq reads them from the process environment when it connects, and has no keyword
+    to switch them off (PGTZ, PGDATESTYLE), so they are hidden for the duration of the
+    connect, under a lock: connections are opened a few times per export, never in a loop.
+    """
+    with _ENVIRONMENT:
+        hidden = {name: os.environ.pop(name) for name in SESSION_VARIABLES if name in os.environ}
+        try:
+            return psycopg.connect(conninfo, **kwargs)
+        finally:
+            os.environ.update(hidden)
+
+
+def _server_environment() -> dict[str, str]:
+    """The environment of initdb and postgres: none of the user's PG* variables (PGPORT
+    would move the server's socket, PGDATA its data), the C locale for messages."""
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("PG")}
+    environment["LC_ALL"] = "C"
+    return environment
 
 
 @dataclass(frozen=True)
@@ -230,7 +262,8 @@ class EmbeddedServer:
                     str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
                     "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync",
                 ],
-                capture_output=True, check=True, timeout=300, **as_user,  # type: ignore[arg-type]
+                capture_output=True, check=True, timeout=300, env=_server_environment(),
+                **as_user,  # type: ignore[arg-type]
             )
         except subprocess.CalledProcessError as exc:
             raise ServerError(f"initdb failed: {exc.stderr.decode(errors='replace')}") from exc
@@ -240,6 +273,7 @@ class EmbeddedServer:
         # A shadow holds no data worth keeping: durability off makes replay faster.
         settings = {
             "listen_addresses": "",
+            "port": "5432",  # conninfo()'s, whatever PGPORT says
             "unix_socket_directories": str(base),
             "unix_socket_permissions": "0700",
             "fsync": "off",
@@ -263,6 +297,7 @@ class EmbeddedServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent,
+                env=_server_environment(),
                 **as_user,
             )
         deadline = time.monotonic() + 60
@@ -270,7 +305,7 @@ class EmbeddedServer:
             if self._process.poll() is not None:
                 raise ServerError(f"PostgreSQL exited at start:\n{log.read_text(errors='replace')}")
             try:
-                with psycopg.connect(self.conninfo(), connect_timeout=5):
+                with connect_shadow(self.conninfo(), connect_timeout=5):
                     return
             except psycopg.OperationalError as exc:
                 if time.monotonic() > deadline:
