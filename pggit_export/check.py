@@ -25,6 +25,7 @@ import psycopg
 from pggit_export.git.message import format_id_ranges
 from pggit_export.identifiers import catalog_name
 from pggit_export.read.history import Changeset, HistoryReader, HistoryRow, group_changesets
+from pggit_export.shadow.evidence import read_oid_clock
 from pggit_export.shadow.replay import (
     DEFAULT_MAX_SQL_BYTES,
     Action,
@@ -53,6 +54,7 @@ CODES: dict[str, str] = {
     "missing-extension": "error",  # CREATE EXTENSION the shadow cannot satisfy
     "missing-role": "error",  # a role the shadow lacks: the statement fails
     "extension-stand-in": "info",  # the shadow lacks it; the export builds a stand-in
+    "oid-chronology": "info",  # whether recorded OIDs may date live objects
     "hidden-ddl": "info",  # objects changed by SELECT/CALL/DO only
     "unsupported-kind": "warning",  # created, replayed, but not rendered in snapshots
     "missing-object-row": "warning",  # history row whose pggit.objects row is gone
@@ -185,6 +187,13 @@ def check_history(
         # Same transaction, so the objects table matches the history just read.
         active = _active_uncreated_objects(reader.conn)
         findings = checker.findings(active)
+        clock = read_oid_clock(reader.conn)
+        if clock.oids:  # a history that records OIDs: say whether they can be trusted
+            findings.append(Finding(
+                "oid-chronology", CODES["oid-chronology"],
+                f"OID chronology (dating live objects no history creates): {clock.reason}",
+                [], {"usable": clock.usable, "recorded_oids": len(clock.oids)},
+            ))
         findings += _shadow_findings(checker, shadow_dsn, info.server_version // 10000,
                                      reader.conn)
     if authors is not None:

@@ -233,6 +233,8 @@ def _print_report(report: ExportReport, as_json: bool, quiet: bool) -> None:
                f"files in PostgreSQL {report.shadow_server_version // 10000}'s dialect")
     for setting in report.environment:
         typer.echo(f"  replayed under the source's {setting}")
+    for line in report.evidence:
+        typer.echo(f"  {line}")
     if report.not_replayed:
         typer.echo(f"  {_n(len(report.not_replayed), 'changeset')} not replayed (kept as commits):")
         for item in report.not_replayed:

@@ -38,7 +38,7 @@ from pggit_export.render.snapshot import (
 )
 from pggit_export.render.state import FileChanges, SnapshotChanges, SnapshotState, diff_files
 from pggit_export.restore import load_files
-from pggit_export.shadow.evidence import read_later_changes
+from pggit_export.shadow.evidence import read_later_changes, read_oid_clock
 from pggit_export.shadow.heal import MAX_ROUNDS, Healer, LiveCatalog, Repair
 from pggit_export.shadow.replay import (
     DEFAULT_MAX_SQL_BYTES,
@@ -125,6 +125,8 @@ class ExportReport:
     warnings: list[str] = field(default_factory=list)
     # The session settings replay applied, as read from the source (read.environment).
     environment: list[str] = field(default_factory=list)
+    # Which evidence the healer could use, and why not (shadow/evidence.py).
+    evidence: list[str] = field(default_factory=list)
     incremental: bool = False  # whether the export could re-render only what changed
     dry_run: bool = False
     stopped_early: bool = False  # --strict stopped at a failure
@@ -381,7 +383,7 @@ class _Exporter:
         seen: set[tuple[str | None, str, int]] = set()
         healer = self.healer
         if healer is not None:
-            healer.position = changeset.last_id
+            healer.position = (changeset.history_ids[0], changeset.last_id)
         for repair in healer.environment_repairs(changeset) if healer else ():
             self.catch_up()  # the untaken changeset's take must not see this repair
             if healer.apply(repair) is None:  # type: ignore[union-attr]
@@ -686,7 +688,10 @@ def export_history(
                         "--baseline ignored: the repository already has its root commit"
                     )
             live = LiveCatalog(reader.conn, options.exclude_schemas)
-            healer = Healer(live, shadow, read_later_changes(reader.conn)) if options.repair else None
+            clock = read_oid_clock(reader.conn)
+            report.evidence.append(f"OID chronology: {clock.reason}")
+            healer = (Healer(live, shadow, read_later_changes(reader.conn), clock)
+                      if options.repair else None)
             exporter = _Exporter(shadow, writer, options, report, healer=healer)
             exporter.start()
             changesets_done = 0

@@ -133,3 +133,62 @@ def test_a_repair_does_not_bring_in_what_the_history_adds_later(
     repaired = git(repo, "log", "--format=%B", "-1", day2)
     assert "ecstatic (added by history id 3)" in repaired
     assert "note (added by history id 3)" in repaired
+
+
+def _source_with_recorded_oids(dsn: str, *, recorded_oids_true: bool) -> str:
+    """A source whose history rows record real OIDs, as v1 does: the live objects are
+    created in history order in this very database, never dumped and restored."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TYPE status AS ENUM ('todo', 'doing')")  # never recorded
+        conn.execute("CREATE TABLE jobs (id int, s status)")  # history id 1
+        conn.execute("ALTER TYPE status ADD VALUE 'done'")  # never recorded
+        conn.execute("CREATE TABLE archive (id int, s status DEFAULT 'done')")  # history id 2
+    make_source(dsn, [
+        Change("CREATE TABLE jobs (id int, s status);", at(2),
+               objects=[("CREATE", "TABLE", "public", "jobs")]),
+        Change("CREATE TABLE archive (id int, s status DEFAULT 'done');", at(3),
+               objects=[("CREATE", "TABLE", "public", "archive")]),
+    ])
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for history_id, table in ((1, "jobs"), (2, "archive")):
+            oid = "%s::regclass::oid::bigint" if recorded_oids_true else "1000 + %s::regclass::oid::bigint"
+            conn.execute(
+                f"UPDATE pggit.history SET new_metadata = jsonb_build_object('oid', {oid}) WHERE id = %s",
+                (table, history_id))
+    return dsn
+
+
+def test_oids_date_an_unrecorded_enum_label_after_the_repair_point(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    from history import cli
+
+    source = _source_with_recorded_oids(make_database(), recorded_oids_true=True)
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OID chronology: usable: 2 recorded OIDs match the live objects" in result.stdout
+    checked = cli("check", source)
+    assert "OID chronology (dating live objects no history creates): usable" in checked.stdout
+    assert "'done'" not in git(repo, "show", "main~1:public/status.sql")  # history id 1
+    assert "'done'" in git(repo, "show", "main:public/status.sql")  # needed by history id 2
+    repaired = git(repo, "log", "-1", "--format=%B", "main~1")
+    assert "without done (its OID" in repaired and "is newer than history id 1's)" in repaired
+
+
+def test_oids_that_do_not_match_the_live_objects_are_not_used(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    from history import cli
+
+    source = _source_with_recorded_oids(make_database(), recorded_oids_true=False)
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ("OID chronology: 2 of 2 recorded OIDs differ from the live objects' "
+            "(the database was dumped and restored?): not used") in result.stdout
+    assert "'done'" in git(repo, "show", "main~1:public/status.sql")  # no evidence against it

@@ -12,6 +12,10 @@ every enum label a statement adds (``ALTER TYPE t ADD VALUE 'x'``) and every col
 A repair made at history id N then leaves out what is first added after N
 (``LaterChanges.labels_added_after`` / ``columns_added_after``) and says so.
 
+Where the recorded texts are silent (one statement per query loses every ``ALTER TYPE``),
+the OIDs can speak: ``OidClock`` dates a live object between two history rows by its OID,
+when the recorded OIDs can be trusted (below).
+
 Names are compared as the catalog spells them, by the object's own name: a statement that
 names ``app.mood`` and one that names ``mood`` under another ``search_path`` both count
 for any schema's ``mood`` (an over-cautious answer costs a label the later statement adds
@@ -94,6 +98,77 @@ def later_changes_of(texts: Iterable[tuple[int, str]]) -> LaterChanges:
                     if column.lower() not in _NOT_COLUMNS:
                         table.setdefault(catalog_name(column), history_id)
     return LaterChanges(enum_labels=labels, columns={t: c for t, c in columns.items() if c})
+
+
+# OID chronology. OIDs come from one cluster-wide counter, so an object's OID says when it
+# was created relative to others, as long as the database was never dumped and restored
+# (which gives every object a new OID) and the counter did not wrap. v1 records the OID of
+# each table, view and index it sees created (new_metadata.oid).
+_RECORDED_OIDS_SQL = r"""
+SELECT h.id, (h.new_metadata->>'oid')::bigint AS oid, o.schema_name, o.object_name,
+       pg_catalog.to_regclass(pg_catalog.quote_ident(o.schema_name) || '.'
+                              || pg_catalog.quote_ident(o.object_name))::oid::bigint AS live_oid
+FROM pggit.history AS h
+JOIN pggit.objects AS o ON o.id = h.object_id
+WHERE h.change_type::text = 'CREATE' AND o.object_type::text IN ('TABLE', 'VIEW', 'INDEX')
+  AND h.new_metadata ? 'oid' AND (h.new_metadata->>'oid') ~ '^[0-9]{1,10}$'
+ORDER BY h.id
+"""
+
+
+@dataclass(frozen=True)
+class OidClock:
+    """Dates a live object by its OID against the OIDs history rows recorded (see above).
+
+    ``usable`` only when the recorded OIDs grow with the history and every recorded object
+    that still exists under its name has its recorded OID; ``reason`` says why or why not.
+    """
+
+    ids: tuple[int, ...] = ()  # history ids of CREATE rows with an OID, ascending
+    oids: tuple[int, ...] = ()  # their OIDs
+    usable: bool = False
+    reason: str = "no history row records an OID"
+
+    def created_after(self, oid: int, history_id: int) -> int | None:
+        """A history id at or after `history_id` whose recorded object is older than `oid`
+        (a lower OID): the object of `oid` was created after that row's, so not before the
+        changeset starting at `history_id`. None: no such evidence."""
+        if not self.usable:
+            return None
+        for row_id, recorded in zip(self.ids, self.oids):
+            if row_id >= history_id and recorded < oid:
+                return row_id
+        return None
+
+
+def read_oid_clock(conn: psycopg.Connection[Any]) -> OidClock:
+    """The recorded OIDs, and whether they may be trusted (in the reader's transaction)."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(_RECORDED_OIDS_SQL).fetchall()
+    if not rows:
+        return OidClock()
+    # CREATE OR REPLACE of an existing view records its old OID again: date by the first.
+    first_rows = list({row[1]: row for row in reversed(rows)}.values())
+    first_rows.sort(key=lambda row: row[0])
+    ids = tuple(row[0] for row in first_rows)
+    oids = tuple(row[1] for row in first_rows)
+    # The last CREATE of each name is the object that may still be there.
+    last: dict[tuple[str, str], tuple[int, int | None]] = {
+        (row[2], row[3]): (row[1], row[4]) for row in rows
+    }
+    live = [(recorded, now) for recorded, now in last.values() if now is not None]
+    if any(later < earlier for earlier, later in zip(oids, oids[1:])):
+        return OidClock(ids, oids, False, "recorded OIDs do not grow with the history "
+                        "(the OID counter wrapped, or the rows were edited): not used")
+    if not live:
+        return OidClock(ids, oids, False, "no recorded object exists live to check the OIDs "
+                        "against: not used")
+    wrong = sum(1 for recorded, now in live if recorded != now)
+    if wrong:
+        return OidClock(ids, oids, False, f"{wrong} of {len(live)} recorded OIDs differ from "
+                        "the live objects' (the database was dumped and restored?): not used")
+    return OidClock(ids, oids, True, f"usable: {len(live)} recorded OIDs match the live "
+                    "objects and grow with the history")
 
 
 def read_later_changes(conn: psycopg.Connection[Any]) -> LaterChanges:

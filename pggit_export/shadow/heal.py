@@ -37,7 +37,7 @@ from pggit_export.read.environment import search_path_schemas
 from pggit_export.read.history import Changeset
 from pggit_export.render.snapshot import ObjectKey, render_objects
 from pggit_export.restore import load_files
-from pggit_export.shadow.evidence import LaterChanges
+from pggit_export.shadow.evidence import LaterChanges, OidClock
 from pggit_export.shadow.replay import REPLAY_ROLE, ReplayFailure, Shadow, Statement
 from pggit_export.shadow.standin import build_stand_in
 
@@ -104,7 +104,7 @@ ORDER BY a.attnum
 """
 
 _ENUM_LABELS_SQL = """
-SELECT e.enumlabel
+SELECT e.enumlabel, e.oid::bigint
 FROM pg_catalog.pg_enum e
 JOIN pg_catalog.pg_type t ON t.oid = e.enumtypid
 JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
@@ -152,7 +152,11 @@ class LiveCatalog:
         return [tuple(r) for r in self._rows(_COLUMNS_SQL, {"schema": schema, "name": name})]  # type: ignore[misc]
 
     def enum_labels(self, schema: str, name: str) -> list[str]:
-        return [r[0] for r in self._rows(_ENUM_LABELS_SQL, {"schema": schema, "name": name})]
+        return list(self.enum_label_oids(schema, name))
+
+    def enum_label_oids(self, schema: str, name: str) -> dict[str, int]:
+        """Labels in their order, each with its OID (for OID chronology)."""
+        return {r[0]: r[1] for r in self._rows(_ENUM_LABELS_SQL, {"schema": schema, "name": name})}
 
     def definition(self, key: ObjectKey) -> str | None:
         """The live object's file, as the snapshot would render it."""
@@ -180,10 +184,9 @@ def _label(key: ObjectKey) -> str:
     return f"{kinds.get(key.kind, key.kind)} {key.schema}.{key.name}"
 
 
-def _added_later(items: Mapping[str, int]) -> str:
-    """`'x' (added by history id 12)`, for a repair's description: its evidence."""
-    return ", ".join(f"{name} (added by history id {first})"
-                     for name, first in sorted(items.items(), key=lambda item: (item[1], item[0])))
+def _added_later(items: Mapping[str, str]) -> str:
+    """`x (added by history id 12)`, for a repair's description: each with its evidence."""
+    return ", ".join(f"{name} ({evidence})" for name, evidence in sorted(items.items()))
 
 
 def _is_drop(statement: str) -> bool:
@@ -207,14 +210,19 @@ class Healer:
     """Turns a replay failure into repairs, using the statement and the live catalog."""
 
     def __init__(
-        self, live: LiveCatalog | None, shadow: Shadow, later: LaterChanges | None = None
+        self,
+        live: LiveCatalog | None,
+        shadow: Shadow,
+        later: LaterChanges | None = None,
+        clock: OidClock | None = None,
     ) -> None:
         self.live = live
         self.shadow = shadow
         self.later = later or LaterChanges()  # what later recorded statements add
-        # The last history id of the changeset being healed: what the history adds after it
-        # is left out of every repair (shadow/evidence.py). The exporter sets it.
-        self.position: int | None = None
+        self.clock = clock or OidClock()  # when live objects were created, by their OIDs
+        # The first and last history id of the changeset being healed: what came after it is
+        # left out of every repair (shadow/evidence.py). The exporter sets it.
+        self.position: tuple[int, int] | None = None
         self.extra: list[Repair] = []  # repairs a repair needed first (see apply)
 
     # -- before a changeset: the environment it ran in ----------------------------------
@@ -338,7 +346,7 @@ class Healer:
         if not self._shadow_has_schema(key.schema):
             repairs.append(Repair(f"created schema {key.schema} (never recorded)",
                                   sql=(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(key.schema)}",)))
-        future_labels = self._later("labels", key.name) if key.kind == "type" else {}
+        future_labels = self._later("labels", key.name, key.schema) if key.kind == "type" else {}
         if future_labels:
             # The live enum minus what later statements add; built from its labels.
             labels = [lab for lab in self.live.enum_labels(key.schema, key.name)
@@ -361,13 +369,23 @@ class Healer:
         ))
         return repairs
 
-    def _later(self, what: str, name: str) -> dict[str, int]:
-        """Labels or columns of `name` the history first adds after the changeset healed."""
+    def _later(self, what: str, name: str, schema: str | None = None) -> dict[str, str]:
+        """Labels or columns of `name` that came after the changeset healed, each with its
+        evidence: a later recorded statement adds it, or (labels) its OID dates it later."""
         if self.position is None:
             return {}
-        if what == "labels":
-            return self.later.labels_added_after(name, self.position)
-        return self.later.columns_added_after(name, self.position)
+        first, last = self.position
+        if what == "columns":
+            return {c: f"added by history id {i}"
+                    for c, i in self.later.columns_added_after(name, last).items()}
+        later = {label: f"added by history id {i}"
+                 for label, i in self.later.labels_added_after(name, last).items()}
+        if self.clock.usable and self.live is not None and schema is not None:
+            for label, oid in self.live.enum_label_oids(schema, name).items():
+                after = self.clock.created_after(oid, first)
+                if after is not None and label not in later:
+                    later[label] = f"its OID {oid} is newer than history id {after}'s"
+        return later
 
     def _missing_column(self, failure: ReplayFailure) -> list[Repair]:
         m = re.match(r"column " + _NAME + r"(?: of relation " + _NAME + r")? does not exist",
@@ -427,7 +445,8 @@ class Healer:
         if key is None or key.kind != "type":
             return []
         # Not what a later statement adds, unless the failing statement needs it now.
-        future = {lab: i for lab, i in self._later("labels", key.name).items() if lab != needed}
+        future = {lab: why for lab, why in self._later("labels", key.name, key.schema).items()
+                  if lab != needed}
         live_labels = [lab for lab in self.live.enum_labels(key.schema, key.name)
                        if lab not in future]
         have = self._shadow_enum_labels(key.schema, key.name)
