@@ -383,7 +383,7 @@ class _Exporter:
         seen: set[tuple[str | None, str, int]] = set()
         healer = self.healer
         if healer is not None:
-            healer.position = (changeset.history_ids[0], changeset.last_id)
+            healer.position = changeset.history_ids[0]
         for repair in healer.environment_repairs(changeset) if healer else ():
             self.catch_up()  # the untaken changeset's take must not see this repair
             if healer.apply(repair) is None:  # type: ignore[union-attr]

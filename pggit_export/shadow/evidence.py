@@ -9,8 +9,9 @@ changeset back. A repair must never make the replay less true.
 So before the first replay, one pass over the recorded texts (``read_later_changes``) notes
 every enum label a statement adds (``ALTER TYPE t ADD VALUE 'x'``) and every column
 (``ALTER TABLE t ADD [COLUMN] c ...``), with the history id of the first row that adds it.
-A repair made at history id N then leaves out what is first added after N
-(``LaterChanges.labels_added_after`` / ``columns_added_after``) and says so.
+A repair made before the changeset starting at history id N (it then replays whole) leaves
+out what is first added at N or later (``LaterChanges.labels_added_from`` /
+``columns_added_from``) and says so.
 
 Where the recorded texts are silent (one statement per query loses every ``ALTER TYPE``),
 the OIDs can speak: ``OidClock`` dates a live object between two history rows by its OID,
@@ -71,15 +72,16 @@ class LaterChanges:
     enum_labels: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     columns: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
-    def labels_added_after(self, type_name: str, history_id: int) -> dict[str, int]:
-        """Labels of enum `type_name` that the history first adds after `history_id`."""
+    def labels_added_from(self, type_name: str, history_id: int) -> dict[str, int]:
+        """Labels of enum `type_name` that the history first adds at `history_id` or later
+        (a repair runs before the changeset starting there: its own statements count)."""
         return {label: first for label, first in self.enum_labels.get(type_name, {}).items()
-                if first > history_id}
+                if first >= history_id}
 
-    def columns_added_after(self, table_name: str, history_id: int) -> dict[str, int]:
-        """Columns of table `table_name` that the history first adds after `history_id`."""
+    def columns_added_from(self, table_name: str, history_id: int) -> dict[str, int]:
+        """Columns of table `table_name` that the history first adds at `history_id` or later."""
         return {column: first for column, first in self.columns.get(table_name, {}).items()
-                if first > history_id}
+                if first >= history_id}
 
 
 def later_changes_of(texts: Iterable[tuple[int, str]]) -> LaterChanges:

@@ -220,9 +220,10 @@ class Healer:
         self.shadow = shadow
         self.later = later or LaterChanges()  # what later recorded statements add
         self.clock = clock or OidClock()  # when live objects were created, by their OIDs
-        # The first and last history id of the changeset being healed: what came after it is
-        # left out of every repair (shadow/evidence.py). The exporter sets it.
-        self.position: tuple[int, int] | None = None
+        # The first history id of the changeset being healed: a repair runs before it replays
+        # whole, so what it or a later one adds is left out (shadow/evidence.py). The
+        # exporter sets it.
+        self.position: int | None = None
         self.extra: list[Repair] = []  # repairs a repair needed first (see apply)
 
     # -- before a changeset: the environment it ran in ----------------------------------
@@ -374,12 +375,12 @@ class Healer:
         evidence: a later recorded statement adds it, or (labels) its OID dates it later."""
         if self.position is None:
             return {}
-        first, last = self.position
+        first = self.position
         if what == "columns":
             return {c: f"added by history id {i}"
-                    for c, i in self.later.columns_added_after(name, last).items()}
+                    for c, i in self.later.columns_added_from(name, first).items()}
         later = {label: f"added by history id {i}"
-                 for label, i in self.later.labels_added_after(name, last).items()}
+                 for label, i in self.later.labels_added_from(name, first).items()}
         if self.clock.usable and self.live is not None and schema is not None:
             for label, oid in self.live.enum_label_oids(schema, name).items():
                 after = self.clock.created_after(oid, first)
