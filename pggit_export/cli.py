@@ -375,7 +375,8 @@ def export(
         typer.Option(
             "--no-repair",
             help="Replay only what v1 recorded: no healing of failed changes from the live "
-            "database.",
+            "database. The session environment (each user's search_path, and the schemas "
+            "it names) is still reproduced.",
         ),
     ] = False,
     reconcile: Annotated[

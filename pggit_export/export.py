@@ -392,7 +392,7 @@ class _Exporter:
         self.catch_up()  # if the replay did not get as far as running anything
         for _ in range(MAX_ROUNDS):
             failure = result.failure
-            if failure is None or self.healer is None:
+            if failure is None or self.healer is None or not self.options.repair:
                 break
             signature = (failure.sqlstate, failure.message, failure.statement_index)
             if signature in seen:
@@ -690,8 +690,9 @@ def export_history(
             live = LiveCatalog(reader.conn, options.exclude_schemas)
             clock = read_oid_clock(reader.conn)
             report.evidence.append(f"OID chronology: {clock.reason}")
-            healer = (Healer(live, shadow, read_later_changes(reader.conn), clock)
-                      if options.repair else None)
+            # Always: the session environment is reproduced even with --no-repair, which
+            # only turns off the healing of failures (options.repair).
+            healer = Healer(live, shadow, read_later_changes(reader.conn), clock)
             exporter = _Exporter(shadow, writer, options, report, healer=healer)
             exporter.start()
             changesets_done = 0
