@@ -370,6 +370,14 @@ def export(
             "was installed): loaded first, it becomes the root commit.",
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Overwrite uncommitted changes in REPO's working tree. Without it, an "
+            "export that would overwrite them refuses and names the files.",
+        ),
+    ] = False,
     no_repair: Annotated[
         bool,
         typer.Option(
@@ -431,6 +439,7 @@ def export(
                 dry_run=dry_run,
                 strict=strict,
                 repair=not no_repair,
+                force=force,
                 baseline=baseline,
                 reconcile=reconcile,
                 progress=progress,

@@ -77,6 +77,8 @@ class ExportOptions:
     statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT  # per replayed statement
     max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES  # larger texts are refused unparsed
     dry_run: bool = False  # replay and report, write nothing
+    # Overwrite uncommitted changes in the exported branch's working tree (git's --force).
+    force: bool = False
     strict: bool = False  # stop at the first changeset that fails to replay
     # Heal failed changesets from the statement and the live catalog, and retry.
     repair: bool = True
@@ -641,6 +643,7 @@ def export_history(
         batch_commits=options.batch_commits,
         dry_run=options.dry_run,
         object_format=options.object_format,
+        force=options.force,
     ) as writer:
         info = reader.info()
         report.history_rows = info.history_rows
@@ -689,7 +692,8 @@ def export_history(
                     )
             live = LiveCatalog(reader.conn, options.exclude_schemas)
             clock = read_oid_clock(reader.conn)
-            report.evidence.append(f"OID chronology: {clock.reason}")
+            if clock.oids:  # the history records OIDs: say whether they can be trusted
+                report.evidence.append(f"OID chronology: {clock.reason}")
             # Always: the session environment is reproduced even with --no-repair, which
             # only turns off the healing of failures (options.repair).
             healer = Healer(live, shadow, read_later_changes(reader.conn), clock)
@@ -718,7 +722,8 @@ def export_history(
             if options.reconcile and not report.stopped_early:
                 exporter.reconcile(reader.conn)
         writer.flush()
-        writer.checkout()
+        if (not_done := writer.checkout()) is not None:
+            report.warnings.append(not_done)
         report.head = writer.tip.decode() if writer.tip else None
     return report
 

@@ -80,7 +80,7 @@ def test_killed_at_random_points_then_resumed_gives_the_clean_result(
             if (repo / ".git" / "HEAD").exists():
                 git(repo, "fsck", "--strict")
             continue
-        assert process.wait(timeout=60) == 0
+        assert process.wait(timeout=60) == 0, process.stderr.read() if process.stderr else ""
         assert git(repo, "rev-parse", "main") == clean_head
         finished += 1
         repo = tmp_path / f"killed-{finished}"

@@ -109,8 +109,13 @@ class GitWriter:
         batch_bytes: int = 64 * 1024 * 1024,
         dry_run: bool = False,
         object_format: str = "sha1",
+        force: bool = False,
     ) -> None:
         self.path = Path(path)
+        # Overwrite uncommitted changes in the working tree of the exported branch.
+        self.force = force
+        # Whether the working tree shows this branch, read when the repository is opened.
+        self._branch_checked_out = False
         self.branch = branch
         self.bare = bare
         self.ref = f"refs/heads/{branch}".encode()
@@ -168,6 +173,8 @@ class GitWriter:
         refs = self.repo.refs.as_dict() if self.repo is not None else {}
         tip = refs.get(self.ref)
         self._on_disk_tip = self.tip = tip
+        if self.repo is not None and not self.bare and not self.dry_run:
+            self._check_working_tree(tip)
         if tip is not None:
             self._load_tree_state()
         self._notes_on_disk = self._notes_tip = refs.get(self.notes_ref)
@@ -541,12 +548,77 @@ class GitWriter:
                 checksum,
             )
 
-    def checkout(self) -> None:
-        """Make the working tree and index show the tip (normal repositories only)."""
-        if self.dry_run or self.bare or self.tip is None:
-            return
+    def _check_working_tree(self, tip: bytes | None) -> None:
+        """Git's manners: the working tree is the user's. Only when it shows this branch is
+        it updated, and then only if it holds no uncommitted change (or `force`)."""
         assert self.repo is not None
-        self.flush()
+        head = self.repo.refs.read_ref(b"HEAD") or b""
+        self._branch_checked_out = head == b"ref: " + self.ref
+        if not self._branch_checked_out or tip is None or self.force:
+            return
         from dulwich import porcelain
 
+        # The user's changes: the working tree against the index, and the index against the
+        # tree the last export checked out. Not the index against the branch: an export
+        # interrupted after a batch moved the branch leaves the index behind it, and that is
+        # the export's own state, which the rerun brings up to date.
+        checked_out = self._checked_out_tree()
+        if checked_out == b"":
+            return  # our own checkout was interrupted: the rerun finishes it
+        status = porcelain.status(self.repo, untracked_files="no")
+        names: list[Any] = list(status.unstaged)
+        # Without a record (an export killed before its first checkout, or an older
+        # version's), index changes cannot be told from the export's own: only the working
+        # tree against the index counts.
+        if checked_out is not None:
+            for (old, new), _, _ in self.repo.open_index().changes_from_tree(
+                self.repo.object_store, checked_out
+            ):
+                names.append(new or old)
+        changed = sorted({
+            (name.decode(errors="replace") if isinstance(name, bytes) else str(name))
+            for name in names
+        })
+        if changed:
+            shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+            raise RepositoryError(
+                f"{self.path} has uncommitted changes that the export would overwrite: "
+                f"{shown}; commit or stash them, or pass --force"
+            )
+
+    def checkout(self) -> str | None:
+        """Make the working tree and index show the tip, if the working tree shows this
+        branch (normal repositories only). Returns what it did not do, for the report."""
+        if self.dry_run or self.bare or self.tip is None:
+            return None
+        assert self.repo is not None
+        self.flush()
+        if not self._branch_checked_out:
+            head = (self.repo.refs.read_ref(b"HEAD") or b"").decode(errors="replace")
+            return (f"updated branch {self.branch} only: the working tree shows "
+                    f"{head.removeprefix('ref: refs/heads/')}, which is left as it was")
+        from dulwich import porcelain
+
+        record = self._checkout_record()
+        record.write_text("checking out\n")  # a kill from here on leaves our own half-state
         porcelain.reset(self.repo, "hard", self.tip)
+        record.write_text(self.repo[self.tip].tree.decode() + "\n")
+        return None
+
+    def _checkout_record(self) -> Path:
+        """Where the tree id of the last checkout is kept (inside .git: not the user's)."""
+        assert self.repo is not None
+        return Path(self.repo.controldir()) / "pggit-export-checkout"
+
+    def _checked_out_tree(self) -> bytes | None:
+        """The tree the last export checked out, if it said (older exports did not); b""
+        while a checkout was under way."""
+        try:
+            text = self._checkout_record().read_text().strip()
+        except OSError:
+            return None
+        if text == "checking out":
+            return b""
+        assert self.repo is not None
+        tree = text.encode()
+        return tree if tree in self.repo.object_store else None
