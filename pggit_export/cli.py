@@ -11,7 +11,9 @@ Exit codes (also in the README and `pggit-export --help`):
 from __future__ import annotations
 
 import json
+import logging
 import re
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -370,6 +372,15 @@ def export(
             "was installed): loaded first, it becomes the root commit.",
         ),
     ] = None,
+    shadow_replay_as_owner: Annotated[
+        bool,
+        typer.Option(
+            "--shadow-replay-as-owner",
+            help="With --shadow-dsn, when no throwaway role can replay there: replay as "
+            "the DSN's own role. A risk: hostile history then acts as that role (alter "
+            "it, end its sessions). Without it, such an export refuses.",
+        ),
+    ] = False,
     force: Annotated[
         bool,
         typer.Option(
@@ -440,6 +451,7 @@ def export(
                 strict=strict,
                 repair=not no_repair,
                 force=force,
+                shadow_replay_as_owner=shadow_replay_as_owner,
                 baseline=baseline,
                 reconcile=reconcile,
                 progress=progress,
@@ -743,6 +755,17 @@ def demo(
     raise typer.Exit(EXIT_OK if report.clean else EXIT_INCOMPLETE)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds like Ctrl-C: shadow stopped, its directory removed
+
+
 def main() -> None:
-    """Console entry point."""
+    """Console entry point. SIGTERM (a service manager, `timeout`, cron's kill) ends the run
+    the way SIGINT does, cleaning up, instead of leaving the shadow server's directory."""
+    signal.signal(signal.SIGTERM, _terminate)
+    # psycopg logs what it ignores while a connection closes mid-query (an interrupted run):
+    # the command's own one line says what happened.
+    psycopg_log = logging.getLogger("psycopg")
+    psycopg_log.addHandler(logging.NullHandler())
+    psycopg_log.propagate = False
     app()

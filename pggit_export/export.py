@@ -79,6 +79,8 @@ class ExportOptions:
     dry_run: bool = False  # replay and report, write nothing
     # Overwrite uncommitted changes in the exported branch's working tree (git's --force).
     force: bool = False
+    # With shadow_dsn: let its own role replay when no throwaway role can (a risk).
+    shadow_replay_as_owner: bool = False
     strict: bool = False  # stop at the first changeset that fails to replay
     # Heal failed changesets from the statement and the live catalog, and retry.
     repair: bool = True
@@ -658,6 +660,7 @@ def export_history(
             options.shadow_dsn,
             statement_timeout=options.statement_timeout,
             major=info.server_version // 10000,
+            replay_as_owner=options.shadow_replay_as_owner,
         ) as shadow:
             report.shadow = shadow.description
             report.shadow_server_version = shadow.server_version

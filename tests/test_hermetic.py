@@ -8,9 +8,17 @@ commit id (or makes the server listen where the tool does not look).
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
-from history import cli, git
+import psycopg
+from history import Change, at, cli, git, make_source
 
 HOSTILE = {
     "PGPORT": "6543",  # the private server would listen there
@@ -29,3 +37,66 @@ def test_a_hostile_environment_gives_the_same_history(tmp_path: Path) -> None:
     hostile = cli("demo", str(tmp_path / "hostile"), env={**os.environ, **HOSTILE})
     assert hostile.returncode == 0, hostile.stdout + hostile.stderr
     assert git(tmp_path / "hostile", "rev-parse", "main") == git(tmp_path / "clean", "rev-parse", "main")
+
+
+def test_history_never_replays_as_the_role_the_tool_connects_as(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    role = f"shadow_owner_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN CREATEDB')
+    try:
+        source = make_source(make_database(), [Change("CREATE TABLE t (id int);", at(1))])
+        shadow = psycopg.conninfo.make_conninfo(pg_admin_dsn, user=role, dbname="postgres")
+
+        refused = cli("export", source, str(tmp_path / "refused"), "--shadow-dsn", shadow)
+
+        assert refused.returncode == 3
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(
+            "pggit-export: error: --shadow-dsn: history would replay as the role the tool "
+            "connects as (its role is no superuser, so no throwaway role can replay)")
+        assert not (tmp_path / "refused" / "public").exists()
+
+        accepted = cli("export", source, str(tmp_path / "accepted"), "--shadow-dsn", shadow,
+                       "--shadow-replay-as-owner")
+        assert accepted.returncode == 0, accepted.stderr
+        assert f"the shadow replays as {role}, the role the tool connects as" in accepted.stderr
+    finally:
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
+            admin.execute(f'DROP ROLE "{role}"')
+
+
+def _shadow_directories() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("pggit-export-shadow-*"))
+
+
+def test_sigterm_ends_a_run_like_ctrl_c_and_leaves_no_shadow_behind(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    changes = [Change(f"CREATE TABLE t{i} (id int);", at(1 + i // 20, i % 20),
+                      objects=[("CREATE", "TABLE", "public", f"t{i}")]) for i in range(400)]
+    source = make_source(make_database(), changes)
+    before = _shadow_directories()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pggit_export", "export", source, str(tmp_path / "repo"),
+         "--quiet", "--batch-size", "5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    # Terminate once the export is under way: its shadow exists and commits are written.
+    branch = tmp_path / "repo" / ".git" / "refs" / "heads" / "main"
+    while not (_shadow_directories() - before and branch.exists()):
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    ours = _shadow_directories() - before
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines() == [
+        "pggit-export: interrupted; the repository holds every commit written so far, run "
+        "the same command again to continue"]
+    assert ours and not any(directory.exists() for directory in ours)
+    resumed = cli("export", source, str(tmp_path / "repo"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert git(tmp_path / "repo", "rev-list", "--count", "main").strip() == "400"

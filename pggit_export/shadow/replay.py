@@ -867,6 +867,7 @@ def open_shadow(
     *,
     statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT,
     major: int | None = None,
+    replay_as_owner: bool = False,
 ) -> Iterator[Shadow]:
     """Open a scratch database for replay, and remove it afterwards.
 
@@ -875,6 +876,7 @@ def open_shadow(
 
     Without `shadow_dsn`, a private PostgreSQL is started for the duration
     (see server.EmbeddedServer), of major version `major` when the machine has one.
+    With it, history replays as a throwaway role, or (`replay_as_owner`) as the DSN's own.
     With it, a database with a unique name is created on that server and dropped at
     the end.
     """
@@ -936,16 +938,27 @@ def open_shadow(
             _pin_settings(admin, name, statement_timeout)
             warnings: list[str] = []
             replay_conninfo = scratch
-            if admin.info.parameter_status("is_superuser") == "on":
-                # Never replay history as a superuser: a throwaway login role owns the
-                # scratch database and replays; the given user keeps doing the tool's work.
+            # History never replays as a superuser, nor as the role the tool works as (it
+            # could alter that role or end the tool's own sessions): a throwaway login role
+            # owns the scratch database and replays. Only --shadow-replay-as-owner, which
+            # the user chooses knowing the risk, lets the given role replay.
+            superuser = admin.info.parameter_status("is_superuser") == "on"
+            if superuser:
                 role, replay_conninfo = _replay_role_on(admin, name, params)
-                if role is None:
-                    warnings.append(
-                        "the shadow replays as a superuser (the server refused a login as a "
-                        "throwaway role): hostile history could reach that server's host; "
-                        "prefer the default private shadow"
-                    )
+            if role is None and not replay_as_owner:
+                why = ("the server refused a login as a throwaway role" if superuser
+                       else "its role is no superuser, so no throwaway role can replay")
+                raise ShadowError(
+                    f"--shadow-dsn: history would replay as the role the tool connects as "
+                    f"({why}); hostile history could then reach that server or the tool's own "
+                    "sessions. Use the default private shadow, a superuser DSN, or "
+                    "--shadow-replay-as-owner to accept the risk"
+                )
+            if role is None:
+                warnings.append(
+                    f"the shadow replays as {admin.info.user}, the role the tool connects as "
+                    "(--shadow-replay-as-owner): hostile history can act as that role"
+                )
             with connect_shadow(scratch, autocommit=True) as admin_conn, _connect_shadow(
                 replay_conninfo
             ) as conn:

@@ -247,7 +247,15 @@ class EmbeddedServer:
         return copy / bindir.name
 
     def start(self) -> None:
-        """initdb and start the server; returns when it accepts connections."""
+        """initdb and start the server; returns when it accepts connections. A start that
+        fails or is interrupted (Ctrl-C, SIGTERM) leaves no process and no directory."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         base = Path(tempfile.mkdtemp(prefix="pggit-export-shadow-"))
         self._dir = base
         if self._user is not None:
