@@ -8,6 +8,7 @@ commit id (or makes the server listen where the tool does not look).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,3 +101,30 @@ def test_sigterm_ends_a_run_like_ctrl_c_and_leaves_no_shadow_behind(
     resumed = cli("export", source, str(tmp_path / "repo"))
     assert resumed.returncode == 0, resumed.stderr
     assert git(tmp_path / "repo", "rev-list", "--count", "main").strip() == "400"
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_run_removes_the_shadows_of_dead_exports_and_only_those(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    parent = Path(tempfile.gettempdir())
+    dead = parent / f"pggit-export-shadow-test-dead-{uuid.uuid4().hex[:8]}"
+    living = parent / f"pggit-export-shadow-test-living-{uuid.uuid4().hex[:8]}"
+    for directory, owner in ((dead, _dead_pid()), (living, os.getpid())):
+        (directory / "data").mkdir(parents=True)
+        (directory / "owner.pid").write_text(f"{owner}\n")
+    try:
+        source = make_source(make_database(), [Change("CREATE TABLE t (id int);", at(1))])
+        result = cli("export", source, str(tmp_path / "repo"))
+        assert result.returncode == 0, result.stderr
+        assert not dead.exists()  # its export died: nobody else would ever remove it
+        assert living.exists()  # its export is alive (this test): never touched
+    finally:
+        for directory in (dead, living):
+            shutil.rmtree(directory, ignore_errors=True)

@@ -172,6 +172,52 @@ def _server_user() -> pwd.struct_passwd | None:
     )
 
 
+SHADOW_PREFIX = "pggit-export-shadow-"
+OWNER_FILE = "owner.pid"  # the pid of the export that made the directory
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's, and alive
+    return True
+
+
+def _pid_in(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def remove_dead_shadow_directories(parent: Path | None = None) -> list[Path]:
+    """Remove the directories of private shadows whose export died (SIGKILL, a crash,
+    a power cut): neither the export that made it (owner.pid) nor its postmaster
+    (data/postmaster.pid) is alive. A directory without an owner file (an older version's,
+    or one being made right now) is left alone unless it is an hour old and its postmaster
+    is dead. Returns what was removed."""
+    removed = []
+    for directory in Path(parent or tempfile.gettempdir()).glob(f"{SHADOW_PREFIX}*"):
+        owner = _pid_in(directory / OWNER_FILE)
+        postmaster = _pid_in(directory / "data" / "postmaster.pid")
+        if postmaster is not None and _alive(postmaster):
+            continue
+        if owner is None:
+            try:
+                if time.time() - directory.stat().st_mtime < 3600:
+                    continue
+            except OSError:
+                continue
+        elif _alive(owner):
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(directory)
+    return removed
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     # Linux: a postmaster whose exporter was SIGKILLed gets SIGINT (fast shutdown)
     # instead of lingering forever.
@@ -256,8 +302,10 @@ class EmbeddedServer:
             raise
 
     def _start(self) -> None:
-        base = Path(tempfile.mkdtemp(prefix="pggit-export-shadow-"))
+        remove_dead_shadow_directories()
+        base = Path(tempfile.mkdtemp(prefix=SHADOW_PREFIX))
         self._dir = base
+        (base / OWNER_FILE).write_text(f"{os.getpid()}\n")
         if self._user is not None:
             os.chown(base, self._user.pw_uid, self._user.pw_gid)
         bindir = self._usable_bindir(base)
