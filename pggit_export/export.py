@@ -13,6 +13,7 @@ import functools
 import hashlib
 import itertools
 import os
+import re
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,7 @@ import psycopg
 from pggit_export.git.authors import Author, default_author
 from pggit_export.git.message import build_message, parse_id_ranges, read_trailer
 from pggit_export.git.writer import GitWriter, RepositoryError, Signature
+from pggit_export.identifiers import catalog_name
 from pggit_export.read.history import Changeset, HistoryReader
 from pggit_export.render.snapshot import (
     DEFAULT_EXCLUDED_SCHEMAS,
@@ -171,8 +173,22 @@ def _note(changeset: Changeset) -> bytes:
 
 
 def _excluded_only(changeset: Changeset, excluded: tuple[str, ...]) -> bool:
-    """True when every row names an object of pgGit itself (its install, for one)."""
-    return all(row.schema_name in excluded for row in changeset.rows)
+    """True when every row names an object of pgGit itself (its install, for one), however
+    v1 spelled the name: `pggit_v2`, `"pggit_v2"`, or a qualified `"pggit_v2"."HEAD"` as
+    the object's name."""
+    return all(_row_schema(row.schema_name, row.object_name) in excluded for row in changeset.rows)
+
+
+_QUALIFIED_NAME = re.compile(r'^\s*("(?:[^"]|"")+"|[^".\s]+)\s*\.')
+
+
+def _row_schema(schema_name: str | None, object_name: str | None) -> str | None:
+    """The schema a history row's object is in, as the catalog spells it."""
+    if schema_name and schema_name != "public":
+        return catalog_name(schema_name.strip())
+    if object_name and (m := _QUALIFIED_NAME.match(object_name)):
+        return catalog_name(m.group(1))
+    return schema_name
 
 
 def _resume_point(writer: GitWriter) -> int | None:
@@ -512,7 +528,8 @@ class _Exporter:
         if _excluded_only(changeset, options.exclude_schemas):
             self.catch_up()
             skipped_reason = "pgGit's own objects (schema " + ", ".join(
-                sorted({row.schema_name or "" for row in changeset.rows})
+                sorted({_row_schema(row.schema_name, row.object_name) or ""
+                        for row in changeset.rows})
             ) + ")"
             result = ReplayResult(statements=[])
         else:

@@ -182,6 +182,28 @@ def test_pggit_install_row_is_kept_but_not_replayed(
     assert first == "Not replayed: pgGit's own objects (schema pggit)"
 
 
+def test_pggits_own_objects_are_recognised_however_v1_quoted_them(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    # The mirror's CREATE TABLE of pgGit's v2 tables, as pgGit's own capture records it.
+    source = make_source(make_database(), [
+        Change('CREATE TABLE "pggit_v2"."HEAD" (id int);', at(1), "postgres",
+               [("CREATE", "TABLE", '"pggit_v2"', '"HEAD"')]),
+        Change('CREATE TABLE pggit_audit.changes (id int);', at(2), "postgres",
+               [("CREATE", "TABLE", "", 'pggit_audit."changes"')]),
+        Change("CREATE TABLE t (id int);", at(3)),
+    ])
+    report, repo = export(source, tmp_path, pg_admin_dsn)
+    assert report.clean and not report.repairs
+    assert [r.history_ids for r in report.not_replayed] == [[1], [2]]
+    assert git(repo, "log", "--reverse", "--format=%s").splitlines()[:2] == [
+        "Not replayed: pgGit's own objects (schema pggit_v2)",
+        "Not replayed: pgGit's own objects (schema pggit_audit)",
+    ]
+    assert git(repo, "ls-tree", "-r", "--name-only", "HEAD").split() == [
+        "public/_schema.sql", "public/t.sql"]
+
+
 def test_null_time_and_user_are_filled_and_marked(
     make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
 ) -> None:
