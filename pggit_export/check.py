@@ -55,6 +55,7 @@ CODES: dict[str, str] = {
     "missing-role": "error",  # a role the shadow lacks: the statement fails
     "extension-stand-in": "info",  # the shadow lacks it; the export builds a stand-in
     "oid-chronology": "info",  # whether recorded OIDs may date live objects
+    "replay-environment": "info",  # a role or database setting the replay reproduces
     "hidden-ddl": "info",  # objects changed by SELECT/CALL/DO only
     "unsupported-kind": "warning",  # created, replayed, but not rendered in snapshots
     "missing-object-row": "warning",  # history row whose pggit.objects row is gone
@@ -187,6 +188,12 @@ def check_history(
         # Same transaction, so the objects table matches the history just read.
         active = _active_uncreated_objects(reader.conn)
         findings = checker.findings(active)
+        for setting in reader.environment().describe():
+            findings.append(Finding(
+                "replay-environment", CODES["replay-environment"],
+                f"changesets replay under the source's {setting} (pg_db_role_setting)",
+                [], {"setting": setting},
+            ))
         clock = read_oid_clock(reader.conn)
         if clock.oids:  # a history that records OIDs: say whether they can be trusted
             findings.append(Finding(

@@ -59,6 +59,9 @@ def test_unqualified_names_go_where_the_roles_search_path_put_them(
     first = git(repo, "show", "-s", "--format=%B", root)
     assert "Pggit-Repaired: created schema auth before the change" in first
     assert "pg_db_role_setting" in first
+    checked = cli("check", source)
+    assert (f"changesets replay under the source's role {role} search_path = auth "
+            "(pg_db_role_setting)") in checked.stdout
 
 
 def test_runtime_only_privileges_replay_as_their_schema_equivalent(
