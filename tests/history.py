@@ -8,10 +8,12 @@ row carrying the same text, time and user.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import psycopg
 
@@ -93,3 +95,14 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         [sys.executable, "-m", "pggit_export", *args],
         capture_output=True, text=True, timeout=300, env=env, stdin=subprocess.DEVNULL,
     )
+
+
+def load_module(name: str, path: Path) -> ModuleType:
+    """A module of bench/ or fixtures/ (no packages) by path, loaded once under `name`."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while being built
+        spec.loader.exec_module(module)
+    return sys.modules[name]

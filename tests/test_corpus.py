@@ -5,35 +5,22 @@ recorded changeset, checked with the real git CLI.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import psycopg
 import pytest
-from history import cli, git
+from history import cli, git, load_module
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "fixtures" / "corpus"
 HISTORY_DIR = re.compile(r"^(?P<project>[a-z]+)-(?P<mode>batch|psql-f)-pg(?P<major>\d+)$")
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-harness = _load("_bench_fidelity", ROOT / "bench" / "fidelity.py")
+harness = load_module("_bench_fidelity", ROOT / "bench" / "fidelity.py")
 HISTORIES = sorted(p.parent for p in CORPUS.glob("*/steps.json"))
 
 
@@ -55,7 +42,7 @@ def test_corpus_history_is_well_formed(directory: Path) -> None:
     match = HISTORY_DIR.match(directory.name)
     assert match, directory.name
     project, mode, major = match["project"], match["mode"], int(match["major"])
-    module = _load(f"_corpus_{project}", CORPUS / project / "migrations.py")
+    module = load_module(f"_corpus_{project}", CORPUS / project / "migrations.py")
     manifest: dict[str, Any] = json.loads((directory / "steps.json").read_text())
     assert int(manifest["postgresql"].split(".")[0]) == major
     assert manifest["truth_dump_flags"] == list(harness.build.TRUTH_DUMP_FLAGS)
@@ -138,7 +125,7 @@ def test_the_naive_replay_runs_each_recorded_changeset_once(pg_admin_dsn: str) -
     """bench/corpus.py's yardstick: the recorded SQL run as it is, without the tool. On
     procrastinate (role-level search_path, pre-pgGit schema) every statement runs and every
     object lands in public, so no point but the skipped install is near the truth."""
-    corpus = _load("_bench_corpus", ROOT / "bench" / "corpus.py")
+    corpus = load_module("_bench_corpus", ROOT / "bench" / "corpus.py")
     with psycopg.connect(pg_admin_dsn) as conn:
         if conn.info.server_version // 10000 != 18:
             pytest.skip("the history and its truths are PostgreSQL 18's")

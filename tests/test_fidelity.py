@@ -8,15 +8,13 @@ measures: equal where nothing was missed, different (and failing) where gaps are
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import psycopg
 import pytest
+from history import load_module
 
 from pggit_export.shadow.server import find_binaries
 
@@ -24,18 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FIDELITY = ROOT / "fixtures" / "fidelity"
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-harness = _load("_bench_fidelity", ROOT / "bench" / "fidelity.py")
-migrations = _load("_fixtures_fidelity_migrations", FIDELITY / "migrations.py")
+harness = load_module("_bench_fidelity", ROOT / "bench" / "fidelity.py")
+migrations = load_module("_fixtures_fidelity_migrations", FIDELITY / "migrations.py")
 
 
 @pytest.fixture(scope="module")
