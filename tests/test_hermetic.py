@@ -128,3 +128,20 @@ def test_a_run_removes_the_shadows_of_dead_exports_and_only_those(
     finally:
         for directory in (dead, living):
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_the_shadow_holds_a_migration_of_thousands_of_tables(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # 2,200 tables with primary keys in one transaction: 'out of shared memory' in a shadow
+    # with PostgreSQL's default lock table, where the source ran it.
+    text = "".join(f"CREATE TABLE t{i} (id int PRIMARY KEY, v text);\n" for i in range(2200))
+    source = make_source(make_database(), [
+        Change(text, at(1), objects=[("CREATE", "TABLE", "public", f"t{i}") for i in range(2200)]),
+    ])
+
+    result = cli("export", source, str(tmp_path / "repo"))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    files = git(tmp_path / "repo", "ls-tree", "-r", "--name-only", "main").split()
+    assert len(files) == 2201  # and public/_schema.sql
