@@ -75,8 +75,9 @@ def _shadow_directories() -> set[Path]:
 def test_sigterm_ends_a_run_like_ctrl_c_and_leaves_no_shadow_behind(
     make_database: Callable[[], str], tmp_path: Path
 ) -> None:
-    changes = [Change(f"CREATE TABLE t{i} (id int);", at(1 + i // 20, i % 20),
-                      objects=[("CREATE", "TABLE", "public", f"t{i}")]) for i in range(400)]
+    # Long enough that the run is still going when the signal comes, on a fast machine too.
+    changes = [Change(f"CREATE TABLE t{i} (id int);", at(1 + i // 100, i % 24, i % 60),
+                      objects=[("CREATE", "TABLE", "public", f"t{i}")]) for i in range(1500)]
     source = make_source(make_database(), changes)
     before = _shadow_directories()
     process = subprocess.Popen(
@@ -100,7 +101,7 @@ def test_sigterm_ends_a_run_like_ctrl_c_and_leaves_no_shadow_behind(
     assert ours and not any(directory.exists() for directory in ours)
     resumed = cli("export", source, str(tmp_path / "repo"))
     assert resumed.returncode == 0, resumed.stderr
-    assert git(tmp_path / "repo", "rev-list", "--count", "main").strip() == "400"
+    assert git(tmp_path / "repo", "rev-list", "--count", "main").strip() == "1500"
 
 
 def _dead_pid() -> int:
