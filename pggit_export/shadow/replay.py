@@ -271,7 +271,44 @@ def prepare_for_transaction(text: str) -> str:
     triggers are, and ``TRIGGER USER`` switches exactly those.
     """
     text = _CONCURRENTLY.sub(r"\1", text, count=1)
-    return _TRIGGER_ALL.sub(r"\1USER", text)
+    return without_data(_TRIGGER_ALL.sub(r"\1USER", text))
+
+
+# CREATE TABLE ... AS and CREATE MATERIALIZED VIEW ... AS run their query and store its rows:
+# replayed as recorded, a history's `generate_series(1, 3000000)` wrote gigabytes into the
+# shadow. The schema does not depend on the rows, and snapshots render every materialized
+# view WITH NO DATA anyway.
+_CREATES_FROM_QUERY = re.compile(
+    r"CREATE\s+(?:OR\s+REPLACE\s+)?(?:(?:GLOBAL|LOCAL)\s+)?(?:(?:TEMP|TEMPORARY|UNLOGGED)\s+)?"
+    r"(?:TABLE|MATERIALIZED\s+VIEW)\b[^;]*?\bAS\b",
+    re.I | re.S,
+)
+
+
+def without_data(text: str) -> str:
+    """`CREATE TABLE t AS query` (or a materialized view) as `... WITH NO DATA`: the same
+    table, its columns typed by the query, and no rows computed. Only a top-level AS counts
+    (not `GENERATED ALWAYS AS` inside the column list); any other text is returned as is."""
+    if not _CREATES_FROM_QUERY.match(_LEADING_NOISE.sub("", text)):
+        return text
+    statement = sqlparse.parse(text)[0]
+    tokens = list(statement.flatten())
+    if not any(t.is_keyword and t.normalized == "AS" for t in statement.tokens):
+        return text  # AS only inside parentheses: a plain CREATE TABLE
+    significant = [i for i, t in enumerate(tokens)
+                   if not (t.is_whitespace or t.ttype in sqlparse.tokens.Comment
+                           or t.value == ";")]
+    if not significant:
+        return text
+    last = significant[-1]
+    words = [tokens[i].normalized.upper() for i in significant[-3:]]
+    end = sum(len(t.value) for t in tokens[: last + 1])
+    if words == ["WITH", "NO", "DATA"]:
+        return text
+    if words[-2:] == ["WITH", "DATA"]:  # say NO before its DATA
+        data = end - len(tokens[last].value)
+        return f"{text[:data]}NO {text[data:]}"
+    return f"{text[:end]} WITH NO DATA{text[end:]}"
 
 
 # 'now', 'today', 'tomorrow' and 'yesterday' are evaluated when a statement runs
