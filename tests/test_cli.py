@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -181,3 +182,18 @@ def test_database_refusals_are_one_line_with_the_servers_words(
     assert bad_date.returncode == 3 and "Traceback" not in bad_date.stderr
     assert bad_date.stderr.strip() == (
         "pggit-export: error: '2024-13-45' is not a valid date: month must be in 1..12")
+
+
+def test_a_source_port_that_never_answers_ends_in_one_line(tmp_path: Path) -> None:
+    # Something that accepts the connection and then says nothing: a cron run must end.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if k != "PGCONNECT_TIMEOUT"}
+        result = cli("check", f"host=127.0.0.1 port={port} dbname=app user=me", env=env)
+    assert result.returncode == 3
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "pggit-export: error: cannot connect to the source database:")
+    assert "timeout" in lines[0]

@@ -13,6 +13,7 @@ object, all carrying the same sql_executed, created_at and created_by, so
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -168,6 +169,21 @@ SELECT effective_time FROM timed WHERE id = %(id)s
 _BEGINNING = (dt.datetime(1, 1, 1), 0)
 
 
+# Seconds to wait for the source to answer, where neither the connection string nor
+# PGCONNECT_TIMEOUT says: a cron job must not hang forever on a port that accepts and then
+# says nothing (another service there, a dead load balancer). libpq's own default waits forever.
+DEFAULT_CONNECT_TIMEOUT = 10
+
+
+def with_connect_timeout(conninfo: str) -> str:
+    """`conninfo` with the default connect_timeout, unless it or the environment sets one."""
+    if "connect_timeout" in psycopg.conninfo.conninfo_to_dict(conninfo):
+        return conninfo
+    if os.environ.get("PGCONNECT_TIMEOUT"):
+        return conninfo
+    return psycopg.conninfo.make_conninfo(conninfo, connect_timeout=DEFAULT_CONNECT_TIMEOUT)
+
+
 @dataclass
 class HistoryReader:
     """An open, consistent, read-only view of a source's history.
@@ -182,7 +198,9 @@ class HistoryReader:
 
     def __enter__(self) -> HistoryReader:
         try:
-            conn = psycopg.connect(self.conninfo, row_factory=dict_row)  # type: ignore[arg-type]
+            conn = psycopg.connect(
+                with_connect_timeout(self.conninfo), row_factory=dict_row  # type: ignore[arg-type]
+            )
         except psycopg.OperationalError as exc:
             raise SourceError(f"cannot connect to the source database: {exc}".strip()) from exc
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
