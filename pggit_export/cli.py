@@ -72,6 +72,7 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # as git and psql take both
 )
 
 
@@ -768,4 +769,4 @@ def main() -> None:
     psycopg_log = logging.getLogger("psycopg")
     psycopg_log.addHandler(logging.NullHandler())
     psycopg_log.propagate = False
-    app()
+    app(prog_name="pggit-export")  # also under `python -m pggit_export`

@@ -142,8 +142,12 @@ class ExportReport:
         return not (self.failed or self.refused_statements)
 
     def to_dict(self) -> dict[str, Any]:
+        """The `--json` summary: these fields, `clean`, and the tool's `version`."""
+        from pggit_export import __version__
+
         data = asdict(self)
         data["clean"] = self.clean
+        data["version"] = __version__
         return data
 
 

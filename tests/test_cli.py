@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from history import Change, at, cli, git, make_source
 
+from pggit_export import __version__
 from pggit_export.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +76,16 @@ def test_pg_environment_variables_and_json_summary(
     summary = json.loads(result.stdout)
     assert summary["commits_written"] == 1 and summary["clean"] is True
     assert summary["head"] == git(tmp_path / "r", "rev-parse", "main").strip()
+    assert summary["version"] == __version__
+    # Deterministic: the same export elsewhere says the same but for where it went.
+    again = cli("export", "", str(tmp_path / "r2"), "--json", "--shadow-dsn", pg_admin_dsn, env=env)
+    assert {**json.loads(again.stdout), "repository": None} == {**summary, "repository": None}
+
+
+def test_dash_h_is_help_everywhere() -> None:
+    for args in (["-h"], *([command, "-h"] for command in COMMANDS)):
+        result = cli(*args)
+        assert result.returncode == 0 and result.stdout.startswith("Usage: pggit-export"), args
 
 
 def test_failed_changesets_give_exit_1_and_are_listed(

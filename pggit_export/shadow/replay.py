@@ -1002,7 +1002,9 @@ def open_shadow(
                 _harden(admin_conn)
                 version = conn.info.parameter_status("server_version") or "?"
                 shadow = Shadow(
-                    conn, f"scratch database {name} on PostgreSQL {version}", admin=admin_conn
+                    # No scratch name here: it is random, and reports must be deterministic.
+                    conn, f"scratch database on PostgreSQL {version}",
+                    admin=admin_conn,
                 )
                 shadow.warnings += warnings
                 try:
