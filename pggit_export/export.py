@@ -25,7 +25,7 @@ import psycopg
 from pggit_export.git.authors import Author, default_author
 from pggit_export.git.message import build_message, parse_id_ranges, read_trailer
 from pggit_export.git.writer import GitWriter, RepositoryError, Signature
-from pggit_export.identifiers import catalog_name
+from pggit_export.identifiers import catalog_name, strip_identifier_quotes
 from pggit_export.read.history import Changeset, HistoryReader
 from pggit_export.render.snapshot import (
     DEFAULT_EXCLUDED_SCHEMAS,
@@ -187,9 +187,10 @@ _QUALIFIED_NAME = re.compile(r'^\s*("(?:[^"]|"")+"|[^".\s]+)\s*\.')
 
 
 def _row_schema(schema_name: str | None, object_name: str | None) -> str | None:
-    """The schema a history row's object is in, as the catalog spells it."""
+    """The schema a history row's object is in, as the catalog spells it (v1 stores catalog
+    spellings, sometimes quoted; a qualified object name is SQL, folded as PostgreSQL does)."""
     if schema_name and schema_name != "public":
-        return catalog_name(schema_name.strip())
+        return strip_identifier_quotes(schema_name.strip())
     if object_name and (m := _QUALIFIED_NAME.match(object_name)):
         return catalog_name(m.group(1))
     return schema_name
