@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 
 from pggit_export.git.message import format_id_ranges
-from pggit_export.identifiers import catalog_name
+from pggit_export.identifiers import IDENTIFIER_PATTERN, catalog_name
 from pggit_export.read.history import Changeset, HistoryReader, HistoryRow, group_changesets
 from pggit_export.shadow.evidence import read_oid_clock
 from pggit_export.shadow.replay import (
@@ -270,7 +270,7 @@ def _active_uncreated_objects(conn: psycopg.Connection[Any]) -> list[V1Object]:
 # function bodies or string literals are not mistaken for commands.
 
 _NOISE = re.compile(r"^(\s+|--[^\n]*(\n|$)|/\*.*?\*/)+", re.DOTALL)
-_IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_\x80-\uffff][\w$\x80-\uffff]*)'
+_IDENT = IDENTIFIER_PATTERN
 _QUALIFIED = rf"{_IDENT}(?:\s*\.\s*{_IDENT})*"
 _ROLE = rf"(?:{_IDENT}|'(?:[^']|'')*')"
 

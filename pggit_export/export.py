@@ -25,7 +25,7 @@ import psycopg
 from pggit_export.git.authors import Author, default_author
 from pggit_export.git.message import build_message, parse_id_ranges, read_trailer
 from pggit_export.git.writer import GitWriter, RepositoryError, Signature
-from pggit_export.identifiers import catalog_name, strip_identifier_quotes
+from pggit_export.identifiers import IDENTIFIER_PATTERN, catalog_name, strip_identifier_quotes
 from pggit_export.read.history import Changeset, HistoryReader
 from pggit_export.render.snapshot import (
     DEFAULT_EXCLUDED_SCHEMAS,
@@ -183,7 +183,7 @@ def _excluded_only(changeset: Changeset, excluded: tuple[str, ...]) -> bool:
     return all(_row_schema(row.schema_name, row.object_name) in excluded for row in changeset.rows)
 
 
-_QUALIFIED_NAME = re.compile(r'^\s*("(?:[^"]|"")+"|[^".\s]+)\s*\.')
+_QUALIFIED_NAME = re.compile(rf"^\s*({IDENTIFIER_PATTERN})\s*\.")
 
 
 def _row_schema(schema_name: str | None, object_name: str | None) -> str | None:

@@ -13,6 +13,11 @@ import re
 
 _PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
 
+# A name as written in SQL, for patterns that read names out of recorded statements: quoted
+# (doubled quotes inside), or unquoted (a letter, including non-ASCII ones, or underscore,
+# then letters, digits, `_` and `$`).
+IDENTIFIER_PATTERN = r'(?:"(?:[^"]|"")+"|[A-Za-z_\x80-\uffff][\w$\x80-\uffff]*)'
+
 
 def quote_identifier(name: str) -> str:
     """``name`` as a quoted identifier, always quoted: ``Users`` -> ``"Users"``."""

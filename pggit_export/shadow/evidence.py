@@ -33,10 +33,10 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
-from pggit_export.identifiers import catalog_name
+from pggit_export.identifiers import IDENTIFIER_PATTERN, catalog_name
 from pggit_export.read.sqlsplit import split
 
-_NAME = r'(?:"(?:[^"]|"")+"|[A-Za-z_][\w$]*)'
+_NAME = IDENTIFIER_PATTERN
 _QUALIFIED = rf"(?:{_NAME}\s*\.\s*)?(?P<name>{_NAME})"
 _ADD_VALUE = re.compile(
     rf"^\s*ALTER\s+TYPE\s+{_QUALIFIED}\s+ADD\s+VALUE\s+(?:IF\s+NOT\s+EXISTS\s+)?"

@@ -38,7 +38,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from pggit_export.errors import PggitExportError
-from pggit_export.identifiers import catalog_name, quote_literal
+from pggit_export.identifiers import IDENTIFIER_PATTERN, catalog_name, quote_literal
 from pggit_export.read.history import Changeset
 from pggit_export.read.sqlsplit import split as split_sql
 from pggit_export.shadow.server import EmbeddedServer, connect_shadow, find_binaries
@@ -167,7 +167,7 @@ def classify(text: str) -> Action:
 
 # Which relations a text's statements lock ACCESS EXCLUSIVE, roughly: a heuristic
 # (see relations_locked_exclusive), so plain patterns over the whole text.
-_NAME = r'(?:"(?:[^"]|"")+"|[A-Za-z_][\w$]*)'
+_NAME = IDENTIFIER_PATTERN
 _QUALIFIED = rf"{_NAME}(?:\s*\.\s*{_NAME})*"
 _EXCLUSIVE_STATEMENT = re.compile(
     r"(?:^|;)\s*(?:--[^\n]*\n\s*)*"
