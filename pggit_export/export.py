@@ -244,7 +244,7 @@ class _Exporter:
     writer: GitWriter
     options: ExportOptions
     report: ExportReport
-    healer: Healer | None = None
+    healer: Healer
     state: SnapshotState = field(default_factory=SnapshotState)
     pending: FileChanges = field(default_factory=dict)  # goes into the next commit
     last_time: dt.datetime | None = None
@@ -407,17 +407,16 @@ class _Exporter:
         repairs: list[Repair] = []
         seen: set[tuple[str | None, str, int]] = set()
         healer = self.healer
-        if healer is not None:
-            healer.position = changeset.history_ids[0]
-        for repair in healer.environment_repairs(changeset) if healer else ():
+        healer.position = changeset.history_ids[0]
+        for repair in healer.environment_repairs(changeset):
             self.catch_up()  # the untaken changeset's take must not see this repair
-            if healer.apply(repair) is None:  # type: ignore[union-attr]
+            if healer.apply(repair) is None:
                 repairs.append(repair)
         result = self.replay_first(changeset)
         self.catch_up()  # if the replay did not get as far as running anything
         for _ in range(MAX_ROUNDS):
             failure = result.failure
-            if failure is None or self.healer is None or not self.options.repair:
+            if failure is None or not self.options.repair:
                 break
             signature = (failure.sqlstate, failure.message, failure.statement_index)
             if signature in seen:
