@@ -140,9 +140,8 @@ def _errors_exit() -> Iterator[None]:
         typer.echo(f"pggit-export: error: {exc}", err=True)
         raise typer.Exit(EXIT_ERROR) from None
     except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         typer.echo(
-            f"pggit-export: error: lost a database connection ({first}); the repository "
+            f"pggit-export: error: lost a database connection ({_first_line(exc)}); the repository "
             "holds every commit written so far: run the same command again to continue",
             err=True,
         )

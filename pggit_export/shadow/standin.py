@@ -42,7 +42,7 @@ SELECT CASE WHEN n.oid = e.extnamespace THEN '@extschema@' ELSE quote_ident(n.ns
            || '.' || quote_ident(p.proname) AS qname,
        pg_catalog.pg_get_function_arguments(p.oid) AS arguments,
        pg_catalog.pg_get_function_result(p.oid) AS result,
-       p.prokind, p.provolatile, p.proisstrict, p.proretset,
+       p.prokind, p.provolatile, p.proisstrict,
        EXISTS (SELECT FROM unnest(p.proargtypes::oid[] || ARRAY[p.prorettype]) AS t(oid)
                JOIN pg_catalog.pg_type ty ON ty.oid = t.oid
                WHERE ty.typtype = 'p' AND ty.typname NOT IN (
@@ -103,7 +103,7 @@ def build_stand_in(live: psycopg.Connection[Any], name: str) -> StandIn | None:
         others = cur.execute(_OTHER_MEMBERS_SQL, {"oid": oid}).fetchall()
     statements = []
     unsupported = 0
-    for qname, arguments, result, kind, volatility, strict, _retset, bad, has_out in functions:
+    for qname, arguments, result, kind, volatility, strict, bad, has_out in functions:
         if bad:
             unsupported += 1
             continue
