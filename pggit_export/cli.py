@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -51,14 +52,58 @@ EXIT_INCOMPLETE = 1
 EXIT_USAGE = 2
 EXIT_ERROR = 3
 
-EPILOG = (
-    "Exit codes: 0 everything replayed; 1 done, but some changesets failed to replay "
-    "(each is named in the report); 2 bad usage; 3 could not run."
-)
 
-CHECK_EPILOG = (
-    "Exit codes: 0 the history is clean; 1 it has findings of severity warning or error; "
-    "2 bad usage; 3 could not run."
+
+def _exit_codes(ok: str, findings: str | None, could_not_run: str, *, resumable: bool = False) -> str:
+    """A command's epilog: what each exit code means for that command, in its own words."""
+    codes = [f"0 {ok}"]
+    if findings:
+        codes.append(f"1 {findings}")
+    codes += ["2 bad usage", f"3 could not run: {could_not_run}; one line on stderr says why"]
+    if resumable:
+        codes.append("130 interrupted: run the same command again to continue")
+    return "Exit codes: " + "; ".join(codes) + "."
+
+
+APP_EPILOG = (
+    "Exit codes: 0 done, nothing to report; 1 done, with something to look at (changesets "
+    "that failed to replay, findings, drift, mismatches); 2 bad usage; 3 could not run; "
+    "130 interrupted. Each command's --help says what they mean for it."
+)
+EXPORT_EPILOG = _exit_codes(
+    "every changeset replayed",
+    "done, but some changesets failed to replay or statements were refused: the repository "
+    "is complete and the report names each history id (--strict: stopped at the first)",
+    "the source, the repository or the shadow server had a problem",
+    resumable=True,
+)
+DEMO_EPILOG = _exit_codes(
+    "the demo exported, every changeset replayed",
+    "exported, but some changesets failed to replay (named in the report)",
+    "the directory or the private PostgreSQL had a problem",
+)
+MIRROR_EPILOG = _exit_codes(
+    "mirrored (also when there was nothing new)",
+    None,
+    "the repository or TARGET had a problem, and nothing was written (one transaction)",
+)
+VERIFY_EPILOG = _exit_codes(
+    "everything matched", "mismatches (each is listed)", "the repository or TARGET had a problem"
+)
+RESTORE_EPILOG = _exit_codes(
+    "restored (or, with --output, the script written)",
+    "restored, but the target renders some files differently (listed; another PostgreSQL "
+    "major version, say)",
+    "no such commit, a non-empty target, a statement that does not load (the target is left "
+    "untouched)",
+)
+DRIFT_EPILOG = _exit_codes(
+    "no drift", "drift: the differing files are listed", "SOURCE or the repository had a problem"
+)
+CHECK_EPILOG = _exit_codes(
+    "the history is clean",
+    "findings of severity warning or error (listed)",
+    "SOURCE or the shadow server had a problem",
 )
 
 app = typer.Typer(
@@ -68,7 +113,7 @@ app = typer.Typer(
         "change, one file per database object (<schema>/<name>.sql).\n\n"
         "Start with:  pggit-export demo ./shop-history"
     ),
-    epilog=EPILOG,
+    epilog=APP_EPILOG,
     no_args_is_help=True,
     rich_markup_mode=None,
     add_completion=False,
@@ -305,7 +350,7 @@ RepoArg = Annotated[
 ]
 
 
-@app.command(epilog=EPILOG)
+@app.command(epilog=EXPORT_EPILOG)
 def export(
     source: SourceArg,
     repo: RepoArg,
@@ -499,11 +544,12 @@ ExportedRepoArg = Annotated[
     typer.Argument(metavar="REPO", help="A repository written by pggit-export export.",
                    show_default=False),
 ]
-EmptyTargetArg = Annotated[
-    str,
+OptionalTargetArg = Annotated[
+    Optional[str],
     typer.Argument(
         metavar="TARGET",
-        help="An empty database to restore into: a libpq connection string or URI.",
+        help="An empty database to restore into: a libpq connection string or URI "
+        "(not with --output).",
         show_default=False,
     ),
 ]
@@ -521,7 +567,7 @@ V2SchemaOption = Annotated[
 ]
 
 
-@app.command(name="mirror", epilog=EPILOG)
+@app.command(name="mirror", epilog=MIRROR_EPILOG)
 def mirror_command(
     repo: ExportedRepoArg,
     target: TargetArg,
@@ -556,8 +602,7 @@ def mirror_command(
         _print_mirror(report, quiet)
 
 
-@app.command(epilog=CHECK_EPILOG.replace("the history is clean", "everything matched").replace(
-    "it has findings of severity warning or error", "mismatches (listed)"))
+@app.command(epilog=VERIFY_EPILOG)
 def verify(
     repo: ExportedRepoArg,
     target: TargetArg,
@@ -591,18 +636,37 @@ def verify(
     raise typer.Exit(EXIT_OK if report.ok else EXIT_INCOMPLETE)
 
 
-@app.command(epilog=EPILOG.replace("everything replayed", "restored").replace(
-    "1 done, but some changesets failed to replay (each is named in the report)",
-    "1 restored, but the target renders some files differently"))
+@app.command(epilog=RESTORE_EPILOG)
 def restore(
     repo: ExportedRepoArg,
-    target: EmptyTargetArg,
+    target: OptionalTargetArg = None,
+    output: Annotated[
+        Optional[str],
+        typer.Option(
+            "--output", "-o", metavar="FILE",
+            help="Write the snapshot as one SQL script to FILE ('-': stdout) instead of "
+            "restoring it; no TARGET then. Statements come in an order that loads (found by "
+            "loading them into a private PostgreSQL first): psql -v ON_ERROR_STOP=1 -f FILE "
+            "recreates the schema in an empty database, in one transaction.",
+        ),
+    ] = None,
+    shadow_dsn: Annotated[
+        Optional[str],
+        typer.Option(
+            "--shadow-dsn",
+            help="With --output: find the load order on this server (in a scratch database "
+            "created and dropped there) instead of a private PostgreSQL; for extensions the "
+            "bundled server lacks.",
+        ),
+    ] = None,
     at: Annotated[
         Optional[str],
         typer.Option(
-            help="The commit to restore: a revision (id, branch, tag, HEAD~3) or a date "
-            "(2024-01-31, the end of that day in UTC, or 2024-01-31T12:00:00+02:00): the last "
-            "commit at or before it. Default: the branch's head.",
+            help="The commit to restore: a revision (id, branch, tag, HEAD~3) or a date, "
+            "meaning the last commit of --branch at or before it: 2024-01-31 (the end of that "
+            "day, UTC), 2024-01-31T12:00:00+02:00, now, yesterday, '2 weeks ago' (also "
+            "seconds, minutes, hours, days, months, years), or BRANCH@{DATE} and @{DATE} "
+            "for another branch or --branch. Default: the branch's head.",
         ),
     ] = None,
     branch: Annotated[str, typer.Option(help="Branch to read.")] = "main",
@@ -610,19 +674,52 @@ def restore(
         bool, typer.Option("--json", help="Print the result as JSON on stdout.")
     ] = False,
 ) -> None:
-    """Recreate the schema of a commit in TARGET, an empty database.
+    """Recreate the schema of a commit in TARGET, an empty database, or write it as SQL.
 
     All in one transaction, in an order that satisfies dependencies: the target
     ends with the whole snapshot, or untouched. A target that already holds
-    objects is refused.
+    objects is refused. With --output, nothing is restored: the snapshot becomes
+    one SQL script to read, review or load with psql.
 
     Example:
 
         createdb schema_then && pggit-export restore ./app-schema "dbname=schema_then" --at 2024-01-01
+
+        pggit-export restore ./app-schema --at 'main@{2 weeks ago}' --output then.sql
     """
-    with _errors_exit(), _progress(not as_json, "Restoring", "statements") as progress:
+    from pggit_export.restore import snapshot_script
+
+    with _errors_exit():
+        if output is not None and target is not None:
+            raise UsageMistake("give TARGET (a database to restore into) or --output FILE, not both")
+        if output is None and target is None:
+            raise UsageMistake("restore needs TARGET (an empty database) or --output FILE")
+        if shadow_dsn is not None and output is None:
+            raise UsageMistake("--shadow-dsn only orders an --output script; TARGET is "
+                               "restored into directly")
+        if as_json and output == "-":
+            raise UsageMistake("--json and --output - would both write to stdout")
         check_conninfo(target, "TARGET")
+        check_conninfo(shadow_dsn, "--shadow-dsn")
         check_branch(branch)
+    if output is not None:
+        with _errors_exit():
+            script = snapshot_script(repo, at=at, branch=branch, shadow_dsn=shadow_dsn)
+            if output == "-":
+                sys.stdout.write(script.sql)
+                sys.stdout.flush()
+                return
+            _write_atomically(Path(output), script.sql)
+        if as_json:
+            typer.echo(json.dumps({**script.to_dict(), "output": output}, indent=2))
+        else:
+            typer.echo(
+                f"Wrote commit {script.commit[:12]} ({script.commit_date}): {script.files} "
+                f"files, {script.statements} statements to {output}"
+            )
+        return
+    assert target is not None  # checked above: TARGET or --output
+    with _errors_exit(), _progress(not as_json, "Restoring", "statements") as progress:
         report = restore_snapshot(repo, target, at=at, branch=branch, progress=progress)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -636,8 +733,22 @@ def restore(
     raise typer.Exit(EXIT_OK if not report.differing else EXIT_INCOMPLETE)
 
 
-@app.command(epilog=CHECK_EPILOG.replace("the history is clean", "no drift").replace(
-    "it has findings of severity warning or error", "drift (listed)"))
+def _write_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` whole or not at all: a full disk or an interrupt leaves no
+    half script that psql would load up to its cut."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@app.command(epilog=DRIFT_EPILOG)
 def drift(
     source: SourceArg,
     repo: ExportedRepoArg,
@@ -716,7 +827,7 @@ def check(
     raise typer.Exit(EXIT_OK if report.clean else EXIT_INCOMPLETE)
 
 
-@app.command(epilog=EPILOG)
+@app.command(epilog=DEMO_EPILOG)
 def demo(
     directory: Annotated[
         Path, typer.Argument(

@@ -15,7 +15,7 @@ from typing import Any
 from pggit_export.read.history import HistoryReader
 from pggit_export.render.layout import snapshot_files
 from pggit_export.render.snapshot import DEFAULT_EXCLUDED_SCHEMAS, render_snapshot
-from pggit_export.restore import RestoreError, resolve_commit
+from pggit_export.restore import read_snapshot
 
 
 @dataclass
@@ -54,17 +54,7 @@ def drift_report(
     exclude_schemas: tuple[str, ...] = DEFAULT_EXCLUDED_SCHEMAS,
 ) -> DriftReport:
     """Compare the live schema of `source` (read only) with the head of `branch`."""
-    from dulwich.repo import Repo
-
-    from pggit_export.git.writer import tree_files
-
-    try:
-        repo = Repo(str(repository))
-    except Exception as exc:  # noqa: BLE001 - dulwich raises several kinds
-        raise RestoreError(f"{repository} is not a git repository") from exc
-    with repo:
-        commit = resolve_commit(repo, branch, None)
-        history = {path: data.decode("utf-8") for path, data in tree_files(repo, commit.tree).items()}
+    commit, history = read_snapshot(repository, branch=branch)
     with HistoryReader(source) as reader:
         live = snapshot_files(render_snapshot(reader.conn, exclude_schemas=exclude_schemas))
     return DriftReport(
