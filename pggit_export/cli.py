@@ -10,6 +10,7 @@ Exit codes (also in the README and `pggit-export --help`):
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import os
@@ -165,6 +166,51 @@ def check_duration(value: str, option: str) -> None:
     if not _DURATION.fullmatch(value):
         raise UsageMistake(f"{option} {value!r} is not a duration: a number with a unit "
                            "(us, ms, s, min, h, d), e.g. 10min")
+
+
+def ask_password(conninfo: str) -> str:
+    """-W: the password for `conninfo`'s user, asked once before connecting (as psql -W).
+
+    On a terminal the prompt goes to the terminal and nothing echoes; otherwise (a pipe, a
+    script, `... -W < file`) the first line of stdin is the password. It goes into the
+    connection string in memory only: never onto a command line, into a report or a log.
+    """
+    if sys.stdin.isatty():
+        user = _server_and_user(conninfo)[2]
+        return getpass.getpass(f"Password for user {user}: ")
+    line = sys.stdin.readline()
+    if not line:
+        raise UsageMistake("-W/--password: stdin is not a terminal and holds no password line")
+    return line.rstrip("\r\n")
+
+
+def with_password(conninfo: str, password: str | None) -> str:
+    """`conninfo` with the prompted password set (libpq's `password` keyword)."""
+    if password is None:
+        return conninfo
+    return psycopg.conninfo.make_conninfo(conninfo, password=password)
+
+
+def _server_and_user(conninfo: str) -> tuple[str, str, str]:
+    """(host, port, user) libpq will use for `conninfo`, with the PG* variables' defaults."""
+    params = psycopg.conninfo.conninfo_to_dict(conninfo)
+    env = os.environ
+    host = params.get("host") or params.get("hostaddr") or env.get("PGHOST") or env.get(
+        "PGHOSTADDR") or ""
+    port = params.get("port") or env.get("PGPORT") or "5432"
+    user = params.get("user") or env.get("PGUSER") or getpass.getuser()
+    return str(host), str(port), str(user)
+
+
+def with_password_if_same_server(conninfo: str | None, main: str, password: str | None) -> str | None:
+    """The second connection of a command (--shadow-dsn) gets -W's password only when it
+    logs in as the same user on the same server as the first: the password is that role's,
+    and handing it to another server would give it away."""
+    if conninfo is None or password is None:
+        return conninfo
+    if _server_and_user(conninfo) != _server_and_user(main):
+        return conninfo
+    return with_password(conninfo, password)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -330,6 +376,16 @@ def _ids(ids: list[int]) -> str:
     return format_id_ranges(ids)
 
 
+PasswordOption = Annotated[
+    bool,
+    typer.Option(
+        "--password", "-W",
+        help="Ask for the password before connecting, as psql -W does (without -W, libpq's "
+        "PGPASSWORD and ~/.pgpass still work). On a terminal it is prompted without echo; "
+        "otherwise the first line of stdin is read: pass it from a file with "
+        "'-W < secret-file', never on the command line.",
+    ),
+]
 SourceArg = Annotated[
     str,
     typer.Argument(
@@ -459,6 +515,7 @@ def export(
         str, typer.Option(help="The pgGit v2 schema to mirror into (newer installs: pggit_v0).")
     ] = "pggit_v2",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings.")] = False,
+    password: PasswordOption = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
     ] = False,
@@ -473,12 +530,17 @@ def export(
 
         pggit-export export "postgresql://me@db.example.com/app" ./app-schema
     """
-    with _errors_exit(), _progress(not quiet and not as_json, "Exporting") as progress:
+    with _errors_exit():
         check_conninfo(source, "SOURCE")
         check_conninfo(shadow_dsn, "--shadow-dsn")
         check_branch(branch)
         check_duration(statement_timeout, "--statement-timeout")
         author_map = read_authors_file(authors) if authors else {}
+        # Asked before the progress bar starts, which would draw over the prompt.
+        secret = ask_password(source) if password else None
+        shadow_dsn = with_password_if_same_server(shadow_dsn, source, secret)
+        source = with_password(source, secret)
+    with _errors_exit(), _progress(not quiet and not as_json, "Exporting") as progress:
         report = export_history(
             source,
             repo,
@@ -574,6 +636,7 @@ def mirror_command(
     v2_schema: V2SchemaOption = "pggit_v2",
     branch: Annotated[str, typer.Option(help="Branch to mirror.")] = "main",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings.")] = False,
+    password: PasswordOption = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
     ] = False,
@@ -590,9 +653,11 @@ def mirror_command(
 
         pggit-export mirror ./app-schema "postgresql://me@db.example.com/app"
     """
-    with _errors_exit(), _progress(not quiet and not as_json, "Mirroring", "commits") as progress:
+    with _errors_exit():
         check_conninfo(target, "TARGET")
         check_branch(branch)
+        target = with_password(target, ask_password(target) if password else None)
+    with _errors_exit(), _progress(not quiet and not as_json, "Mirroring", "commits") as progress:
         report = mirror_repository(
             repo, target, MirrorOptions(v2_schema=v2_schema, branch=branch, progress=progress)
         )
@@ -608,6 +673,7 @@ def verify(
     target: TargetArg,
     v2_schema: V2SchemaOption = "pggit_v2",
     branch: Annotated[str, typer.Option(help="Branch that was mirrored.")] = "main",
+    password: PasswordOption = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as JSON on stdout.")
     ] = False,
@@ -628,6 +694,7 @@ def verify(
     with _errors_exit():
         check_conninfo(target, "TARGET")
         check_branch(branch)
+        target = with_password(target, ask_password(target) if password else None)
         report = verify_mirror(repo, target, MirrorOptions(v2_schema=v2_schema, branch=branch))
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
@@ -670,6 +737,7 @@ def restore(
         ),
     ] = None,
     branch: Annotated[str, typer.Option(help="Branch to read.")] = "main",
+    password: PasswordOption = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as JSON on stdout.")
     ] = False,
@@ -702,6 +770,11 @@ def restore(
         check_conninfo(target, "TARGET")
         check_conninfo(shadow_dsn, "--shadow-dsn")
         check_branch(branch)
+        connects_to = target if target is not None else shadow_dsn
+        if password and connects_to is not None:  # without either, nothing connects
+            secret = ask_password(connects_to)
+            target = target and with_password(target, secret)
+            shadow_dsn = shadow_dsn and with_password(shadow_dsn, secret)
     if output is not None:
         with _errors_exit():
             script = snapshot_script(repo, at=at, branch=branch, shadow_dsn=shadow_dsn)
@@ -753,6 +826,7 @@ def drift(
     source: SourceArg,
     repo: ExportedRepoArg,
     branch: Annotated[str, typer.Option(help="Branch to compare.")] = "main",
+    password: PasswordOption = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as JSON on stdout.")
     ] = False,
@@ -772,6 +846,7 @@ def drift(
     with _errors_exit():
         check_conninfo(source, "SOURCE")
         check_branch(branch)
+        source = with_password(source, ask_password(source) if password else None)
         report = drift_report(source, repo, branch=branch)
     typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format_text())
     raise typer.Exit(EXIT_OK if report.clean else EXIT_INCOMPLETE)
@@ -795,6 +870,7 @@ def check(
         Optional[Path],
         typer.Option(help="The authors file the export will use: list users it does not name."),
     ] = None,
+    password: PasswordOption = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the findings as JSON on stdout.")
     ] = False,
@@ -817,6 +893,9 @@ def check(
         check_conninfo(source, "SOURCE")
         check_conninfo(shadow_dsn, "--shadow-dsn")
         author_map = read_authors_file(authors) if authors else None
+        secret = ask_password(source) if password else None
+        shadow_dsn = with_password_if_same_server(shadow_dsn, source, secret)
+        source = with_password(source, secret)
         report = check_history(
             source, shadow_dsn=shadow_dsn, max_sql_bytes=max_sql_bytes, authors=author_map
         )
