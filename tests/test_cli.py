@@ -11,6 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from history import Change, at, cli, git, make_source
+from typer.testing import CliRunner
 
 from pggit_export import __version__
 from pggit_export.cli import app
@@ -82,10 +83,40 @@ def test_pg_environment_variables_and_json_summary(
     assert {**json.loads(again.stdout), "repository": None} == {**summary, "repository": None}
 
 
+def help_text(*args: str) -> str:
+    """`pggit-export ARGS` run in process (help needs no subprocess), its output unwrapped."""
+    result = CliRunner().invoke(app, list(args), prog_name="pggit-export")
+    assert result.exit_code == 0, (args, result.output)
+    return result.output
+
+
 def test_dash_h_is_help_everywhere() -> None:
     for args in (["-h"], *([command, "-h"] for command in COMMANDS)):
-        result = cli(*args)
-        assert result.returncode == 0 and result.stdout.startswith("Usage: pggit-export"), args
+        assert help_text(*args).startswith("Usage: pggit-export"), args
+
+
+# What 1 (or, with no 1, what 0) means for each command, in its --help.
+OWN_EXIT_CODES = {
+    "check": "0 the history is clean; 1 findings of severity warning or error",
+    "demo": "1 exported, but some changesets failed to replay",
+    "drift": "0 no drift; 1 drift: the differing files are listed",
+    "export": "1 done, but some changesets failed to replay or statements were refused",
+    "mirror": "0 mirrored (also when there was nothing new); 2 bad usage",
+    "restore": "1 restored, but the target renders some files differently",
+    "verify": "0 everything matched; 1 mismatches",
+}
+
+
+def test_each_commands_help_states_its_own_exit_codes() -> None:
+    epilogs = {}
+    for command in COMMANDS:
+        text = " ".join(help_text(command, "--help").split())
+        epilogs[command] = text[text.index("Exit codes:"):]
+        assert OWN_EXIT_CODES[command] in epilogs[command], epilogs[command]
+        assert "2 bad usage; 3 could not run" in epilogs[command]
+    assert "replay" not in epilogs["mirror"] and "replay" not in epilogs["restore"]
+    assert len(set(epilogs.values())) == len(COMMANDS)  # no command borrows another's text
+    assert "Each command's --help says what they mean for it." in " ".join(help_text("-h").split())
 
 
 def test_failed_changesets_give_exit_1_and_are_listed(
@@ -158,6 +189,7 @@ def _mistakes(source: str, tmp: Path) -> list[tuple[list[str], int, str]]:
     ]
 
 
+@pytest.mark.slow  # one process per mistake
 def test_each_user_mistake_is_one_line_and_a_documented_exit_code(
     small_source: str, tmp_path: Path
 ) -> None:
@@ -195,6 +227,7 @@ def test_database_refusals_are_one_line_with_the_servers_words(
         "pggit-export: error: '2024-13-45' is not a valid date: month must be in 1..12")
 
 
+@pytest.mark.slow  # waits out the 10-second connect timeout
 def test_a_source_port_that_never_answers_ends_in_one_line(tmp_path: Path) -> None:
     # Something that accepts the connection and then says nothing: a cron run must end.
     with socket.socket() as silent:

@@ -143,6 +143,7 @@ def schema_of(dsn: str) -> dict[str, str]:
         return snapshot_files(render_snapshot(conn))
 
 
+@pytest.mark.slow  # several processes, each starting a PostgreSQL
 def test_restore_output_writes_a_script_psql_loads_into_the_same_schema(
     demo: tuple[str, Path], make_database: Callable[[], str], tmp_path: Path
 ) -> None:
@@ -250,6 +251,7 @@ def test_at_takes_relative_dates_and_branch_at_date_as_git_reads_them(
     assert min(dates) < now.timestamp() - 365 * 86400  # "1 year ago" lands inside the history
 
 
+@pytest.mark.slow  # several processes, each starting a PostgreSQL
 def test_at_relative_dates_through_the_cli_match_git(demo: tuple[str, Path]) -> None:
     """With the real clock, against git's own approxidate: `N days ago` that lands mid-history."""
     _, repo = demo
@@ -265,6 +267,7 @@ def test_at_relative_dates_through_the_cli_match_git(demo: tuple[str, Path]) -> 
     assert result.returncode == 0 and head in result.stdout, result.stderr
 
 
+@pytest.mark.slow  # one process per mistake
 def test_at_mistakes_are_one_line_and_exit_3(demo: tuple[str, Path]) -> None:
     _, repo = demo
     for at, says in (
