@@ -334,6 +334,11 @@ def _repository_commits(path: Path, branch: str = "main") -> tuple[Repo, list[_C
         assert isinstance(commit, Commit)
         message = commit.message.decode("utf-8", "replace")
         ids = read_trailer(message, "Pggit-History-Ids")
+        if read_trailer(message, "Pggit-Baseline") is not None:
+            # The schema before the history: no history point to compare it with (the
+            # first changeset's commit shows it at the first point).
+            sha = commit.parents[0] if commit.parents else None
+            continue
         commits.append(
             _Commit(
                 id=sha.decode(),

@@ -39,9 +39,15 @@ from pggit_export.render.snapshot import (
     touched_render_sql,
 )
 from pggit_export.render.state import FileChanges, SnapshotChanges, SnapshotState, diff_files
-from pggit_export.restore import load_files
-from pggit_export.shadow.evidence import read_later_changes, read_oid_clock
+from pggit_export.restore import LoadFailure, load_files
+from pggit_export.shadow.evidence import (
+    RecordedCreations,
+    read_later_changes,
+    read_oid_clock,
+    read_recorded_creations,
+)
 from pggit_export.shadow.heal import MAX_ROUNDS, Healer, LiveCatalog, Repair
+from pggit_export.shadow.prehistory import PrehistoryPlan, load_prehistory, plan_prehistory
 from pggit_export.shadow.replay import (
     DEFAULT_MAX_SQL_BYTES,
     DEFAULT_STATEMENT_TIMEOUT,
@@ -451,29 +457,77 @@ class _Exporter:
         with self.shadow.conn.transaction():
             result = load_files(self.shadow.conn, {path.name: ";\n".join(statements)})
         self.shadow.conn.execute("DISCARD ALL")  # a dump's set_config(..., false) is per session
+        digest = hashlib.sha256(raw).hexdigest()
+        objects = self.commit_root(
+            when,
+            lambda count: f"Baseline from {path.name}\n\n"
+            f"The schema as it was before the recorded history: {count} objects "
+            f"from {result.statements} statements of {path.name}.\n",
+            result.failures,
+            f"Pggit-Baseline: {path.name} sha256:{digest}\n",
+        )
+        self.report.baseline = {
+            "file": str(path), "sha256": digest, "statements": result.statements,
+            "objects": objects,
+            "failures": [{"statement": f.statement, "error": f.error} for f in result.failures],
+        }
+
+    def commit_prehistory(self, plan: PrehistoryPlan, live: psycopg.Connection[Any],
+                          recorded: RecordedCreations, when: dt.datetime) -> None:
+        """Load the live objects no history row creates and commit them as the root
+        commit: the schema before the history (shadow/prehistory.py)."""
+        # Before every history row: what any row adds (a label, a column) is left out of
+        # what the objects need, as of a repair before the first changeset.
+        self.healer.position = 0
+        result = load_prehistory(self.healer, live, plan, recorded, self.options.exclude_schemas)
+        sections = [
+            ("Objects", [f"{key.kind} {key.schema}.{key.name}" for key in plan.objects]),
+            ("Left out, because a later history row adds it", [i.describe() for i in plan.left_out]),
+            ("Created first, because they need it (never created in the recorded history)",
+             result.needed),
+            ("Kept, although a later history row adds it (other objects depend on it)",
+             result.kept),
+        ]
+        body = "".join(f"\n{title}:\n" + "".join(f"  {line}\n" for line in lines)
+                       for title, lines in sections if lines)
+        objects = self.commit_root(
+            when,
+            lambda count: "Baseline from the live database\n\n"
+            f"The schema as it was before the recorded history: {plan.describe()} that\n"
+            "exist in the live database and that no history row creates. v1 records every\n"
+            "CREATE TABLE, CREATE VIEW and CREATE FUNCTION it sees, so they existed before\n"
+            f"pgGit was installed ({count} objects with what they need).\n" + body,
+            result.failures,
+            "Pggit-Baseline: live database\n",
+        )
+        self.report.baseline = {
+            "file": "live database", "sha256": None, "statements": result.statements,
+            "objects": objects,
+            "left_out": [i.describe() for i in plan.left_out],
+            "needed": result.needed, "kept": result.kept,
+            "failures": [{"statement": f.statement, "error": f.error} for f in result.failures],
+        }
+
+    def commit_root(self, when: dt.datetime, summary: Callable[[int], str],
+                    failures: list[LoadFailure], trailer: str) -> int:
+        """Commit what was loaded into the shadow as the root commit; the number of objects.
+        `summary` writes the message's subject and text from that number."""
         touched = self.shadow.take_touched()
         changes, files = self.render_after(ReplayResult(statements=[], touched=touched))
         files = {**self.pending, **files}
         self.pending = {}
-        digest = hashlib.sha256(raw).hexdigest()
         failed = [f"  {f.error.splitlines()[0]}\n    {' '.join(f.statement.split())[:200]}"
-                  for f in result.failures]
+                  for f in failures]
         message = (
-            f"Baseline from {path.name}\n\n"
-            f"The schema as it was before the recorded history: {len(changes.created)} objects "
-            f"from {result.statements} statements of {path.name}.\n"
+            summary(len(changes.created))
             + (f"\n{len(failed)} statements of it could not be loaded:\n" + "\n".join(failed)
                + "\n" if failed else "")
-            + f"\nPggit-Baseline: {path.name} sha256:{digest}\n"
+            + "\n" + trailer
         )
         identity = self.options.authors.get(RECONCILE_AUTHOR) or default_author(RECONCILE_AUTHOR)
         self.writer.write_commit(files, Signature(identity.name, identity.email, when), message)
         self.report.commits_written += 1
-        self.report.baseline = {
-            "file": str(path), "sha256": digest, "statements": result.statements,
-            "objects": len(changes.created),
-            "failures": [{"statement": f.statement, "error": f.error} for f in result.failures],
-        }
+        return len(changes.created)
 
     def reconcile(self, live: psycopg.Connection[Any]) -> None:
         """Commit what it takes to make the head equal the live schema, if anything."""
@@ -720,17 +774,24 @@ def export_history(
                 report.evidence.append(f"OID chronology: {clock.reason}")
             # Always: the session environment is reproduced even with --no-repair, which
             # only turns off the healing of failures (options.repair).
-            healer = Healer(live, shadow, read_later_changes(reader.conn), clock)
+            later = read_later_changes(reader.conn)
+            healer = Healer(live, shadow, later, clock)
             exporter = _Exporter(shadow, writer, options, report, healer=healer)
             exporter.start()
             changesets_done = 0
             changesets = reader.changesets(after)
-            if options.baseline is not None and writer.tip is None:
+            prehistory = PrehistoryPlan()
+            if writer.tip is None and options.baseline is None and options.repair:
+                recorded = read_recorded_creations(reader.conn)
+                prehistory = plan_prehistory(reader.conn, recorded, later, options.exclude_schemas)
+            if writer.tip is None and (options.baseline is not None or prehistory.objects):
                 first = next(changesets, None)
                 # Dated like the first change, so it sorts before it and needs no clock.
-                exporter.commit_baseline(
-                    options.baseline, first.time if first else dt.datetime(1970, 1, 1)
-                )
+                when = first.time if first else dt.datetime(1970, 1, 1)
+                if options.baseline is not None:
+                    exporter.commit_baseline(options.baseline, when)
+                else:
+                    exporter.commit_prehistory(prehistory, reader.conn, recorded, when)
                 if first is not None:
                     changesets = itertools.chain([first], changesets)
             for changeset in changesets:

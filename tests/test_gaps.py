@@ -66,15 +66,21 @@ def test_objects_never_created_in_history_come_from_the_live_database(
     report = export_history(source, repo, ExportOptions())  # the private shadow
     assert report.clean, [f.error for f in report.failed]
     descriptions = [r.reason for r in report.repairs]
-    # Without the column the changeset itself adds: it then adds it, as it did in the source.
-    assert "created table public.legacy from the live database (never created in the " \
-           "recorded history) without note (added by history id 1)" in descriptions
+    # v1 records every CREATE TABLE: a live table no row creates predates the history, so
+    # it is the root commit's, without the column the first changeset adds (it then adds
+    # it, as it did in the source), with the type it needs.
+    root = git(repo, "rev-list", "--max-parents=0", "main").strip()
+    body = git(repo, "log", "-1", "--format=%B", root)
+    assert body.startswith("Baseline from the live database\n")
+    assert "  table public.legacy\n" in body
+    assert "  column public.legacy.note (added by history id 1)\n" in body
+    assert "  created type public.mood from the live database" in body
+    assert "Pggit-Baseline: live database" in body
+    assert "note" not in git(repo, "show", f"{root}:public/legacy.sql")
+    assert report.baseline is not None and report.baseline["failures"] == []
     assert not any("conditional" in d for d in descriptions)
     assert any("created role app_owner" in d for d in descriptions)
-    first = git(repo, "rev-list", "--reverse", "main").split()[0]
-    body = git(repo, "log", "-1", "--format=%B", first)
-    assert "Pggit-Repaired: created type public.mood from the live database" in body
-    assert "Pggit-Repaired: created table public.legacy from the live database" in body
+    assert "note text" in git(repo, "show", "main:public/legacy.sql")
     pure = export_history(source, tmp_path / "pure", ExportOptions(repair=False))
     assert [f.history_ids for f in pure.failed] == [[1], [2]]
 
@@ -132,9 +138,14 @@ def test_a_repair_does_not_bring_in_what_the_history_adds_later(
     assert "'happy'" in git(repo, "show", f"{day2}:public/mood.sql")
     assert "note text" in git(repo, "show", f"{day4}:public/person.sql")
     assert "'ecstatic'" in git(repo, "show", f"{day4}:public/mood.sql")
-    repaired = git(repo, "log", "--format=%B", "-1", day2)
+    # person predates the history (no row creates it): the root commit has it, without
+    # what later rows add, and names each row; the type comes with it, on the same terms.
+    root = git(repo, "rev-list", "--max-parents=0", "main").strip()
+    assert git(repo, "rev-parse", f"{day2}~1").strip() == root
+    repaired = git(repo, "log", "--format=%B", "-1", root)
     assert "ecstatic (added by history id 3)" in repaired
-    assert "note (added by history id 3)" in repaired
+    assert "column public.person.note (added by history id 3)" in repaired
+    assert "index person_name on public.person (added by history id 1)" in repaired
 
 
 def _source_with_recorded_oids(dsn: str, *, recorded_oids_true: bool) -> str:

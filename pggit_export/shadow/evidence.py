@@ -176,4 +176,103 @@ def read_oid_clock(conn: psycopg.Connection[Any]) -> OidClock:
 def read_later_changes(conn: psycopg.Connection[Any]) -> LaterChanges:
     """The read-ahead over the source's whole history, in the reader's transaction."""
     with conn.cursor(row_factory=tuple_row) as cur:
-        return later_changes_of((row[0], row[1]) for row in cur.execute(_CANDIDATES_SQL))
+        return later_changes_of((row[0], _text(row[1])) for row in cur.execute(_CANDIDATES_SQL))
+
+
+def _text(value: str | bytes) -> str:
+    """A text column as str: an SQL_ASCII source gives bytes in no known encoding."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+# What the history creates, by name. v1 writes a row for every CREATE TABLE, CREATE VIEW,
+# CREATE INDEX and CREATE FUNCTION it sees (pggit-tables.md), so a live table, view or
+# function that no recorded text creates, renames into being or records as created existed
+# before pgGit was installed: it belongs at the start of the history (shadow/prehistory.py).
+# Texts are searched whole, function bodies and DO blocks included: a name created anywhere
+# counts, which can only keep an object out of the start (as before this evidence), never
+# put one there wrongly.
+_CREATES = re.compile(
+    r"\bCREATE\s+(?:OR\s+REPLACE\s+)?(?:(?:GLOBAL|LOCAL)\s+)?"
+    r"(?:TEMP\s+|TEMPORARY\s+|UNLOGGED\s+|RECURSIVE\s+|MATERIALIZED\s+|UNIQUE\s+|CONSTRAINT\s+)?"
+    r"(?P<kind>TABLE|VIEW|FUNCTION|PROCEDURE|INDEX|TRIGGER|SEQUENCE|TYPE)\s+"
+    r"(?:CONCURRENTLY\s+)?(?:IF\s+NOT\s+EXISTS\s+)?" + _QUALIFIED,
+    re.I,
+)
+_RENAMES = re.compile(
+    rf"\bALTER\s+(?:MATERIALIZED\s+)?(?P<kind>TABLE|VIEW|FUNCTION|PROCEDURE|INDEX|SEQUENCE|TYPE)"
+    rf"\s+(?:IF\s+EXISTS\s+)?[^;]*?\bRENAME\s+TO\s+(?P<name>{_NAME})",
+    re.I,
+)
+_ADDS_CONSTRAINT = re.compile(rf"\bADD\s+CONSTRAINT\s+(?P<name>{_NAME})", re.I)
+_KIND_FAMILY = {"table": "relation", "view": "relation", "index": "index",
+                "sequence": "relation", "function": "function", "procedure": "function",
+                "trigger": "trigger", "type": "type"}
+
+_CREATED_TEXTS_SQL = r"""
+SELECT min(h.id) AS id, h.sql_executed
+FROM pggit.history AS h
+WHERE h.sql_executed ~* '(CREATE|RENAME\s+TO|ADD\s+CONSTRAINT)'
+GROUP BY h.sql_executed
+ORDER BY min(h.id)
+"""
+
+# v1's own account: objects a CREATE row recorded (an index created by an unnamed
+# CREATE INDEX is only named here). Functions are recorded under their OID: not used.
+_CREATED_OBJECTS_SQL = r"""
+SELECT min(h.id), lower(o.object_type::text), o.object_name
+FROM pggit.history AS h JOIN pggit.objects AS o ON o.id = h.object_id
+WHERE h.change_type::text = 'CREATE'
+  AND o.object_type::text IN ('TABLE', 'VIEW', 'INDEX', 'CONSTRAINT', 'TRIGGER', 'SEQUENCE',
+                              'TYPE', 'PARTITION', 'MATERIALIZED_VIEW')
+GROUP BY 2, 3
+"""
+_OBJECT_FAMILY = {"table": "relation", "view": "relation", "partition": "relation",
+                  "materialized_view": "relation", "sequence": "relation", "index": "index",
+                  "constraint": "constraint", "trigger": "trigger", "type": "type"}
+
+
+@dataclass(frozen=True)
+class RecordedCreations:
+    """Names the history creates, per family (relation, index, function, constraint,
+    trigger, type), each with the first history id that creates it."""
+
+    names: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+
+    def created(self, family: str, name: str) -> int | None:
+        """The first history id creating `name` in `family`, or None: never created."""
+        return self.names.get(family, {}).get(name)
+
+
+def recorded_creations_of(
+    texts: Iterable[tuple[int, str]], objects: Iterable[tuple[int, str, str]] = ()
+) -> RecordedCreations:
+    """From (history id, text) pairs in id order, and v1's (history id, object type,
+    object name) CREATE rows."""
+    names: dict[str, dict[str, int]] = {}
+
+    def note(family: str, name: str, history_id: int) -> None:
+        first = names.setdefault(family, {})
+        first[name] = min(first.get(name, history_id), history_id)
+
+    for history_id, text in texts:
+        for m in _CREATES.finditer(text):
+            note(_KIND_FAMILY[m.group("kind").lower()], catalog_name(m.group("name")), history_id)
+        for m in _RENAMES.finditer(text):
+            note(_KIND_FAMILY[m.group("kind").lower()], catalog_name(m.group("name")), history_id)
+        for m in _ADDS_CONSTRAINT.finditer(text):
+            note("constraint", catalog_name(m.group("name")), history_id)
+    for history_id, object_type, name in objects:
+        family = _OBJECT_FAMILY.get(object_type)
+        if family is not None:
+            # A table's object name can be schema-qualified or `table.column`: the last part.
+            note(family, name.rsplit(".", 1)[-1] if family != "relation" else name, history_id)
+    return RecordedCreations(names)
+
+
+def read_recorded_creations(conn: psycopg.Connection[Any]) -> RecordedCreations:
+    """What the source's whole history creates, in the reader's transaction."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        texts = [(row[0], _text(row[1])) for row in cur.execute(_CREATED_TEXTS_SQL)]
+        objects = [(row[0], _text(row[1]), _text(row[2]))
+                   for row in cur.execute(_CREATED_OBJECTS_SQL)]
+    return recorded_creations_of(texts, objects)

@@ -640,7 +640,7 @@ class Healer:
             # A statement of the load that failed only because an earlier one of the same
             # load did (an index on the table that needs a type) asks for the object being
             # loaded itself: that is no need of its own.
-            needs = [need for need in self._needs(failed.failures)
+            needs = [need for need in self.needs_of(failed.failures)
                      if not need.load.keys() & repair.load.keys()]
             if not needs or any(self.apply(need, depth + 1) is not None for need in needs):
                 return failed.failures[0].error
@@ -652,7 +652,8 @@ class Healer:
             self.shadow.conn.execute("DISCARD ALL")
         return None
 
-    def _needs(self, failures: list[Any]) -> list[Repair]:
+    def needs_of(self, failures: list[Any]) -> list[Repair]:
+        """Repairs for what failed statements of a load of live definitions need."""
         needs: list[Repair] = []
         for failure in failures:
             pseudo = ReplayFailure(1, failure.statement, failure.sqlstate, failure.message)
