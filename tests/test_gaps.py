@@ -58,10 +58,12 @@ def test_objects_never_created_in_history_come_from_the_live_database(
     make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
 ) -> None:
     source = make_source(make_database(), [
-        Change("ALTER TABLE legacy ADD COLUMN note text;", at(2),
+        Change("ALTER TABLE legacy ADD COLUMN note text;\n"
+               "COMMENT ON COLUMN legacy.id IS 'the key';", at(2),
                objects=[("ALTER", "TABLE", "public", "legacy")]),
         Change("SET ROLE app_owner; CREATE TABLE owned (id int);", at(3)),
-    ], live_sql=LEGACY + "ALTER TABLE public.legacy ADD COLUMN note text;")
+    ], live_sql=LEGACY + "ALTER TABLE public.legacy ADD COLUMN note text;\n"
+                         "COMMENT ON COLUMN public.legacy.id IS 'the key';")
     repo = tmp_path / "repo"
     report = export_history(source, repo, ExportOptions())  # the private shadow
     assert report.clean, [f.error for f in report.failed]
@@ -76,7 +78,10 @@ def test_objects_never_created_in_history_come_from_the_live_database(
     assert "  column public.legacy.note (added by history id 1)\n" in body
     assert "  created type public.mood from the live database" in body
     assert "Pggit-Baseline: live database" in body
+    assert "  comment on column public.legacy.id (added by history id 1)\n" in body
     assert "note" not in git(repo, "show", f"{root}:public/legacy.sql")
+    assert "the key" not in git(repo, "show", f"{root}:public/legacy.sql")
+    assert "the key" in git(repo, "show", "main:public/legacy.sql")
     assert report.baseline is not None and report.baseline["failures"] == []
     assert not any("conditional" in d for d in descriptions)
     assert any("created role app_owner" in d for d in descriptions)

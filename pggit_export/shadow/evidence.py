@@ -204,6 +204,12 @@ _RENAMES = re.compile(
     re.I,
 )
 _ADDS_CONSTRAINT = re.compile(rf"\bADD\s+CONSTRAINT\s+(?P<name>{_NAME})", re.I)
+# COMMENT ON TABLE [s.]t / COLUMN [s.]t.c: noted as "t" and "t.c" (family "comment").
+_COMMENTS = re.compile(
+    rf"\bCOMMENT\s+ON\s+(?:(?P<kind>TABLE|VIEW)\s+{_QUALIFIED}"
+    rf"|COLUMN\s+(?:{_NAME}\s*\.\s*)?(?P<table>{_NAME})\s*\.\s*(?P<column>{_NAME}))\s+IS\b",
+    re.I,
+)
 _KIND_FAMILY = {"table": "relation", "view": "relation", "index": "index",
                 "sequence": "relation", "function": "function", "procedure": "function",
                 "trigger": "trigger", "type": "type"}
@@ -211,7 +217,7 @@ _KIND_FAMILY = {"table": "relation", "view": "relation", "index": "index",
 _CREATED_TEXTS_SQL = r"""
 SELECT min(h.id) AS id, h.sql_executed
 FROM pggit.history AS h
-WHERE h.sql_executed ~* '(CREATE|RENAME\s+TO|ADD\s+CONSTRAINT)'
+WHERE h.sql_executed ~* '(CREATE|RENAME\s+TO|ADD\s+CONSTRAINT|COMMENT\s+ON)'
 GROUP BY h.sql_executed
 ORDER BY min(h.id)
 """
@@ -234,7 +240,8 @@ _OBJECT_FAMILY = {"table": "relation", "view": "relation", "partition": "relatio
 @dataclass(frozen=True)
 class RecordedCreations:
     """Names the history creates, per family (relation, index, function, constraint,
-    trigger, type), each with the first history id that creates it."""
+    trigger, type; and comment: the tables and ``table.column``s a text comments on), each
+    with the first history id that creates it."""
 
     names: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
@@ -261,6 +268,10 @@ def recorded_creations_of(
             note(_KIND_FAMILY[m.group("kind").lower()], catalog_name(m.group("name")), history_id)
         for m in _ADDS_CONSTRAINT.finditer(text):
             note("constraint", catalog_name(m.group("name")), history_id)
+        for m in _COMMENTS.finditer(text):
+            target = (catalog_name(m.group("name")) if m.group("kind") else
+                      f"{catalog_name(m.group('table'))}.{catalog_name(m.group('column'))}")
+            note("comment", target, history_id)
     for history_id, object_type, name in objects:
         family = _OBJECT_FAMILY.get(object_type)
         if family is not None:

@@ -61,7 +61,8 @@ ORDER BY 1, 2, 3
 
 # What a table file brings along that a later row may add: indexes (other than a
 # constraint's), constraints (not PostgreSQL 18's NOT NULL ones: those are the columns')
-# and user triggers. Named as the catalog names them.
+# user triggers, and comments on the table and its columns (name '' for the table's).
+# Named as the catalog names them.
 _PARTS_SQL = r"""
 SELECT 'index', n.nspname, t.relname, i.relname
 FROM pg_catalog.pg_index AS x
@@ -83,32 +84,45 @@ FROM pg_catalog.pg_trigger AS g
 JOIN pg_catalog.pg_class AS t ON t.oid = g.tgrelid
 JOIN pg_catalog.pg_namespace AS n ON n.oid = t.relnamespace
 WHERE g.tgrelid = ANY (%(tables)s::oid[]) AND NOT g.tgisinternal
+UNION ALL
+SELECT 'comment', n.nspname, t.relname, coalesce(a.attname, '')
+FROM pg_catalog.pg_description AS d
+JOIN pg_catalog.pg_class AS t ON t.oid = d.objoid
+JOIN pg_catalog.pg_namespace AS n ON n.oid = t.relnamespace
+LEFT JOIN pg_catalog.pg_attribute AS a ON a.attrelid = t.oid AND a.attnum = d.objsubid
+WHERE d.classoid = 'pg_catalog.pg_class'::regclass AND d.objoid = ANY (%(tables)s::oid[])
 ORDER BY 1, 2, 3, 4
 """
 
 # Dropped in this order: triggers and constraints first (a foreign key can rest on a
 # unique index), columns last.
-_LEAVE_OUT_ORDER = {"trigger": 0, "constraint": 1, "index": 2, "column": 3}
+_LEAVE_OUT_ORDER = {"comment": 0, "trigger": 0, "constraint": 1, "index": 2, "column": 3}
 
 
 @dataclass(frozen=True)
 class LeftOut:
     """A part of a pre-history table that a later history row adds."""
 
-    kind: str  # column, index, constraint, trigger
+    kind: str  # column, index, constraint, trigger, comment
     schema: str
     table: str
-    name: str
+    name: str  # for a comment: the column's, or '' for the table's own
     history_id: int  # the first row that adds it
 
     def describe(self) -> str:
         where = f"{self.schema}.{self.table}"
+        if self.kind == "comment":
+            on = f"column {where}.{self.name}" if self.name else f"table {where}"
+            return f"comment on {on} (added by history id {self.history_id})"
         what = f"{where}.{self.name}" if self.kind == "column" else f"{self.name} on {where}"
         return f"{self.kind} {what} (added by history id {self.history_id})"
 
     def statement(self) -> str:
         table = qualified_name(self.schema, self.table)
         name = quote_identifier(self.name)
+        if self.kind == "comment":
+            on = f"COLUMN {table}.{name}" if self.name else f"TABLE {table}"
+            return f"COMMENT ON {on} IS NULL"
         if self.kind == "trigger":
             return f"DROP TRIGGER IF EXISTS {name} ON {table}"
         if self.kind == "constraint":
@@ -151,7 +165,8 @@ def plan_prehistory(
         parts = cur.execute(_PARTS_SQL, {"tables": tables}).fetchall() if tables else []
     left_out: list[LeftOut] = []
     for kind, schema, table, name in parts:
-        first = recorded.created(kind, name)
+        first = recorded.created(kind, f"{table}.{name}" if kind == "comment" and name
+                                 else table if kind == "comment" else name)
         if first is None and kind == "constraint":  # ADD CONSTRAINT x UNIQUE makes index x
             first = recorded.created("index", name)
         if first is not None:
