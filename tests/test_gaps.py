@@ -210,3 +210,34 @@ def test_oids_that_do_not_match_the_live_objects_are_not_used(
     assert ("OID chronology: 2 of 2 recorded OIDs differ from the live objects' "
             "(the database was dumped and restored?): not used") in result.stdout
     assert "'done'" in git(repo, "show", "main~1:public/status.sql")  # no evidence against it
+
+
+def test_a_table_older_than_the_history_loses_what_commented_migrations_change(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # A migration file as projects ship them: a licence header, then the statements. The
+    # table predates pgGit; the file drops a constraint the live database no longer has
+    # (so nobody knows what it was) and adds a column.
+    from history import cli
+
+    migration = ("/* Copyright 2022 Someone\n * Licensed under the Apache License\n */\n"
+                 "-- the old check is gone\n"
+                 "ALTER TABLE legacy DROP CONSTRAINT legacy_old_check;\n"
+                 "-- and a note\nALTER TABLE legacy ADD COLUMN note text;\n")
+    source = make_source(make_database(), [
+        Change(migration, at(2), objects=[("ALTER", "TABLE", "public", "legacy")]),
+    ], live_sql=LEGACY + "ALTER TABLE public.legacy ADD COLUMN note text;")
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    root = git(repo, "rev-list", "--max-parents=0", "main").strip()
+    assert "note" not in git(repo, "show", f"{root}:public/legacy.sql")
+    assert "column public.legacy.note (added by history id 1)" in git(
+        repo, "log", "-1", "--format=%B", root)
+    body = git(repo, "log", "-1", "--format=%B", "main")
+    assert "Pggit-Repaired: made DROP CONSTRAINT legacy_old_check conditional in statement 1" \
+        in body
+    assert "note text" in git(repo, "show", "main:public/legacy.sql")
+    assert "Pggit-Replay: failed" not in body

@@ -84,12 +84,18 @@ class LaterChanges:
                 if first >= history_id}
 
 
+# Comments before a statement stay with it when a text is split (a migration file's
+# licence header, say); the patterns above read from the statement's first word.
+_LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
+
+
 def later_changes_of(texts: Iterable[tuple[int, str]]) -> LaterChanges:
     """Read (history id, recorded text) pairs, in id order."""
     labels: dict[str, dict[str, int]] = {}
     columns: dict[str, dict[str, int]] = {}
     for history_id, text in texts:
-        for statement in split(text):
+        for piece in split(text):
+            statement = _LEADING_COMMENTS.sub("", piece, count=1)
             if m := _ADD_VALUE.match(statement):
                 label = m.group("label").replace("''", "'")
                 labels.setdefault(catalog_name(m.group("name")), {}).setdefault(label, history_id)

@@ -283,6 +283,9 @@ class Healer:
             return self._from_live("function", *_split_name(m.group(1).strip('"')))
         if code == "42703":
             return self._missing_column(failure)
+        if code == "42704" and (m := re.match(r"constraint " + _NAME + " of relation " + _NAME
+                                              + " does not exist", msg)):
+            return self._missing_constraint(failure, m.group(1).replace('""', '"'))
         if code == "22P02" and (m := re.match(r'invalid input value for enum ([^:]+): "(.*)"$', msg)):
             return self._enum_values(*_split_name(m.group(1).strip('"')), needed=m.group(2))
         if code in ("42P07", "42710", "42723", "42701", "42P06"):
@@ -387,6 +390,21 @@ class Healer:
                 if after is not None and label not in later:
                     later[label] = f"its OID {oid} is newer than history id {after}'s"
         return later
+
+    def _missing_constraint(self, failure: ReplayFailure, constraint: str) -> list[Repair]:
+        """ALTER TABLE ... DROP CONSTRAINT of a constraint the replay never had: the history
+        says it existed (it dropped it), but not what it was, and the live database no
+        longer has it. Dropping it conditionally lets the rest of the changeset replay."""
+        pattern = (r"\bDROP\s+CONSTRAINT\s+(?!IF\s+EXISTS\b)(?="
+                   + re.escape(quote_identifier_if_needed(constraint)) + r"(?![\w$]))")
+        rewritten = re.sub(pattern, "DROP CONSTRAINT IF EXISTS ", failure.statement, count=1,
+                           flags=re.I)
+        if rewritten == failure.statement:
+            return []
+        return [Repair(f"made DROP CONSTRAINT {constraint} conditional in statement "
+                       f"{failure.statement_index}: the replay never had the constraint, and "
+                       "the live database no longer has it",
+                       override=(failure.statement_index, rewritten))]
 
     def _missing_column(self, failure: ReplayFailure) -> list[Repair]:
         m = re.match(r"column " + _NAME + r"(?: of relation " + _NAME + r")? does not exist",
