@@ -137,6 +137,20 @@ ALTER TABLE ONLY public.item
 """
 
 
+def test_column_planner_settings_survive_a_round_trip(make_database: MakeDatabase) -> None:
+    # pg_dump -s keeps SET (n_distinct = ...) and SET STATISTICS; so must the files.
+    source, target = make_database(), make_database()
+    run(source, "CREATE TABLE t (a int, b text)",
+        "ALTER TABLE t ALTER COLUMN a SET (n_distinct = -0.5)",
+        "ALTER TABLE t ALTER COLUMN b SET STATISTICS 500")
+    text = snapshot_of(source)[ObjectKey("table", "public", "t")]
+    assert "ALTER TABLE ONLY public.t ALTER COLUMN a SET (n_distinct=-0.5);" in text
+    assert "ALTER TABLE ONLY public.t ALTER COLUMN b SET STATISTICS 500;" in text
+    with psycopg.connect(target) as conn:
+        assert load_files(conn, files_of(snapshot_of(source))).failures == []
+    assert snapshot_of(target) == snapshot_of(source)
+
+
 def test_partitioned_table(make_database: MakeDatabase) -> None:
     dsn = make_database()
     run(

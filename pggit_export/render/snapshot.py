@@ -176,6 +176,10 @@ _COLUMNS_JSON = f"""(
             FROM pg_catalog.pg_attrdef ad
             WHERE ad.adrelid = a.attrelid AND ad.adnum = a.attnum) END,
         'local', a.attislocal,
+        -- ALTER COLUMN ... SET (n_distinct = ...) and SET STATISTICS: planner settings
+        -- that pg_dump -s keeps (attstattarget is -1 or NULL when not set).
+        'options', a.attoptions,
+        'statistics', CASE WHEN a.attstattarget >= 0 THEN a.attstattarget END,
         'comment', {_description_sql("a.attrelid", "pg_class", "a.attnum")},
         'identity_sequence', CASE WHEN a.attidentity <> '' THEN (
             SELECT {_SEQUENCE_JSON}
@@ -664,6 +668,13 @@ def _render_table(row: Row) -> str:
 
     for k in not_valid:
         statements.append(f"ALTER TABLE {qname} ADD CONSTRAINT {k['name']} {k['def']};")
+    for col in columns:
+        if col.get("statistics") is not None:
+            statements.append(f"ALTER TABLE ONLY {qname} ALTER COLUMN {col['name']} "
+                              f"SET STATISTICS {col['statistics']};")
+        if col.get("options"):
+            statements.append(f"ALTER TABLE ONLY {qname} ALTER COLUMN {col['name']} "
+                              f"SET ({', '.join(col['options'])});")
     for seq in sequences:
         statements.append(f"ALTER SEQUENCE {seq['qname']} OWNED BY {qname}.{seq['column']};")
     statements += [_index(index) for index in row["indexes"] or []]
