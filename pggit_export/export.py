@@ -414,7 +414,10 @@ class _Exporter:
         seen: set[tuple[str | None, str, int]] = set()
         healer = self.healer
         healer.position = changeset.history_ids[0]
-        for repair in healer.environment_repairs(changeset):
+        before = healer.environment_repairs(changeset)
+        if self.options.repair:
+            before += healer.replaced_overloads(changeset)
+        for repair in before:
             self.catch_up()  # the untaken changeset's take must not see this repair
             if healer.apply(repair) is None:
                 repairs.append(repair)

@@ -241,3 +241,29 @@ def test_a_table_older_than_the_history_loses_what_commented_migrations_change(
         in body
     assert "note text" in git(repo, "show", "main:public/legacy.sql")
     assert "Pggit-Replay: failed" not in body
+
+
+def test_a_signature_change_drops_the_old_overload_v1_never_saw_dropped(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # Sent one statement per query (psql -f), the migration's DROP FUNCTION left no row
+    # (v1 never records one): only the two CREATEs are in the history.
+    from history import cli
+
+    old = ("CREATE FUNCTION total(p_id int) RETURNS int LANGUAGE sql AS 'SELECT p_id';")
+    new = ("CREATE FUNCTION total(p_id int, p_tax numeric) RETURNS numeric LANGUAGE sql "
+           "AS 'SELECT p_id * p_tax';")
+    source = make_source(make_database(), [
+        Change(old, at(1), objects=[("CREATE", "FUNCTION", "public", "total")]),
+        Change(new, at(2), objects=[("CREATE", "FUNCTION", "public", "total")]),
+    ], live_sql=new)
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "total(p_id integer)" in git(repo, "show", "main~1:public/total.sql")
+    head = git(repo, "show", "main:public/total.sql")
+    assert "p_tax numeric" in head and "total(p_id integer)" not in head
+    assert ("Pggit-Repaired: dropped function public.total(p_id integer) before history id 2 "
+            "creates total anew") in git(repo, "log", "-1", "--format=%B", "main")

@@ -28,6 +28,8 @@ import psycopg
 import psycopg.rows
 
 from pggit_export.identifiers import (
+    IDENTIFIER_PATTERN,
+    catalog_name,
     qualified_name,
     quote_identifier,
     quote_identifier_if_needed,
@@ -145,6 +147,10 @@ class LiveCatalog:
                                                 "exclude": self.exclude})
         return ObjectKey("function", rows[0][0], rows[0][1]) if rows else None
 
+    def overloads(self, schema: str, name: str) -> set[str]:
+        """Identity arguments of each live function `schema.name`."""
+        return {r[0] for r in self._rows(_LIVE_OVERLOADS_SQL, {"schema": schema, "name": name})}
+
     def has_schema(self, name: str) -> bool:
         return bool(self._rows(_SCHEMA_EXISTS_SQL, {"name": name})[0][0])
 
@@ -206,6 +212,24 @@ ORDER BY n.nspname = 'public' DESC LIMIT 1
 """
 
 
+_CREATES_FUNCTION = re.compile(
+    rf"\bCREATE\s+(?:OR\s+REPLACE\s+)?FUNCTION\s+(?:{IDENTIFIER_PATTERN}\s*\.\s*)?"
+    rf"(?P<name>{IDENTIFIER_PATTERN})\s*\(",
+    re.I,
+)
+_SHADOW_OVERLOADS_SQL = """
+SELECT n.nspname, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid)
+FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE p.proname = ANY (%(names)s::text[]) AND p.prokind = 'f' AND n.nspname !~ '^pg_'
+ORDER BY 1, 2, 3
+"""
+_LIVE_OVERLOADS_SQL = """
+SELECT pg_catalog.pg_get_function_identity_arguments(p.oid)
+FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = %(schema)s AND p.proname = %(name)s
+"""
+
+
 class Healer:
     """Turns a replay failure into repairs, using the statement and the live catalog."""
 
@@ -245,6 +269,35 @@ class Healer:
                 sql=(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}",),
             ))
         return repairs
+
+    def replaced_overloads(self, changeset: Changeset) -> list[Repair]:
+        """Overloads of a function the changeset creates that the shadow has and the live
+        database lacks: dropped just before it, as the migration that changed the
+        signature did (``DROP FUNCTION f(old); CREATE FUNCTION f(new)``). v1 never records
+        DROP FUNCTION, so with one statement per query the drop leaves no trace, and every
+        old signature would otherwise stay in every later commit."""
+        if self.live is None or not changeset.sql:
+            return []
+        names = {catalog_name(m.group("name")) for m in _CREATES_FUNCTION.finditer(changeset.sql)}
+        if not names:
+            return []
+        repairs = []
+        for schema, name, arguments in self._shadow_overloads(sorted(names)):
+            if arguments in self.live.overloads(schema, name):
+                continue
+            signature = f"{qualified_name(schema, name)}({arguments})"
+            repairs.append(Repair(
+                f"dropped function {schema}.{name}({arguments}) before history id "
+                f"{changeset.history_ids[0]} creates {name} anew: the live database has no "
+                "such overload, and v1 never records DROP FUNCTION",
+                sql=(f"DROP FUNCTION IF EXISTS {signature}",),
+            ))
+        return repairs
+
+    def _shadow_overloads(self, names: list[str]) -> list[tuple[str, str, str]]:
+        with self.shadow.conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
+            cur.execute(_SHADOW_OVERLOADS_SQL, {"names": names})
+            return [(r[0], r[1], r[2]) for r in cur.fetchall()]
 
     # -- the rules, one per kind of failure --------------------------------------------
 
