@@ -416,7 +416,7 @@ class _Exporter:
         healer.position = changeset.history_ids[0]
         before = healer.environment_repairs(changeset)
         if self.options.repair:
-            before += healer.replaced_overloads(changeset)
+            before += healer.due_triggers() + healer.replaced_overloads(changeset)
         for repair in before:
             self.catch_up()  # the untaken changeset's take must not see this repair
             if healer.apply(repair) is None:
@@ -784,8 +784,11 @@ def export_history(
             changesets_done = 0
             changesets = reader.changesets(after)
             prehistory = PrehistoryPlan()
-            if writer.tip is None and options.baseline is None and options.repair:
+            recorded = RecordedCreations()
+            if options.repair:
                 recorded = read_recorded_creations(reader.conn)
+                healer.schedule_triggers(recorded)
+            if writer.tip is None and options.baseline is None and options.repair:
                 prehistory = plan_prehistory(reader.conn, recorded, later, options.exclude_schemas)
             if writer.tip is None and (options.baseline is not None or prehistory.objects):
                 first = next(changesets, None)

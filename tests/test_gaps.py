@@ -267,3 +267,39 @@ def test_a_signature_change_drops_the_old_overload_v1_never_saw_dropped(
     assert "p_tax numeric" in head and "total(p_id integer)" not in head
     assert ("Pggit-Repaired: dropped function public.total(p_id integer) before history id 2 "
             "creates total anew") in git(repo, "log", "-1", "--format=%B", "main")
+
+
+def test_a_trigger_v1_never_recorded_appears_once_its_table_and_function_exist(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # One statement per query: CREATE TRIGGER (never recorded) ran between the function's
+    # CREATE and the index's. A trigger created by a recorded text is the replay's own.
+    from history import cli
+
+    table = "CREATE TABLE t (id int, seen timestamptz);"
+    function = ("CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS "
+                "'BEGIN NEW.seen := now(); RETURN NEW; END';")
+    trigger = "CREATE TRIGGER t_touch BEFORE UPDATE ON t FOR EACH ROW EXECUTE FUNCTION touch();"
+    recorded_trigger = ("CREATE TABLE u (id int);\nCREATE TRIGGER u_touch BEFORE UPDATE ON u "
+                        "FOR EACH ROW EXECUTE FUNCTION touch();")
+    source = make_source(make_database(), [
+        Change(table, at(1), objects=[("CREATE", "TABLE", "public", "t")]),
+        Change(function, at(2), objects=[("CREATE", "FUNCTION", "public", "touch")]),
+        Change("CREATE INDEX t_id ON t (id);", at(3), objects=[("CREATE", "INDEX", "public", "t_id")]),
+        Change(recorded_trigger, at(4), objects=[("CREATE", "TABLE", "public", "u")]),
+    ], live_sql="\n".join([table, function, trigger, "CREATE INDEX t_id ON t (id);",
+                           recorded_trigger]))
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "TRIGGER" not in git(repo, "show", "main~2:public/t.sql")  # right after touch()
+    assert "CREATE TRIGGER t_touch BEFORE UPDATE ON public.t" in git(
+        repo, "show", "main~1:public/t.sql")
+    body = git(repo, "log", "-1", "--format=%B", "main~1")
+    assert ("Pggit-Repaired: created trigger t_touch on public.t from the live database as "
+            "soon as its table and its function public.touch exist") in body
+    log = git(repo, "log", "--format=%B", "main")
+    assert "u_touch" not in log.replace(recorded_trigger, "")  # the replay made it, no repair
+    assert "CREATE TRIGGER u_touch" in git(repo, "show", "main:public/u.sql")

@@ -39,7 +39,7 @@ from pggit_export.read.environment import search_path_schemas
 from pggit_export.read.history import Changeset
 from pggit_export.render.snapshot import ObjectKey, render_objects
 from pggit_export.restore import load_files
-from pggit_export.shadow.evidence import LaterChanges, OidClock
+from pggit_export.shadow.evidence import LaterChanges, OidClock, RecordedCreations
 from pggit_export.shadow.replay import REPLAY_ROLE, ReplayFailure, Shadow, Statement
 from pggit_export.shadow.standin import build_stand_in
 
@@ -118,6 +118,18 @@ _RELKIND_KINDS = {"r": "table", "p": "table", "v": "view", "m": "matview", "S": 
                   "c": "type"}
 
 
+@dataclass(frozen=True)
+class LiveTrigger:
+    """A live trigger: where it is, the function it runs, and how to create it."""
+
+    schema: str
+    table: str
+    name: str
+    function_schema: str
+    function: str
+    definition: str  # pg_get_triggerdef: CREATE TRIGGER ... ON schema.table ...
+
+
 class LiveCatalog:
     """The source's live catalog, read through the reader's read-only transaction."""
 
@@ -146,6 +158,10 @@ class LiveCatalog:
         rows = self._rows(_FIND_FUNCTION_SQL, {"schema": schema, "name": name,
                                                 "exclude": self.exclude})
         return ObjectKey("function", rows[0][0], rows[0][1]) if rows else None
+
+    def triggers(self) -> list[LiveTrigger]:
+        """Every live user trigger, with its definition."""
+        return [LiveTrigger(*row) for row in self._rows(_LIVE_TRIGGERS_SQL, {"exclude": self.exclude})]
 
     def overloads(self, schema: str, name: str) -> set[str]:
         """Identity arguments of each live function `schema.name`."""
@@ -223,6 +239,31 @@ FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespa
 WHERE p.proname = ANY (%(names)s::text[]) AND p.prokind = 'f' AND n.nspname !~ '^pg_'
 ORDER BY 1, 2, 3
 """
+# Live user triggers (not of pgGit's schemas, system schemas or extension tables).
+_LIVE_TRIGGERS_SQL = """
+SELECT n.nspname, c.relname, t.tgname, fn.nspname, p.proname, pg_catalog.pg_get_triggerdef(t.oid)
+FROM pg_catalog.pg_trigger t
+JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+JOIN pg_catalog.pg_namespace fn ON fn.oid = p.pronamespace
+WHERE NOT t.tgisinternal AND n.nspname <> ALL (%(exclude)s::text[]) AND n.nspname !~ '^pg_'
+  AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d
+                  WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+                    AND d.deptype = 'e')
+ORDER BY 1, 2, 3
+"""
+# Which scheduled triggers can be made now: table and function there, trigger not yet.
+_TRIGGERS_READY_SQL = """
+SELECT k.i::int, pg_catalog.to_regclass(k.tbl) IS NOT NULL
+         AND EXISTS (SELECT FROM pg_catalog.pg_proc p
+                     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                     WHERE n.nspname = k.fs AND p.proname = k.fn),
+       EXISTS (SELECT FROM pg_catalog.pg_trigger t
+               WHERE t.tgrelid = pg_catalog.to_regclass(k.tbl) AND t.tgname = k.tg)
+FROM unnest(%(tables)s::text[], %(triggers)s::text[], %(schemas)s::text[], %(functions)s::text[])
+     WITH ORDINALITY AS k(tbl, tg, fs, fn, i)
+"""
 _LIVE_OVERLOADS_SQL = """
 SELECT pg_catalog.pg_get_function_identity_arguments(p.oid)
 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
@@ -249,6 +290,9 @@ class Healer:
         # exporter sets it.
         self.position: int | None = None
         self.extra: list[Repair] = []  # repairs a repair needed first (see apply)
+        # Live triggers no history text creates, waiting for their table and function
+        # (schedule_triggers, due_triggers).
+        self.scheduled_triggers: list[LiveTrigger] = []
 
     # -- before a changeset: the environment it ran in ----------------------------------
 
@@ -268,6 +312,48 @@ class Healer:
                 "the schema is live in the source but never created by the history",
                 sql=(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}",),
             ))
+        return repairs
+
+    def schedule_triggers(self, recorded: RecordedCreations) -> None:
+        """Note the live triggers no recorded text creates. v1 never records CREATE
+        TRIGGER, so one sent on its own (one statement per query) leaves no trace; the
+        earliest point the evidence allows is as soon as the trigger's table and function
+        both exist in the replay (due_triggers)."""
+        if self.live is not None:
+            self.scheduled_triggers = [t for t in self.live.triggers()
+                                       if recorded.created("trigger", t.name) is None]
+
+    def due_triggers(self) -> list[Repair]:
+        """Repairs creating the scheduled triggers whose table and function now exist;
+        a trigger the shadow already has (a pre-history table's) is no longer scheduled."""
+        if not self.scheduled_triggers:
+            return []
+        pending = self.scheduled_triggers
+        with self.shadow.conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
+            cur.execute(_TRIGGERS_READY_SQL, {
+                "tables": [qualified_name(t.schema, t.table) for t in pending],
+                "triggers": [t.name for t in pending],
+                "schemas": [t.function_schema for t in pending],
+                "functions": [t.function for t in pending],
+            })
+            states = {row[0]: (row[1], row[2]) for row in cur.fetchall()}
+        repairs, waiting = [], []
+        for index, trigger in enumerate(pending, start=1):
+            ready, exists = states[index]
+            if exists:
+                continue
+            if not ready:
+                waiting.append(trigger)
+                continue
+            repairs.append(Repair(
+                f"created trigger {trigger.name} on {trigger.schema}.{trigger.table} from the "
+                "live database as soon as its table and its function "
+                f"{trigger.function_schema}.{trigger.function} exist (v1 never records CREATE "
+                "TRIGGER, and no history text creates it)",
+                sql=(trigger.definition,),
+            ))
+            waiting.append(trigger)  # until it is there: the repair may fail for now
+        self.scheduled_triggers = waiting
         return repairs
 
     def replaced_overloads(self, changeset: Changeset) -> list[Repair]:
