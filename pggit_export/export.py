@@ -446,6 +446,14 @@ class _Exporter:
             result = self.shadow.replay(
                 changeset, max_sql_bytes=self.options.max_sql_bytes, overrides=overrides
             )
+        if self.options.repair and result.ok and len(result.statements) == 1:
+            after = [r for r in healer.postcondition_repairs(changeset) if healer.apply(r) is None]
+            if after:
+                repairs += after
+                if not result.untaken:
+                    # Its take already ran (no overlap): render what it touched in full,
+                    # repairs included; the tracker's record of them goes to the next take.
+                    result.touched = None
         return result, repairs
 
     def commit_baseline(self, path: Path, when: dt.datetime) -> None:

@@ -303,3 +303,41 @@ def test_a_trigger_v1_never_recorded_appears_once_its_table_and_function_exist(
     log = git(repo, "log", "--format=%B", "main")
     assert "u_touch" not in log.replace(recorded_trigger, "")  # the replay made it, no repair
     assert "CREATE TRIGGER u_touch" in git(repo, "show", "main:public/u.sql")
+
+
+def test_v1_metadata_after_a_statement_repairs_a_rename_it_never_recorded(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # Captured by the v1 triggers, one statement per transaction (psql -f): RENAME COLUMN
+    # writes no row, but the next ALTER TABLE row's new_metadata lists the columns as they
+    # were right after it. The commit of that row must show the rename, not wait for the
+    # reconcile at the end.
+    from conftest import FIXTURES, run_sql_file
+    from history import cli
+
+    source = make_database()
+    run_sql_file(source, FIXTURES / "pggit_v1_schema.sql")
+    run_sql_file(source, FIXTURES / "v1_capture.sql")
+    with psycopg.connect(source, autocommit=True) as conn:
+        for statement in ["CREATE TABLE t (a int, note text)",
+                          "ALTER TABLE t RENAME COLUMN a TO id",
+                          "ALTER TABLE t ADD COLUMN seen timestamptz",
+                          "CREATE INDEX t_seen ON t (seen)"]:
+            conn.execute(statement)  # type: ignore[arg-type]
+        rows = conn.execute("SELECT id, sql_executed FROM pggit.history ORDER BY id").fetchall()
+    add_id = next(i for i, text in rows if "ADD COLUMN" in text)
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    commit = git(repo, "log", "--format=%H", "-1", f"--grep=Pggit-History-Ids: {add_id}$",
+                 "main").strip()
+    text = git(repo, "show", f"{commit}:public/t.sql")
+    assert "id integer" in text and "a integer" not in text and "seen timestamp" in text
+    assert (f"Pggit-Repaired: renamed column public.t.a to id: v1's metadata of history id "
+            f"{add_id} records the table so right after it") in git(
+        repo, "log", "-1", "--format=%B", commit)
+    pure = tmp_path / "pure"
+    assert cli("export", "--no-repair", source, str(pure)).returncode in (0, 1)
+    assert "a integer" in git(pure, "show", "main:public/t.sql")

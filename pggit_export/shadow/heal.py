@@ -19,6 +19,7 @@ transaction could not be used there). What cannot be repaired stays a failure.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -271,6 +272,44 @@ WHERE n.nspname = %(schema)s AND p.proname = %(name)s
 """
 
 
+# A table's columns as v1's capture_table_columns() records them in new_metadata (from
+# information_schema.columns: udt_name plus the length, the domain's base type, the
+# default as deparsed), read from pg_attribute directly: the view costs milliseconds.
+_RECORDED_SHAPE_SQL = """
+SELECT n.nspname, c.relname, a.attname,
+       coalesce(bt.typname, t.typname)::text || coalesce('(' || information_schema._pg_char_max_length(
+           information_schema._pg_truetypid(a.*, t.*),
+           information_schema._pg_truetypmod(a.*, t.*)) || ')', ''),
+       NOT (a.attnotnull OR (t.typtype = 'd' AND t.typnotnull)),
+       CASE WHEN a.attgenerated = '' THEN pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) END
+FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_catalog.pg_type bt ON t.typtype = 'd' AND bt.oid = t.typbasetype
+LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%(schemas)s::text[], %(tables)s::text[]))
+  AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY n.nspname, c.relname, a.attnum
+"""
+
+ColumnShape = tuple[str, bool, str | None]  # v1's type text, nullable, default
+
+
+def _shape(columns: dict[str, ColumnShape]) -> dict[str, tuple[str, bool]]:
+    """What the post-condition compares: each column's type and nullability."""
+    return {name: (type_text, nullable) for name, (type_text, nullable, _) in columns.items()}
+
+
+def _type_sql(recorded: str) -> str:
+    """v1's type text as SQL: ``varchar(50)`` as is, ``_int4`` (an array) as ``int4[]``."""
+    array = recorded.startswith("_")
+    name = recorded[1:] if array else recorded
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*(\(\d+\))?", name):
+        name = quote_identifier(name)
+    return name + ("[]" if array else "")
+
+
 class Healer:
     """Turns a replay failure into repairs, using the statement and the live catalog."""
 
@@ -354,6 +393,91 @@ class Healer:
             ))
             waiting.append(trigger)  # until it is there: the repair may fail for now
         self.scheduled_triggers = waiting
+        return repairs
+
+    def postcondition_repairs(self, changeset: Changeset) -> list[Repair]:
+        """After a changeset of one statement replayed: make each table v1 recorded in it
+        look as the row's ``new_metadata.columns`` says it was right after that statement
+        (a post-condition at a known point). A difference is something v1 never recorded
+        (RENAME COLUMN, a column added in a DO block, ...) and is repaired here, at that
+        point, not when a later statement trips over it. Several statements in one text
+        are left alone: a row's metadata holds after its own command, not after the text.
+        """
+        wanted: dict[tuple[str, str], tuple[int, dict[str, ColumnShape]]] = {}
+        for row in changeset.rows:
+            if row.object_type != "TABLE" or not row.new_metadata or not row.schema_name:
+                continue
+            try:
+                columns = json.loads(row.new_metadata).get("columns")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(columns, dict) and columns:
+                wanted[row.schema_name, row.object_name or ""] = (row.id, {
+                    str(name): (str(c.get("type")), bool(c.get("nullable")), c.get("default"))
+                    for name, c in columns.items() if isinstance(c, dict)
+                })
+        if not wanted:
+            return []
+        have: dict[tuple[str, str], dict[str, ColumnShape]] = {}
+        with self.shadow.conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
+            cur.execute(_RECORDED_SHAPE_SQL, {"schemas": [k[0] for k in wanted],
+                                              "tables": [k[1] for k in wanted]})
+            for schema, table, column, type_text, nullable, default in cur.fetchall():
+                have.setdefault((schema, table), {})[column] = (type_text, nullable, default)
+        repairs = []
+        for key, (history_id, recorded) in sorted(wanted.items()):
+            if key in have and _shape(have[key]) != _shape(recorded):
+                repairs += self._match_columns(key, history_id, have[key], recorded)
+        return repairs
+
+    def _match_columns(self, key: tuple[str, str], history_id: int,
+                       have: dict[str, ColumnShape], recorded: dict[str, ColumnShape]
+                       ) -> list[Repair]:
+        table = qualified_name(*key)
+        label = f"{key[0]}.{key[1]}"
+        evidence = f"v1's metadata of history id {history_id} records the table so right after it"
+        repairs = []
+        missing = [c for c in recorded if c not in have]
+        extra = [c for c in have if c not in recorded]
+        # As many gone as new, the same types in the same order: renamed (never recorded).
+        if missing and len(missing) == len(extra) and all(
+                have[e][0] == recorded[m][0] for e, m in zip(extra, missing)):
+            for old, new in zip(extra, missing):
+                repairs.append(Repair(
+                    f"renamed column {label}.{old} to {new}: {evidence} (RENAME COLUMN is "
+                    "never recorded)",
+                    sql=(f"ALTER TABLE {table} RENAME COLUMN {quote_identifier(old)} "
+                         f"TO {quote_identifier(new)}",)))
+                have[new] = have.pop(old)
+            missing, extra = [], []
+        for column in extra:
+            repairs.append(Repair(f"dropped column {label}.{column}: {evidence}, without it",
+                                  sql=(f"ALTER TABLE {table} DROP COLUMN {quote_identifier(column)}",)))
+        for column in missing:
+            type_text, nullable, default = recorded[column]
+            definition = _type_sql(type_text) + (f" DEFAULT {default}" if default else "")
+            repairs.append(Repair(
+                f"added column {label}.{column} {type_text}: {evidence}, with it",
+                sql=(f"ALTER TABLE {table} ADD COLUMN {quote_identifier(column)} {definition}"
+                     + ("" if nullable else " NOT NULL"),)))
+        for column, (type_text, nullable, _) in recorded.items():
+            if column not in have:
+                continue
+            # Defaults are not compared: SET DEFAULT is recorded (an ALTER TABLE), and a
+            # default's text depends on the search_path it was printed under.
+            now_type, now_nullable, _ = have[column]
+            name = quote_identifier(column)
+            if now_type != type_text:
+                repairs.append(Repair(
+                    f"changed column {label}.{column} to {type_text}: {evidence}",
+                    sql=(f"ALTER TABLE {table} ALTER COLUMN {name} TYPE {_type_sql(type_text)} "
+                         f"USING {name}::{_type_sql(type_text)}",)))
+            if now_nullable != nullable:
+                repairs.append(Repair(
+                    f"made column {label}.{column} {'nullable' if nullable else 'NOT NULL'}: "
+                    f"{evidence}",
+                    sql=(f"ALTER TABLE {table} ALTER COLUMN {name} "
+                         f"{'DROP' if nullable else 'SET'} NOT NULL",)))
         return repairs
 
     def replaced_overloads(self, changeset: Changeset) -> list[Repair]:
