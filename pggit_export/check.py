@@ -25,7 +25,14 @@ import psycopg
 from pggit_export.git.message import format_id_ranges
 from pggit_export.identifiers import IDENTIFIER_PATTERN, catalog_name
 from pggit_export.read.history import Changeset, HistoryReader, HistoryRow, group_changesets
-from pggit_export.shadow.evidence import read_oid_clock
+from pggit_export.render.snapshot import DEFAULT_EXCLUDED_SCHEMAS
+from pggit_export.shadow.evidence import (
+    read_later_changes,
+    read_oid_clock,
+    read_recorded_creations,
+)
+from pggit_export.shadow.heal import LiveCatalog
+from pggit_export.shadow.prehistory import plan_prehistory
 from pggit_export.shadow.replay import (
     DEFAULT_MAX_SQL_BYTES,
     Action,
@@ -56,6 +63,8 @@ CODES: dict[str, str] = {
     "extension-stand-in": "info",  # the shadow lacks it; the export builds a stand-in
     "oid-chronology": "info",  # whether recorded OIDs may date live objects
     "replay-environment": "info",  # a role or database setting the replay reproduces
+    "pre-history": "info",  # live objects no history row creates: the export's baseline
+    "unrecorded-trigger": "info",  # live triggers no text creates: made when they can be
     "hidden-ddl": "info",  # objects changed by SELECT/CALL/DO only
     "unsupported-kind": "warning",  # created, replayed, but not rendered in snapshots
     "missing-object-row": "warning",  # history row whose pggit.objects row is gone
@@ -187,7 +196,8 @@ def check_history(
             checker.changeset(changeset)
         # Same transaction, so the objects table matches the history just read.
         active = _active_uncreated_objects(reader.conn)
-        findings = checker.findings(active)
+        planned, baseline = _plan_findings(reader.conn)
+        findings = checker.findings(active, baseline) + planned
         for setting in reader.environment().describe():
             findings.append(Finding(
                 "replay-environment", CODES["replay-environment"],
@@ -221,6 +231,38 @@ def check_history(
         changesets=checker.changesets,
         findings=findings,
     )
+
+
+def _plan_findings(conn: psycopg.Connection[Any]) -> tuple[list[Finding], set[V1Object]]:
+    """Where the export will put what the history never created (its pre-scan's plan):
+    the pre-history baseline, and the triggers it creates when their parts exist. Also
+    the baseline's objects, as v1 names them (their missing CREATE is no error)."""
+    recorded = read_recorded_creations(conn)
+    plan = plan_prehistory(conn, recorded, read_later_changes(conn), DEFAULT_EXCLUDED_SCHEMAS)
+    findings = []
+    if plan.objects:
+        left_out = (f", without {len(plan.left_out)} parts that later rows add"
+                    if plan.left_out else "")
+        findings.append(Finding(
+            "pre-history", CODES["pre-history"],
+            f"{plan.describe()} exist in the live database and no history row creates them "
+            "(v1 records every CREATE TABLE, VIEW and FUNCTION): the export starts with them, "
+            f"as 'Baseline from the live database'{left_out}",
+            [], {"objects": [f"{k.kind} {k.schema}.{k.name}" for k in plan.objects],
+                 "left_out": [item.describe() for item in plan.left_out]},
+        ))
+    live = LiveCatalog(conn, DEFAULT_EXCLUDED_SCHEMAS)
+    for trigger in live.triggers():
+        if recorded.created("trigger", trigger.name) is None:
+            findings.append(Finding(
+                "unrecorded-trigger", CODES["unrecorded-trigger"],
+                f"trigger {trigger.name} on {trigger.schema}.{trigger.table}: no history text "
+                "creates it (v1 never records CREATE TRIGGER); the export creates it as soon "
+                f"as the table and {trigger.function_schema}.{trigger.function} exist",
+                [], {"trigger": trigger.name, "table": f"{trigger.schema}.{trigger.table}"},
+            ))
+    baseline = {(key.kind.upper(), key.schema, key.name) for key in plan.objects}
+    return findings, baseline
 
 
 # ---------------------------------------------------------------------- queries
@@ -630,7 +672,8 @@ class _Checker:
 
     # -- results
 
-    def findings(self, active_uncreated: list[V1Object]) -> list[Finding]:
+    def findings(self, active_uncreated: list[V1Object],
+                 baseline: Collection[V1Object] = ()) -> list[Finding]:
         findings: list[Finding] = list(self.other)
         for code, ids, message in (
             ("null-created-at", self.null_time,
@@ -652,7 +695,7 @@ class _Checker:
                 "commits follow (created_at, id), so their order differs from id order",
                 ids, {"rows": len(ids), "examples": self.time_order.examples},
             ))
-        findings += self._object_findings(active_uncreated)
+        findings += self._object_findings(active_uncreated, baseline)
         for text, uses in self.refused.items():
             findings.append(Finding(
                 "refused-statement", CODES["refused-statement"],
@@ -672,12 +715,13 @@ class _Checker:
             ))
         return findings
 
-    def _object_findings(self, active_uncreated: list[V1Object]) -> list[Finding]:
+    def _object_findings(self, active_uncreated: list[V1Object],
+                         baseline: Collection[V1Object]) -> list[Finding]:
         findings = []
         for key, state in self.objects.items():
             object_type, schema, name = key
             detail = {"object_type": object_type, "schema": schema, "name": name}
-            if state.before_create:
+            if state.before_create and not (key in baseline and not state.ever_created):
                 is_function = object_type in ("FUNCTION", "PROCEDURE") and name.isdigit()
                 when = "before its first CREATE" if state.ever_created else "but never created"
                 if not (state.named_in_sql or is_function):
@@ -709,8 +753,9 @@ class _Checker:
                     {**detail, "recreations": state.recreations},
                 ))
         for key in active_uncreated:
-            if key in self.objects:
-                continue  # history touches it: reported above, or explained by a rename
+            if key in self.objects or key in baseline:
+                continue  # history touches it (reported above, or explained by a rename),
+                # or the export's baseline holds it (the pre-history finding)
             object_type, schema, name = key
             findings.append(Finding(
                 "untracked-object", CODES["untracked-object"],

@@ -374,3 +374,42 @@ def _writes(conn: psycopg.Connection) -> list[tuple[object, ...]]:
         "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables"
         " WHERE schemaname = 'pggit' ORDER BY relname"
     ).fetchall()
+
+
+def test_check_prints_the_plan_for_what_the_history_never_created(
+    make_database: Callable[[], str],
+) -> None:
+    # A table older than pgGit, with a column a later row adds, and a trigger no text creates:
+    # check says where the export will put them, as information (the run stays clean).
+    from history import cli
+
+    live = ("CREATE TABLE legacy (id int, note text);\n"
+            "CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS "
+            "'BEGIN RETURN NEW; END';\n"
+            "CREATE TRIGGER legacy_stamp BEFORE UPDATE ON legacy FOR EACH ROW "
+            "EXECUTE FUNCTION stamp();\n")
+    source = make_source(make_database(), [
+        Change("ALTER TABLE legacy ADD COLUMN note text;", at(2),
+               objects=[("ALTER", "TABLE", "public", "legacy")]),
+        Change("CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS "
+               "'BEGIN RETURN NEW; END';", at(3),
+               objects=[("CREATE", "FUNCTION", "public", "stamp")]),
+    ], live_sql=live)
+
+    result = cli("check", source)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The export's baseline holds the table: its ALTER without a CREATE is no error now.
+    assert "missing-create" not in result.stdout
+    assert "info: pre-history (1)" in result.stdout
+    assert ("  - 1 table exist in the live database and no history row creates them "
+            "(v1 records every CREATE TABLE, VIEW and FUNCTION): the export starts with them, "
+            "as 'Baseline from the live database', without 1 parts that later rows add"
+            ) in result.stdout
+    assert ("trigger legacy_stamp on public.legacy: no history text creates it (v1 never "
+            "records CREATE TRIGGER); the export creates it as soon as the table and "
+            "public.stamp exist") in result.stdout
+    report = json.loads(cli("check", "--json", source).stdout)
+    planned = next(f for f in report["findings"] if f["code"] == "pre-history")
+    assert planned["detail"]["objects"] == ["table public.legacy"]
+    assert planned["detail"]["left_out"] == ["column public.legacy.note (added by history id 1)"]
