@@ -341,3 +341,31 @@ def test_v1_metadata_after_a_statement_repairs_a_rename_it_never_recorded(
     pure = tmp_path / "pure"
     assert cli("export", "--no-repair", source, str(pure)).returncode in (0, 1)
     assert "a integer" in git(pure, "show", "main:public/t.sql")
+
+
+def test_an_old_overload_the_history_drops_later_is_kept_until_then(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # Whole files as one query: the old signature is kept for compatibility, and a later
+    # migration drops it in a text v1 did record (beside a CREATE INDEX).
+    from history import cli
+
+    old = "CREATE FUNCTION total(p_id int) RETURNS int LANGUAGE sql AS 'SELECT p_id';"
+    new = ("CREATE FUNCTION total(p_id int, p_tax numeric) RETURNS numeric LANGUAGE sql "
+           "AS 'SELECT p_id * p_tax';")
+    source = make_source(make_database(), [
+        Change(f"CREATE TABLE t (id int);\n{old}", at(1),
+               objects=[("CREATE", "TABLE", "public", "t")]),
+        Change(new, at(2), objects=[("CREATE", "FUNCTION", "public", "total")]),
+        Change("DROP FUNCTION total(int);\nCREATE INDEX t_id ON t (id);", at(3),
+               objects=[("CREATE", "INDEX", "public", "t_id")]),
+    ], live_sql=f"CREATE TABLE t (id int);\n{new}\nCREATE INDEX t_id ON t (id);")
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    kept = git(repo, "show", "main~1:public/total.sql")
+    assert "total(p_id integer)" in kept and "p_tax numeric" in kept
+    assert "total(p_id integer)" not in git(repo, "show", "main:public/total.sql")
+    assert "dropped function" not in git(repo, "log", "--format=%B", "main")

@@ -8,7 +8,8 @@ changeset back. A repair must never make the replay less true.
 
 So before the first replay, one pass over the recorded texts (``read_later_changes``) notes
 every enum label a statement adds (``ALTER TYPE t ADD VALUE 'x'``) and every column
-(``ALTER TABLE t ADD [COLUMN] c ...``), with the history id of the first row that adds it.
+(``ALTER TABLE t ADD [COLUMN] c ...``), with the history id of the first row that adds it,
+and every text that drops a function by name (``DROP FUNCTION f(...)``).
 A repair made before the changeset starting at history id N (it then replays whole) leaves
 out what is first added at N or later (``LaterChanges.labels_added_from`` /
 ``columns_added_from``) and says so.
@@ -53,12 +54,14 @@ _ADD_COLUMN = re.compile(
     re.I,
 )
 _NOT_COLUMNS = {"constraint", "primary", "unique", "check", "foreign", "exclude", "column"}
+_DROP_FUNCTION = re.compile(
+    rf"\bDROP\s+(?:FUNCTION|PROCEDURE)\s+(?:IF\s+EXISTS\s+)?{_QUALIFIED}", re.I)
 
 # Only texts that can add a label or a column are read: the server filters.
 _CANDIDATES_SQL = r"""
 SELECT min(h.id) AS id, h.sql_executed
 FROM pggit.history AS h
-WHERE h.sql_executed ~* 'ADD\s+VALUE|ALTER\s+TABLE'
+WHERE h.sql_executed ~* 'ADD\s+VALUE|ALTER\s+TABLE|DROP\s+(FUNCTION|PROCEDURE)'
 GROUP BY h.sql_executed
 ORDER BY min(h.id)
 """
@@ -71,6 +74,13 @@ class LaterChanges:
     # type name -> label -> first history id; table name -> column -> first history id
     enum_labels: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     columns: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    # function name -> history ids of the texts that drop a function of that name
+    function_drops: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def drops_function_from(self, name: str, history_id: int) -> int | None:
+        """The first history id at or after `history_id` whose text drops a function
+        `name` itself (any overload), or None."""
+        return next((i for i in self.function_drops.get(name, ()) if i >= history_id), None)
 
     def labels_added_from(self, type_name: str, history_id: int) -> dict[str, int]:
         """Labels of enum `type_name` that the history first adds at `history_id` or later
@@ -93,7 +103,13 @@ def later_changes_of(texts: Iterable[tuple[int, str]]) -> LaterChanges:
     """Read (history id, recorded text) pairs, in id order."""
     labels: dict[str, dict[str, int]] = {}
     columns: dict[str, dict[str, int]] = {}
+    drops: dict[str, list[int]] = {}
     for history_id, text in texts:
+        # Searched whole: a DROP FUNCTION inside a DO block counts too.
+        for drop in _DROP_FUNCTION.finditer(text):
+            ids = drops.setdefault(catalog_name(drop.group("name")), [])
+            if not ids or ids[-1] != history_id:
+                ids.append(history_id)
         for piece in split(text):
             statement = _LEADING_COMMENTS.sub("", piece, count=1)
             if m := _ADD_VALUE.match(statement):
@@ -105,7 +121,8 @@ def later_changes_of(texts: Iterable[tuple[int, str]]) -> LaterChanges:
                     column = action.group("column")
                     if column.lower() not in _NOT_COLUMNS:
                         table.setdefault(catalog_name(column), history_id)
-    return LaterChanges(enum_labels=labels, columns={t: c for t, c in columns.items() if c})
+    return LaterChanges(enum_labels=labels, columns={t: c for t, c in columns.items() if c},
+                        function_drops={name: tuple(ids) for name, ids in drops.items()})
 
 
 # OID chronology. OIDs come from one cluster-wide counter, so an object's OID says when it

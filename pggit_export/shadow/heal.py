@@ -488,7 +488,12 @@ class Healer:
         old signature would otherwise stay in every later commit."""
         if self.live is None or not changeset.sql:
             return []
-        names = {catalog_name(m.group("name")) for m in _CREATES_FUNCTION.finditer(changeset.sql)}
+        first = changeset.history_ids[0]
+        # A name the history itself drops, now or later, is left to the history: a text
+        # that keeps the old overload a while (for compatibility) drops it when it did.
+        names = {name for m in _CREATES_FUNCTION.finditer(changeset.sql)
+                 if self.later.drops_function_from(name := catalog_name(m.group("name")),
+                                                   first) is None}
         if not names:
             return []
         repairs = []
@@ -498,8 +503,8 @@ class Healer:
             signature = f"{qualified_name(schema, name)}({arguments})"
             repairs.append(Repair(
                 f"dropped function {schema}.{name}({arguments}) before history id "
-                f"{changeset.history_ids[0]} creates {name} anew: the live database has no "
-                "such overload, and v1 never records DROP FUNCTION",
+                f"{first} creates {name} anew: the live database has no such overload, v1 "
+                "never records DROP FUNCTION, and no recorded text drops it",
                 sql=(f"DROP FUNCTION IF EXISTS {signature}",),
             ))
         return repairs
