@@ -369,3 +369,40 @@ def test_an_old_overload_the_history_drops_later_is_kept_until_then(
     assert "total(p_id integer)" in kept and "p_tax numeric" in kept
     assert "total(p_id integer)" not in git(repo, "show", "main:public/total.sql")
     assert "dropped function" not in git(repo, "log", "--format=%B", "main")
+
+
+def test_a_trigger_in_the_way_of_a_column_change_is_dropped_and_comes_back(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # One statement per query: the migration dropped the trigger, changed the column and
+    # created the trigger again; only the ALTER TABLE left a row.
+    from history import cli
+
+    function = ("CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS "
+                "'BEGIN RETURN NEW; END';")
+    trigger = ("CREATE TRIGGER t_touch BEFORE UPDATE OF status ON t FOR EACH ROW "
+               "EXECUTE FUNCTION touch();")
+    source = make_source(make_database(), [
+        Change("CREATE TABLE t (id int, status text);", at(1),
+               objects=[("CREATE", "TABLE", "public", "t")]),
+        Change(function, at(2), objects=[("CREATE", "FUNCTION", "public", "touch")]),
+        Change("CREATE INDEX t_id ON t (id);", at(3), objects=[("CREATE", "INDEX", "public", "t_id")]),
+        Change("ALTER TABLE t ALTER COLUMN status TYPE varchar(20);", at(4),
+               objects=[("ALTER", "TABLE", "public", "t")]),
+        Change("CREATE INDEX t_status ON t (status);", at(5),
+               objects=[("CREATE", "INDEX", "public", "t_status")]),
+    ], live_sql="\n".join(["CREATE TABLE t (id int, status varchar(20));", function, trigger,
+                           "CREATE INDEX t_id ON t (id);", "CREATE INDEX t_status ON t (status);"]))
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "CREATE TRIGGER t_touch" in git(repo, "show", "main~2:public/t.sql")
+    altered = git(repo, "show", "main~1:public/t.sql")
+    assert "status character varying(20)" in altered
+    assert ("Pggit-Repaired: dropped trigger t_touch on public.t: it blocks the change; "
+            "created again from the live database once it can be") in git(
+        repo, "log", "-1", "--format=%B", "main~1")
+    assert "CREATE TRIGGER t_touch" in git(repo, "show", "main:public/t.sql")
+    assert "Pggit-Replay: failed" not in git(repo, "log", "--format=%B", "main")

@@ -815,6 +815,10 @@ class Healer:
         detail = failure.detail or ""
         repairs: list[Repair] = []
         for line in detail.splitlines():
+            if t := re.match(r"trigger (\S+) on table (\S+) depends on", line):
+                repairs += self._blocking_trigger(t.group(1).replace('"', ""),
+                                                  t.group(2).replace('"', ""))
+                continue
             m = re.match(r"(?:rule _RETURN on )?(view|materialized view) (\S+) depends on", line)
             if not m:
                 continue
@@ -831,6 +835,24 @@ class Healer:
             repairs.append(Repair(f"dropped {kind} {schema}.{rel} ({why})",
                                   sql=(f"DROP {kind.upper()} IF EXISTS {qualified_name(schema, rel)} CASCADE",)))
         return repairs
+
+    def _blocking_trigger(self, trigger: str, table_name: str) -> list[Repair]:
+        """A trigger in the way of a column change (the migration dropped it first, in a
+        statement v1 did not record): drop it, and if the live database has it, schedule
+        it again, to come back once the change is through (due_triggers)."""
+        schema, table = self._resolve_relation(table_name)
+        if table is None:
+            return []
+        live = [t for t in (self.live.triggers() if self.live is not None else [])
+                if (t.schema, t.table, t.name) == (schema, table, trigger)]
+        self.scheduled_triggers += live
+        return [Repair(
+            f"dropped trigger {trigger} on {schema}.{table}: it blocks the change"
+            + ("; created again from the live database once it can be" if live else
+               " (absent in live database)"),
+            sql=(f"DROP TRIGGER IF EXISTS {quote_identifier(trigger)} ON "
+                 f"{qualified_name(schema, table)}",),
+        )]
 
     def _stand_in(self, name: str) -> list[Repair]:
         """The shadow's server lacks an extension: stand in for it if the source has it."""
