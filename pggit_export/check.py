@@ -238,8 +238,17 @@ def _plan_findings(conn: psycopg.Connection[Any]) -> tuple[list[Finding], set[V1
     the pre-history baseline, and the triggers it creates when their parts exist. Also
     the baseline's objects, as v1 names them (their missing CREATE is no error)."""
     recorded = read_recorded_creations(conn)
-    plan = plan_prehistory(conn, recorded, read_later_changes(conn), DEFAULT_EXCLUDED_SCHEMAS)
+    plan = plan_prehistory(conn, recorded, read_later_changes(conn), DEFAULT_EXCLUDED_SCHEMAS,
+                           read_oid_clock(conn))
     findings = []
+    if plan.dated:
+        findings.append(Finding(
+            "pre-history", CODES["pre-history"],
+            f"{plan.describe(plan.dated)} that no history creates have OIDs older than every "
+            "object the history records as created (OID chronology): the export starts with "
+            "them too",
+            [], {"objects": [f"{k.kind} {k.schema}.{k.name}" for k in plan.dated]},
+        ))
     if plan.objects:
         left_out = (f", without {len(plan.left_out)} parts that later rows add"
                     if plan.left_out else "")

@@ -493,6 +493,8 @@ class _Exporter:
         result = load_prehistory(self.healer, live, plan, recorded, self.options.exclude_schemas)
         sections = [
             ("Objects", [f"{key.kind} {key.schema}.{key.name}" for key in plan.objects]),
+            ("Dated before the history by their OIDs (kinds v1 never records)",
+             [f"{key.kind} {key.schema}.{key.name}" for key in plan.dated]),
             ("Left out, because a later history row adds it", [i.describe() for i in plan.left_out]),
             ("Created first, because they need it (never created in the recorded history)",
              result.needed),
@@ -504,10 +506,14 @@ class _Exporter:
         objects = self.commit_root(
             when,
             lambda count: "Baseline from the live database\n\n"
-            f"The schema as it was before the recorded history: {plan.describe()} that\n"
-            "exist in the live database and that no history row creates. v1 records every\n"
-            "CREATE TABLE, CREATE VIEW and CREATE FUNCTION it sees, so they existed before\n"
-            f"pgGit was installed ({count} objects with what they need).\n" + body,
+            "The schema as it was before the recorded history: "
+            + (f"{plan.describe()} that\nexist in the live database and that no history row "
+               "creates. v1 records every\nCREATE TABLE, CREATE VIEW and CREATE FUNCTION it "
+               "sees, so they existed before\npgGit was installed"
+               if plan.objects else "objects of kinds v1 never records")
+            + (f"; {plan.describe(plan.dated)} whose OIDs are older than every object the "
+               "history records as created" if plan.dated else "")
+            + f" ({count} objects with what they need).\n" + body,
             result.failures,
             "Pggit-Baseline: live database\n",
         )
@@ -797,8 +803,9 @@ def export_history(
                 recorded = read_recorded_creations(reader.conn)
                 healer.schedule_triggers(recorded)
             if writer.tip is None and options.baseline is None and options.repair:
-                prehistory = plan_prehistory(reader.conn, recorded, later, options.exclude_schemas)
-            if writer.tip is None and (options.baseline is not None or prehistory.objects):
+                prehistory = plan_prehistory(reader.conn, recorded, later,
+                                             options.exclude_schemas, clock)
+            if writer.tip is None and (options.baseline is not None or prehistory.keys):
                 first = next(changesets, None)
                 # Dated like the first change, so it sorts before it and needs no clock.
                 when = first.time if first else dt.datetime(1970, 1, 1)

@@ -406,3 +406,43 @@ def test_a_trigger_in_the_way_of_a_column_change_is_dropped_and_comes_back(
         repo, "log", "-1", "--format=%B", "main~1")
     assert "CREATE TRIGGER t_touch" in git(repo, "show", "main:public/t.sql")
     assert "Pggit-Replay: failed" not in git(repo, "log", "--format=%B", "main")
+
+
+def test_oids_put_unrecorded_sequences_and_types_older_than_the_history_at_its_start(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # v1 never records CREATE SEQUENCE or CREATE TYPE. With OIDs that can be trusted, the
+    # ones older than every object the history records as created belong to its start; one
+    # made later (by a migration v1 left no row of) does not.
+    from history import cli
+
+    dsn = make_database()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE SEQUENCE ticket_seq")
+        conn.execute("CREATE TYPE mood AS ENUM ('ok', 'great')")
+        conn.execute("CREATE TABLE jobs (id int)")  # history id 1
+        conn.execute("CREATE SEQUENCE later_seq")
+        conn.execute("CREATE TABLE archive (id int)")  # history id 2
+    make_source(dsn, [
+        Change("CREATE TABLE jobs (id int);", at(2), objects=[("CREATE", "TABLE", "public", "jobs")]),
+        Change("CREATE TABLE archive (id int);", at(3),
+               objects=[("CREATE", "TABLE", "public", "archive")]),
+    ])
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for history_id, table in ((1, "jobs"), (2, "archive")):
+            conn.execute("UPDATE pggit.history SET new_metadata = jsonb_build_object("
+                         "'oid', %s::regclass::oid::bigint) WHERE id = %s", (table, history_id))
+    repo = tmp_path / "repo"
+
+    result = cli("export", dsn, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    root = git(repo, "rev-list", "--max-parents=0", "main").strip()
+    files = git(repo, "ls-tree", "-r", "--name-only", root).split()
+    assert "public/ticket_seq.sql" in files and "public/mood.sql" in files
+    assert "public/later_seq.sql" not in files
+    body = git(repo, "log", "-1", "--format=%B", root)
+    assert "1 sequence and 1 type whose OIDs are older than every object the history" in body
+    assert "  sequence public.ticket_seq\n" in body
+    checked = cli("check", dsn)
+    assert "1 sequence and 1 type that no history creates have OIDs older" in checked.stdout

@@ -18,8 +18,10 @@ before the first changeset replays. The exporter commits the result as the root 
 (``Pggit-Baseline: live database``).
 
 Objects of kinds v1 does not record (types, sequences, materialized views, triggers) give
-no such evidence on their own: they come only as something a pre-history object needs, and
-otherwise stay with the healer, which creates them when the history first needs them.
+no such evidence on their own: they come as something a pre-history object needs, or, when
+the recorded OIDs can be trusted (``OidClock``), as sequences and types whose OID is older
+than every object the history records as created; otherwise they stay with the healer,
+which creates them when the history first needs them.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from psycopg.rows import tuple_row
 from pggit_export.identifiers import qualified_name, quote_identifier
 from pggit_export.render.snapshot import ObjectKey, render_objects
 from pggit_export.restore import LoadFailure, load_files
-from pggit_export.shadow.evidence import LaterChanges, RecordedCreations
+from pggit_export.shadow.evidence import LaterChanges, OidClock, RecordedCreations
 
 # Live tables, views and functions, outside excluded and system schemas, not members of an
 # extension and not part of another object (a range type's constructor functions).
@@ -55,6 +57,36 @@ WHERE p.prokind IN ('f', 'w')
   AND n.nspname <> 'information_schema'
   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend AS d
                   WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid
+                    AND d.deptype IN ('e', 'i'))
+ORDER BY 1, 2, 3
+"""
+
+# Objects of kinds v1 never records, older (by OID) than every object the history records
+# as created: standalone sequences (not a column's) and types (enum, domain, range,
+# composite; not a table's row type), outside extensions. An enum with a label newer than
+# that bound is left to the healer, which builds it without the later labels (PostgreSQL
+# cannot drop a label after loading it).
+_OID_DATED_SQL = r"""
+SELECT 'sequence', n.nspname, c.relname
+FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE c.relkind = 'S' AND c.oid::bigint < %(bound)s
+  AND n.nspname <> ALL (%(exclude)s::text[]) AND n.nspname !~ '^pg_'
+  AND n.nspname <> 'information_schema'
+  AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend AS d
+                  WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+                    AND d.deptype IN ('a', 'i', 'e'))
+UNION ALL
+SELECT 'type', n.nspname, t.typname
+FROM pg_catalog.pg_type AS t JOIN pg_catalog.pg_namespace AS n ON n.oid = t.typnamespace
+WHERE t.typtype IN ('e', 'd', 'r', 'c') AND t.oid::bigint < %(bound)s
+  AND (t.typtype <> 'c' OR (SELECT r.relkind FROM pg_catalog.pg_class AS r
+                            WHERE r.oid = t.typrelid) = 'c')
+  AND (t.typtype <> 'e' OR (SELECT max(e.oid::bigint) FROM pg_catalog.pg_enum AS e
+                            WHERE e.enumtypid = t.oid) < %(bound)s)
+  AND n.nspname <> ALL (%(exclude)s::text[]) AND n.nspname !~ '^pg_'
+  AND n.nspname <> 'information_schema'
+  AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend AS d
+                  WHERE d.classid = 'pg_catalog.pg_type'::regclass AND d.objid = t.oid
                     AND d.deptype IN ('e', 'i'))
 ORDER BY 1, 2, 3
 """
@@ -138,11 +170,18 @@ class PrehistoryPlan:
 
     objects: tuple[ObjectKey, ...] = ()
     left_out: tuple[LeftOut, ...] = ()
+    # Of kinds v1 never records, dated before the history by their OIDs (OID chronology).
+    dated: tuple[ObjectKey, ...] = ()
 
-    def describe(self) -> str:
-        """``12 tables, 1 view and 2 functions``."""
+    @property
+    def keys(self) -> tuple[ObjectKey, ...]:
+        """Everything to load: the objects and the OID-dated ones."""
+        return self.objects + self.dated
+
+    def describe(self, keys: tuple[ObjectKey, ...] | None = None) -> str:
+        """``12 tables, 1 view and 2 functions`` (of `keys`, the objects by default)."""
         counts: dict[str, int] = {}
-        for key in self.objects:
+        for key in self.objects if keys is None else keys:
             counts[key.kind] = counts.get(key.kind, 0) + 1
         parts = [f"{n} {kind}{'s' if n != 1 else ''}" for kind, n in sorted(counts.items())]
         return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
@@ -153,8 +192,20 @@ def plan_prehistory(
     recorded: RecordedCreations,
     later: LaterChanges,
     exclude_schemas: Collection[str],
+    clock: OidClock | None = None,
 ) -> PrehistoryPlan:
-    """The pre-history objects of the source `conn` (read only, the reader's transaction)."""
+    """The pre-history objects of the source `conn` (read only, the reader's transaction).
+    With a usable `clock`, also the sequences and types older than every object the
+    history records as created."""
+    dated: list[ObjectKey] = []
+    if clock is not None and clock.usable and clock.oids:
+        with conn.cursor(row_factory=tuple_row) as cur:
+            rows = cur.execute(_OID_DATED_SQL, {"bound": min(clock.oids),
+                                                "exclude": list(exclude_schemas)}).fetchall()
+        family = {"sequence": "relation", "type": "type"}
+        dated = [ObjectKey(kind, schema, name) for kind, schema, name in rows
+                 if recorded.created(family[kind], name) is None
+                 and not (kind == "type" and later.labels_added_from(name, 0))]
     with conn.cursor(row_factory=tuple_row) as cur:
         rows = cur.execute(_CANDIDATES_SQL, {"exclude": list(exclude_schemas)}).fetchall()
         family = {"table": "relation", "view": "relation", "function": "function"}
@@ -178,7 +229,7 @@ def plan_prehistory(
     left_out.sort(key=lambda item: (_LEAVE_OUT_ORDER[item.kind], item.schema, item.table,
                                     item.name))
     keys = sorted({ObjectKey(kind, schema, name) for kind, schema, name, _ in picked})
-    return PrehistoryPlan(tuple(keys), tuple(left_out))
+    return PrehistoryPlan(tuple(keys), tuple(left_out), tuple(dated))
 
 
 @dataclass
@@ -209,9 +260,9 @@ def load_prehistory(
     """Load the plan's live definitions into the (empty) shadow of `healer`, then drop what
     later rows add; what the definitions need comes first, from the healer's repairs."""
     result = PrehistoryResult()
-    if not plan.objects:
+    if not plan.keys:
         return result
-    rendered = render_objects(live, plan.objects, exclude_schemas=exclude_schemas).files
+    rendered = render_objects(live, plan.keys, exclude_schemas=exclude_schemas).files
     files = {f"{key.schema}/{key.name}.{key.kind}.sql": text for key, text in rendered.items()}
     conn = healer.shadow.conn
     tried: set[str] = set()
