@@ -409,7 +409,7 @@ class Healer:
                 continue
             try:
                 columns = json.loads(row.new_metadata).get("columns")
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):  # not v1's shape: no evidence
                 continue
             if isinstance(columns, dict) and columns:
                 wanted[row.schema_name, row.object_name or ""] = (row.id, {
