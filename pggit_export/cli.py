@@ -48,6 +48,13 @@ class ObjectFormat(str, Enum):
     sha256 = "sha256"
 
 
+class CommitPer(str, Enum):
+    """What one commit holds."""
+
+    transaction = "transaction"
+    statement = "statement"
+
+
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
 EXIT_USAGE = 2
@@ -437,6 +444,14 @@ def export(
             "An existing repository keeps its own.",
         ),
     ] = ObjectFormat.sha1,
+    commit_per: Annotated[
+        CommitPer,
+        typer.Option(
+            help="One commit per transaction (a migration run with psql -1, or by a tool "
+            "that wraps each migration in one: its rows share created_at and created_by), "
+            "or one per statement text the client sent.",
+        ),
+    ] = CommitPer.transaction,
     batch_size: Annotated[
         int,
         typer.Option(
@@ -551,6 +566,7 @@ def export(
                 default_author=default_author,
                 authors=author_map,
                 object_format=object_format.value,
+                commit_per=commit_per.value,
                 batch_commits=batch_size,
                 statement_timeout=statement_timeout,
                 max_sql_bytes=max_sql_bytes,

@@ -82,6 +82,9 @@ class ExportOptions:
     object_format: str = "sha1"  # or "sha256", for a new repository
     # A schema dump (pg_dump --schema-only) loaded before the history: the root commit.
     baseline: Path | None = None
+    # "transaction": one commit per transaction (rows sharing created_at and created_by);
+    # "statement": one per text the client sent (also sharing sql_executed).
+    commit_per: str = "transaction"
     statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT  # per replayed statement
     max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES  # larger texts are refused unparsed
     dry_run: bool = False  # replay and report, write nothing
@@ -796,7 +799,7 @@ def export_history(
             exporter = _Exporter(shadow, writer, options, report, healer=healer)
             exporter.start()
             changesets_done = 0
-            changesets = reader.changesets(after)
+            changesets = reader.changesets(after, options.commit_per)
             prehistory = PrehistoryPlan()
             recorded = RecordedCreations()
             if options.repair:

@@ -271,3 +271,38 @@ def test_sha256_repository_with_mirror_and_verify(
     mirrored = mirror_repository(repo, shop_source)
     assert mirrored.object_format == "sha256" and mirrored.commits_added == len(SHOP)
     assert verify_mirror(repo, shop_source).ok
+
+
+def test_one_commit_per_transaction_by_default_or_per_statement(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # A migration run with psql -1 -f: one transaction, so one created_at for every row, but
+    # one text per statement (the second text ends in a comment, with no semicolon).
+    from history import cli
+
+    migration = [
+        Change("CREATE TABLE a (id int);", at(2), objects=[("CREATE", "TABLE", "public", "a")]),
+        Change("CREATE TABLE b (id int) -- the second table", at(2),
+               objects=[("CREATE", "TABLE", "public", "b")]),
+        Change("CREATE INDEX a_id ON a (id);", at(2), objects=[("CREATE", "INDEX", "public", "a_id")]),
+    ]
+    source = make_source(make_database(), [
+        *migration,
+        Change("CREATE INDEX b_id ON b (id);", at(3), objects=[("CREATE", "INDEX", "public", "b_id")]),
+    ])
+    per_transaction, per_statement = tmp_path / "tx", tmp_path / "st"
+
+    first = cli("export", source, str(per_transaction))
+    second = cli("export", "--commit-per", "statement", source, str(per_statement))
+
+    assert first.returncode == 0 and second.returncode == 0, first.stdout + second.stdout
+    assert git(per_transaction, "rev-list", "--count", "main").strip() == "2"
+    assert git(per_statement, "rev-list", "--count", "main").strip() == "4"
+    body = git(per_transaction, "log", "-1", "--format=%B", "main~1")
+    assert "Pggit-History-Ids: 1-3" in body
+    assert "CREATE TABLE b (id int) -- the second table\n;\nCREATE INDEX a_id" in body
+    assert "Pggit-Replay" not in body
+    assert {"public/a.sql", "public/b.sql"} <= set(
+        git(per_transaction, "ls-tree", "-r", "--name-only", "main~1").split())
+    assert git(per_transaction, "show", "main:public/b.sql") == git(
+        per_statement, "show", "main:public/b.sql")

@@ -6,8 +6,10 @@ consistent history even while the database keeps changing, and rows are streamed
 through a server-side cursor rather than loaded whole.
 
 Rows are grouped into replay units (Changeset): v1 writes one row per affected
-object, all carrying the same sql_executed, created_at and created_by, so
-*consecutive* rows sharing those three are one unit, replayed once.
+object, all carrying the same sql_executed, created_at and created_by, and
+created_at is the transaction's start, so *consecutive* rows sharing created_at
+and created_by are one transaction: one unit, replayed once, one commit (or, per
+statement, those also sharing sql_executed).
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ class HistoryRow:
 
 @dataclass(frozen=True)
 class Changeset:
-    """A replay unit: consecutive history rows sharing sql_executed, created_at, created_by.
+    """A replay unit: consecutive history rows of one transaction (sharing created_at and
+    created_by), or, with ``commit_per="statement"``, also sharing sql_executed.
 
     It is replayed once, in its own transaction, and becomes one commit.
     """
@@ -74,8 +77,24 @@ class Changeset:
     search_path: str | None = None
 
     @property
+    def texts(self) -> list[str | None]:
+        """The texts the transaction's client sent, in order: each run of consecutive
+        rows with the same sql_executed is one text (v1 writes a row per object touched)."""
+        texts: list[str | None] = []
+        for index, row in enumerate(self.rows):
+            if index == 0 or row.sql_executed != self.rows[index - 1].sql_executed:
+                texts.append(row.sql_executed)
+        return texts
+
+    @property
     def sql(self) -> str | None:
-        return self.rows[0].sql_executed
+        """What replays: the one text, or the transaction's texts one after the other, each
+        ended with a `;` on a line of its own when it does not end with one (a text can end
+        in a `--` comment)."""
+        texts = [text for text in self.texts if text is not None]
+        if len(texts) <= 1:
+            return texts[0] if texts else None
+        return "\n".join(text if text.rstrip().endswith(";") else f"{text}\n;" for text in texts)
 
     @property
     def created_by(self) -> str | None:
@@ -288,10 +307,12 @@ class HistoryReader:
             self._environment = read_environment(self.conn)
         return self._environment
 
-    def changesets(self, after: tuple[dt.datetime, int] | None = None) -> Iterator[Changeset]:
-        """Replay units in order: consecutive rows sharing text, time and author, each
-        with the search_path its author's sessions had."""
-        return group_changesets(self.rows(after), self.environment())
+    def changesets(
+        self, after: tuple[dt.datetime, int] | None = None, commit_per: str = "transaction"
+    ) -> Iterator[Changeset]:
+        """Replay units in order (group_changesets), each with the search_path its
+        author's sessions had."""
+        return group_changesets(self.rows(after), self.environment(), commit_per)
 
 
 _TEXT_COLUMNS = (
@@ -313,22 +334,32 @@ def _decoded(value: Any, column: str, bad: list[str]) -> Any:
         return raw.decode("utf-8", "replace")
 
 
+COMMIT_PER = ("transaction", "statement")
+
+
 def group_changesets(
-    rows: Iterator[HistoryRow], environment: SessionEnvironment | None = None
+    rows: Iterator[HistoryRow], environment: SessionEnvironment | None = None,
+    commit_per: str = "transaction",
 ) -> Iterator[Changeset]:
-    """Group consecutive rows with equal (sql_executed, created_at, created_by).
+    """Group consecutive rows of one transaction: equal (created_at, created_by), since
+    v1's created_at is the transaction's start. With `commit_per` "statement", also equal
+    sql_executed: one changeset per text the client sent.
 
     Only *consecutive* rows: with `psql -f` the same text (`DROP VIEW x;`) can
     recur in later transactions and must be replayed again there. With an
     `environment`, each changeset carries the search_path of its user.
     """
+    if commit_per not in COMMIT_PER:
+        raise ValueError(f"commit_per must be one of {', '.join(COMMIT_PER)}: {commit_per!r}")
+    per_statement = commit_per == "statement"
+
     def changeset(group: list[HistoryRow]) -> Changeset:
         path = environment.search_path_for(group[0].created_by) if environment else None
         return Changeset(tuple(group), search_path=path)
 
     current: list[HistoryRow] = []
     for row in rows:
-        if current and _same_unit(current[0], row):
+        if current and _same_unit(current[-1], row, per_statement):
             current.append(row)
             continue
         if current:
@@ -338,12 +369,12 @@ def group_changesets(
         yield changeset(current)
 
 
-def _same_unit(a: HistoryRow, b: HistoryRow) -> bool:
+def _same_unit(a: HistoryRow, b: HistoryRow, per_statement: bool) -> bool:
     # A NULL created_at never joins: without a time there is no evidence of one transaction.
     return (
         a.created_at is not None
         and a.created_at == b.created_at
-        and a.sql_executed == b.sql_executed
+        and (not per_statement or a.sql_executed == b.sql_executed)
         and a.created_by == b.created_by
     )
 
