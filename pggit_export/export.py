@@ -23,7 +23,12 @@ from typing import Any
 import psycopg
 
 from pggit_export.git.authors import Author, default_author
-from pggit_export.git.message import build_message, parse_id_ranges, read_trailer
+from pggit_export.git.message import (
+    build_message,
+    parse_id_ranges,
+    read_trailer,
+    without_shadow_oids,
+)
 from pggit_export.git.writer import GitWriter, RepositoryError, Signature
 from pggit_export.identifiers import IDENTIFIER_PATTERN, catalog_name, strip_identifier_quotes
 from pggit_export.read.history import Changeset, HistoryReader
@@ -536,8 +541,8 @@ class _Exporter:
         changes, files = self.render_after(ReplayResult(statements=[], touched=touched))
         files = {**self.pending, **files}
         self.pending = {}
-        failed = [f"  {f.error.splitlines()[0]}\n    {' '.join(f.statement.split())[:200]}"
-                  for f in failures]
+        failed = [f"  {without_shadow_oids(f.error.splitlines()[0])}\n"
+                  f"    {' '.join(f.statement.split())[:200]}" for f in failures]
         message = (
             summary(len(changes.created))
             + (f"\n{len(failed)} statements of it could not be loaded:\n" + "\n".join(failed)

@@ -306,3 +306,34 @@ def test_one_commit_per_transaction_by_default_or_per_statement(
         git(per_transaction, "ls-tree", "-r", "--name-only", "main~1").split())
     assert git(per_transaction, "show", "main:public/b.sql") == git(
         per_statement, "show", "main:public/b.sql")
+
+
+def test_commit_messages_carry_no_shadow_oids(make_database: Callable[[], str]) -> None:
+    # A real PostgreSQL message naming an object by its OID-made name: a rebuilt shadow
+    # (a resumed export) would print another number, and the commit would get another id.
+    import uuid
+
+    from pggit_export.git.message import without_shadow_oids
+
+    dsn = make_database()
+    owner = f"oid_test_{uuid.uuid4().hex[:8]}"  # roles are the whole test server's
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE parent (id int PRIMARY KEY)")
+        conn.execute("CREATE TABLE child (id int REFERENCES parent)")
+        conn.execute(f"CREATE ROLE {owner} NOLOGIN")  # type: ignore[arg-type]
+        conn.execute(f"ALTER TABLE child OWNER TO {owner}")  # type: ignore[arg-type]
+        row = conn.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'child'::regclass "
+                           "AND tgisinternal LIMIT 1").fetchone()
+        assert row is not None
+        conn.execute(f"SET ROLE {owner}")  # type: ignore[arg-type]
+        with pytest.raises(psycopg.Error) as caught:
+            conn.execute(f'ALTER TABLE child DISABLE TRIGGER "{row[0]}"')  # type: ignore[arg-type]
+        conn.execute("RESET ROLE")
+        conn.execute("DROP TABLE child")
+        conn.execute(f"DROP ROLE {owner}")  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert row[0] in message and row[0].rsplit("_", 1)[1].isdigit()
+    assert without_shadow_oids(message) == message.replace(
+        row[0], row[0].rsplit("_", 1)[0] + "_<oid>")
+    assert without_shadow_oids("relation with OID 16384 does not exist") == (
+        "relation with OID <oid> does not exist")

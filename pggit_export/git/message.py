@@ -37,6 +37,20 @@ KIND_LABELS = {
 }
 
 
+# Names and numbers PostgreSQL makes from an object's OID. The shadow's OIDs depend on
+# everything that ran in it before (a resumed export rebuilds the shadow and gets others),
+# so a commit must not carry them: the same history would give other commit ids.
+_SHADOW_OIDS = re.compile(
+    r"\b(RI_ConstraintTrigger_[ac]_|pg_toast_|pg_temp_|pg_toast_temp_)\d+\b"
+    r"|\b(with OID |relfilenode )\d+\b"  # "relation with OID 16384 does not exist"
+)
+
+
+def without_shadow_oids(text: str) -> str:
+    """`text` with the shadow's OIDs replaced by `<oid>` (see _SHADOW_OIDS)."""
+    return _SHADOW_OIDS.sub(lambda m: (m.group(1) or m.group(2)) + "<oid>", text)
+
+
 def format_id_ranges(ids: list[int]) -> str:
     """`1, 2, 3, 7` -> `1-3, 7`: batches such as CREATE EXTENSION cover many ids."""
     parts: list[str] = []
@@ -200,7 +214,7 @@ def build_message(
         failure = result.failure
         failed_text = _truncate(" ".join(failure.statement.split()), 500)
         notes.append(
-            f"Replay failed at {failure.describe()}\n  {failed_text}\n"
+            f"Replay failed at {without_shadow_oids(failure.describe())}\n  {failed_text}\n"
             "The changeset was rolled back in the shadow: this commit's tree is its parent's."
         )
     for statement in result.refused:
@@ -239,7 +253,8 @@ def build_message(
     severities = sorted({row.change_severity for row in changeset.rows},
                         key=lambda s: _SEVERITY_ORDER.get(s, 9))
     trailers.append(f"Pggit-Severity: {severities[0]}")
-    trailers += [f"Pggit-Repaired: {description}" for description in repairs or ()]
+    trailers += [f"Pggit-Repaired: {without_shadow_oids(description)}"
+                 for description in repairs or ()]
     if result.failure is not None:
         trailers.append("Pggit-Replay: failed")
     elif skipped_reason:
