@@ -71,8 +71,10 @@ def test_one_commit_per_changeset_with_authors_and_dates(
     assert [line.split("|")[0] for line in log] == [c.user for c in SHOP]
     assert first[5] == "Create table public.users"
     assert log[1].split("|")[5] == "Create schema billing with 2 tables"
-    assert log[2].split("|")[5] == "ALTER TABLE public.users: add column email"
-    assert log[4].split("|")[5].startswith("No schema change: UPDATE users")
+    assert log[2].split("|")[5] == "Add column email to public.users"
+    assert log[3].split("|")[5] == "Create view public.user_emails"
+    assert "|".join(log[4].split("|")[5:]) == (  # the subject holds `||`
+        "Run UPDATE users SET email = name || '@example.com'; (no schema change)")
     assert log[5].split("|")[5] == "Drop view public.user_emails"
 
 
@@ -164,7 +166,7 @@ def test_failed_changeset_is_committed_and_reported(
     assert git(repo, "rev-parse", f"{commits[1]}^{{tree}}") == git(
         repo, "rev-parse", f"{commits[0]}^{{tree}}")
     message = git(repo, "log", "-1", "--format=%B", commits[1])
-    assert message.startswith("Replay failed: ALTER TABLE missing ADD COLUMN x int;")
+    assert message.startswith("Alter table missing (replay failed)\n")
     assert "Pggit-Replay: failed" in message
     assert "42P01" in message
     assert "public/c.sql" in git(repo, "ls-tree", "-r", "--name-only", "main")
@@ -337,3 +339,31 @@ def test_commit_messages_carry_no_shadow_oids(make_database: Callable[[], str]) 
         row[0], row[0].rsplit("_", 1)[0] + "_<oid>")
     assert without_shadow_oids("relation with OID 16384 does not exist") == (
         "relation with OID <oid> does not exist")
+
+
+def test_subjects_say_the_main_change_imperatively_and_count_the_rest(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    source = make_source(make_database(), [
+        Change("CREATE TABLE a (id int);\nCREATE TABLE b (id int);", at(1),
+               objects=[("CREATE", "TABLE", "public", "a"), ("CREATE", "TABLE", "public", "b")]),
+        Change("ALTER TABLE a RENAME TO accounts;", at(2),
+               objects=[("ALTER", "TABLE", "public", "accounts")]),
+        Change("CREATE VIEW v AS SELECT id FROM b;\nCREATE TABLE c (id int);\n"
+               "ALTER TABLE b ADD COLUMN note text;", at(3),
+               objects=[("CREATE", "VIEW", "public", "v"), ("CREATE", "TABLE", "public", "c"),
+                        ("ALTER", "TABLE", "public", "b")]),
+        Change("ALTER TABLE c ADD COLUMN x int, ADD COLUMN y int;", at(4),
+               objects=[("ALTER", "TABLE", "public", "c")]),
+        Change("CREATE SCHEMA app;\nALTER TABLE c SET SCHEMA app;", at(5),
+               objects=[("ALTER", "TABLE", "app", "c")]),
+    ])
+    repo = tmp_path / "repo"
+    export(source, repo, pg_admin_dsn)
+    assert git(repo, "log", "--reverse", "--format=%s").splitlines() == [
+        "Create table public.a and 1 more table",
+        "Rename table public.a to accounts",
+        "Create table public.c and 2 more changes",
+        "Add column x to public.c and 1 more change",
+        "Move table public.c to new schema app",
+    ]

@@ -20,7 +20,7 @@ from collections import Counter
 from pggit_export.read.history import Changeset
 from pggit_export.render.snapshot import ObjectKey
 from pggit_export.render.state import SnapshotChanges
-from pggit_export.shadow.replay import ReplayResult
+from pggit_export.shadow.replay import Action, ReplayResult
 
 SUBJECT_LIMIT = 72
 SQL_BODY_LIMIT = 64 * 1024
@@ -98,10 +98,40 @@ def _truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
-def _first_statement_line(changeset: Changeset, result: ReplayResult) -> str:
-    for statement in result.statements:
-        return " ".join(statement.text.split())
-    return "(no SQL recorded)"
+# The intent of a statement, for the subject of a commit whose snapshot says nothing (a
+# failed replay, a data migration): verb, kind and name as written.
+_INTENT = re.compile(
+    r"(?P<verb>CREATE|ALTER|DROP)\s+(?:OR\s+REPLACE\s+)?(?:UNIQUE\s+)?"
+    r"(?:UNLOGGED\s+|TEMPORARY\s+|TEMP\s+)?"
+    r"(?P<kind>MATERIALIZED\s+VIEW|TABLE|VIEW|INDEX|FUNCTION|PROCEDURE|TYPE|SEQUENCE|SCHEMA"
+    r"|EXTENSION|TRIGGER|DOMAIN|POLICY)\s+(?:CONCURRENTLY\s+)?(?:IF\s+(?:NOT\s+)?EXISTS\s+)?"
+    r"(?:ONLY\s+)?(?P<name>[^\s(;,]+)",
+    re.I,
+)
+_LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
+
+
+def _intent(result: ReplayResult) -> str:
+    """`Alter table public.users`, `Run UPDATE users SET ...`: what the failing statement,
+    or else the first one that replays, sets out to do."""
+    # Else a data change (UPDATE ...), else whatever is first: not the BEGIN or SET a
+    # migration starts with.
+    texts = ([result.failure.statement] if result.failure is not None else [])
+    texts += [s.text for s in result.statements if s.action is Action.REPLAY]
+    texts += [s.text for s in result.statements if s.action is Action.SKIP_DATA]
+    texts += [s.text for s in result.statements]
+    if not texts:
+        return "Record a change with no SQL"
+    text = " ".join(_LEADING_COMMENTS.sub("", texts[0], count=1).split())
+    if m := _INTENT.match(text):
+        kind = " ".join(m.group("kind").lower().split())
+        return f"{m.group('verb').capitalize()} {kind} {m.group('name')}"
+    return f"Run {text}"
+
+
+def _with_suffix(text: str, suffix: str) -> str:
+    """`text` cut to leave room for `suffix` within the subject's limit."""
+    return _truncate(text, SUBJECT_LIMIT - len(suffix)) + suffix
 
 
 # What a table file holds, by line: column definitions (indented, in CREATE TABLE)
@@ -130,51 +160,94 @@ def _columns(text: str) -> dict[str, str]:
     return columns
 
 
-def describe_table_change(before: str, after: str) -> str | None:
-    """`add column email, drop index i` for two versions of a table file; None if unsure."""
-    parts: list[str] = []
+def table_changes(before: str, after: str) -> list[tuple[str, str, str]]:
+    """(verb, part kind, name) for two versions of a table file: ("add", "column", "email")."""
+    changes: list[tuple[str, str, str]] = []
     old_cols, new_cols = _columns(before), _columns(after)
-    parts += [f"add column {c}" for c in new_cols if c not in old_cols]
-    parts += [f"drop column {c}" for c in old_cols if c not in new_cols]
-    parts += [f"alter column {c}" for c in new_cols if c in old_cols and new_cols[c] != old_cols[c]]
+    changes += [("add", "column", c) for c in new_cols if c not in old_cols]
+    changes += [("drop", "column", c) for c in old_cols if c not in new_cols]
+    changes += [("alter", "column", c) for c in new_cols
+                if c in old_cols and new_cols[c] != old_cols[c]]
     for what, pattern in _NAMED_PARTS:
         old_names, new_names = set(pattern.findall(before)), set(pattern.findall(after))
-        parts += [f"add {what} {n}" for n in sorted(new_names - old_names)]
-        parts += [f"drop {what} {n}" for n in sorted(old_names - new_names)]
+        changes += [("add", what, n) for n in sorted(new_names - old_names)]
+        changes += [("drop", what, n) for n in sorted(old_names - new_names)]
+    return changes
+
+
+def describe_table_change(before: str, after: str) -> str | None:
+    """`add column email, drop index i` for two versions of a table file; None if unsure."""
+    parts = [f"{verb} {what} {name}" for verb, what, name in table_changes(before, after)]
     return ", ".join(parts) if parts else None
 
 
+_PREPOSITIONS = {"add": "to", "drop": "from", "alter": "of"}
+
+
+def _more(count: int, noun: str) -> str:
+    return f" and {count} more {noun}{'s' if count > 1 else ''}" if count else ""
+
+
+def _renamed(result: ReplayResult, changes: SnapshotChanges) -> str | None:
+    """`Rename table public.a to b` when the changeset made one object of a kind and dropped
+    one, and a statement renames or moves it into the new name (RENAME TO, SET SCHEMA)."""
+    created = [k for k in changes.created if k.kind != "schema"]
+    schemas = [k.schema for k in changes.created if k.kind == "schema"]
+    if len(created) != 1 or len(changes.dropped) != 1 or changes.altered:
+        return None
+    new, old = created[0], changes.dropped[0]
+    if schemas and schemas != [new.schema]:
+        return None
+    if new.kind != old.kind or new.kind == "schema":
+        return None
+    texts = " ".join(s.text for s in result.statements)
+    kind = KIND_LABELS[new.kind]
+    if new.schema == old.schema and not schemas and re.search(
+            r"\bRENAME\s+TO\s+\"?" + re.escape(new.name) + r"\b", texts, re.I):
+        return f"Rename {kind} {_label(old)} to {new.name}"
+    if new.name == old.name and re.search(
+            r"\bSET\s+SCHEMA\s+\"?" + re.escape(new.schema) + r"\b", texts, re.I):
+        return f"Move {kind} {_label(old)} to {'new ' if schemas else ''}schema {new.schema}"
+    return None
+
+
 def subject_for(changeset: Changeset, result: ReplayResult, changes: SnapshotChanges) -> str:
-    """One line, <= 72 characters, saying what the changeset did to the schema."""
+    """One line, <= 72 characters, imperative as git users write them, saying what the
+    changeset did to the schema: its main change, and how many more there are."""
     if not result.ok:
-        return _truncate(f"Replay failed: {_first_statement_line(changeset, result)}", SUBJECT_LIMIT)
+        return _with_suffix(_intent(result), " (replay failed)")
     if changes.empty:
-        return _truncate(
-            f"No schema change: {_first_statement_line(changeset, result)}", SUBJECT_LIMIT
-        )
+        return _with_suffix(_intent(result), " (no schema change)")
     if not changes.created and not changes.dropped and len(changes.altered) == 1:
         key = changes.altered[0]
         if key.kind == "table":
-            what = describe_table_change(changes.before.get(key, ""), changes.after.get(key, ""))
-            if what:
-                return _truncate(f"ALTER TABLE {_label(key)}: {what}", SUBJECT_LIMIT)
-    all_keys = changes.created + changes.altered + changes.dropped
-    schemas = {k.schema for k in all_keys}
+            parts = table_changes(changes.before.get(key, ""), changes.after.get(key, ""))
+            if parts:
+                verb, what, name = parts[0]
+                return _truncate(f"{verb.capitalize()} {what} {name} {_PREPOSITIONS[verb]} "
+                                 f"{_label(key)}{_more(len(parts) - 1, 'change')}",
+                                 SUBJECT_LIMIT)
+    if renamed := _renamed(result, changes):
+        return _truncate(renamed, SUBJECT_LIMIT)
     new_schemas = [k for k in changes.created if k.kind == "schema"]
-    phrases = []
-    for verb, keys in (("Create", changes.created), ("Alter", changes.altered),
-                       ("Drop", changes.dropped)):
-        if not keys:
-            continue
-        if verb == "Create" and len(new_schemas) == 1 and len(keys) > 1 and len(schemas) == 1:
-            inside = [k for k in keys if k.kind != "schema"]
-            phrases.append(f"Create schema {new_schemas[0].schema} with {_count(inside)}")
-        else:
-            phrases.append(f"{verb} {_count(keys)}")
-    subject = ", ".join([phrases[0]] + [p[0].lower() + p[1:] for p in phrases[1:]])
-    if len(all_keys) > 1 and len(schemas) == 1 and not subject.startswith("Create schema"):
-        subject += f" in schema {next(iter(schemas))}"
-    return _truncate(subject, SUBJECT_LIMIT)
+    all_keys = changes.created + changes.altered + changes.dropped
+    if (len(new_schemas) == 1 and len(changes.created) > 1 and not changes.altered
+            and not changes.dropped and {k.schema for k in all_keys} == {new_schemas[0].schema}):
+        inside = [k for k in changes.created if k.kind != "schema"]
+        return _truncate(f"Create schema {new_schemas[0].schema} with {_count(inside)}",
+                         SUBJECT_LIMIT)
+    # The main change: what was created before what was altered before what was dropped;
+    # tables, then views, then the rest.
+    rank = {"table": 0, "view": 1, "matview": 2}
+    changed = [("Create", k) for k in changes.created] + [("Alter", k) for k in changes.altered] \
+        + [("Drop", k) for k in changes.dropped]
+    verb, main = min(changed, key=lambda vk: (["Create", "Alter", "Drop"].index(vk[0]),
+                                              rank.get(vk[1].kind, 3), vk[1]))
+    rest = [(v, k) for v, k in changed if (v, k) != (verb, main)]
+    alike = all(v == verb and k.kind == main.kind for v, k in rest)
+    noun = KIND_LABELS[main.kind] if alike else "change"
+    return _truncate(f"{verb} {KIND_LABELS[main.kind]} {_label(main)}{_more(len(rest), noun)}",
+                     SUBJECT_LIMIT)
 
 
 _SEVERITY_ORDER = {"MAJOR": 0, "MINOR": 1, "PATCH": 2}
