@@ -268,6 +268,8 @@ class _Exporter:
     # its take runs beside the next changeset's replay (take_alongside).
     untaken: tuple[Changeset, ReplayResult, list[Repair]] | None = None
     rendering_beside: bool = False  # render queries run beside a replay (take_alongside)
+    # SQL and repairs since the last look for due triggers (None: look at the next changeset).
+    since_triggers: str | None = None
 
     @property
     def excluded(self) -> tuple[str, ...]:
@@ -424,7 +426,7 @@ class _Exporter:
         healer.position = changeset.history_ids[0]
         before = healer.environment_repairs(changeset)
         if self.options.repair:
-            before += healer.due_triggers() + healer.replaced_overloads(changeset)
+            before += healer.due_triggers(self.since_triggers) + healer.replaced_overloads(changeset)
         for repair in before:
             self.catch_up()  # the untaken changeset's take must not see this repair
             if healer.apply(repair) is None:
@@ -454,8 +456,12 @@ class _Exporter:
             result = self.shadow.replay(
                 changeset, max_sql_bytes=self.options.max_sql_bytes, overrides=overrides
             )
-        if self.options.repair and result.ok and len(result.statements) == 1:
-            after = [r for r in healer.postcondition_repairs(changeset) if healer.apply(r) is None]
+        # What the next due_triggers must look at: this changeset's SQL and repairs.
+        self.since_triggers = "\n".join([changeset.sql or "", *(r.description for r in repairs)])
+        if self.options.repair:
+            single = result.ok and len(result.statements) == 1
+            after = [r for r in healer.postcondition_repairs(changeset, result.ok, single)
+                     if healer.apply(r) is None]
             if after:
                 repairs += after
                 if not result.untaken:

@@ -137,6 +137,7 @@ class LiveCatalog:
     def __init__(self, conn: psycopg.Connection[Any], exclude_schemas: Collection[str]) -> None:
         self.conn = conn
         self.exclude = list(exclude_schemas)
+        self._overloads: dict[tuple[str, str], set[str]] = {}
 
     def _rows(self, query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         with self.conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
@@ -165,8 +166,12 @@ class LiveCatalog:
         return [LiveTrigger(*row) for row in self._rows(_LIVE_TRIGGERS_SQL, {"exclude": self.exclude})]
 
     def overloads(self, schema: str, name: str) -> set[str]:
-        """Identity arguments of each live function `schema.name`."""
-        return {r[0] for r in self._rows(_LIVE_OVERLOADS_SQL, {"schema": schema, "name": name})}
+        """Identity arguments of each live function `schema.name` (asked once: the
+        reader's snapshot does not change)."""
+        if (schema, name) not in self._overloads:
+            self._overloads[schema, name] = {
+                r[0] for r in self._rows(_LIVE_OVERLOADS_SQL, {"schema": schema, "name": name})}
+        return self._overloads[schema, name]
 
     def has_schema(self, name: str) -> bool:
         return bool(self._rows(_SCHEMA_EXISTS_SQL, {"name": name})[0][0])
@@ -294,6 +299,7 @@ ORDER BY n.nspname, c.relname, a.attnum
 """
 
 ColumnShape = tuple[str, bool, str | None]  # v1's type text, nullable, default
+_LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
 
 
 def _shape(columns: dict[str, ColumnShape]) -> dict[str, tuple[str, bool]]:
@@ -332,6 +338,8 @@ class Healer:
         # Live triggers no history text creates, waiting for their table and function
         # (schedule_triggers, due_triggers).
         self.scheduled_triggers: list[LiveTrigger] = []
+        # Each table's columns as v1's metadata last recorded them (postcondition_repairs).
+        self.recorded_shapes: dict[tuple[str, str], dict[str, ColumnShape]] = {}
 
     # -- before a changeset: the environment it ran in ----------------------------------
 
@@ -362,11 +370,18 @@ class Healer:
             self.scheduled_triggers = [t for t in self.live.triggers()
                                        if recorded.created("trigger", t.name) is None]
 
-    def due_triggers(self) -> list[Repair]:
+    def due_triggers(self, since: str | None = None) -> list[Repair]:
         """Repairs creating the scheduled triggers whose table and function now exist;
-        a trigger the shadow already has (a pre-history table's) is no longer scheduled."""
+        a trigger the shadow already has (a pre-history table's) is no longer scheduled.
+        `since`: what ran since the last call (SQL, repair descriptions); the shadow is only
+        asked when it names a waiting trigger's table or function (None: always)."""
         if not self.scheduled_triggers:
             return []
+        if since is not None:
+            words = set(re.findall(r"[\w$]+", since.lower()))
+            if not any(t.table.lower() in words or t.function.lower() in words
+                       for t in self.scheduled_triggers):
+                return []
         pending = self.scheduled_triggers
         with self.shadow.conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
             cur.execute(_TRIGGERS_READY_SQL, {
@@ -395,13 +410,20 @@ class Healer:
         self.scheduled_triggers = waiting
         return repairs
 
-    def postcondition_repairs(self, changeset: Changeset) -> list[Repair]:
-        """After a changeset of one statement replayed: make each table v1 recorded in it
-        look as the row's ``new_metadata.columns`` says it was right after that statement
-        (a post-condition at a known point). A difference is something v1 never recorded
-        (RENAME COLUMN, a column added in a DO block, ...) and is repaired here, at that
-        point, not when a later statement trips over it. Several statements in one text
-        are left alone: a row's metadata holds after its own command, not after the text.
+    def postcondition_repairs(self, changeset: Changeset, replayed: bool,
+                              check: bool) -> list[Repair]:
+        """After a changeset replayed: make each table v1 recorded in it look as the row's
+        ``new_metadata.columns`` says it was right after that statement (a post-condition
+        at a known point). A difference is something v1 never recorded (RENAME COLUMN, a
+        column added in a DO block, ...) and is repaired here, at that point, not when a
+        later statement trips over it.
+
+        Only with `check` (a changeset of one statement that replayed): in a text of several
+        statements a row's metadata holds after its own command, not after the text. Every
+        changeset's metadata is remembered, though, and the shadow is only asked when the
+        metadata cannot be explained without it (``_needs_look``): one catalog query per
+        changeset would cost a third of the export's time. A changeset that did not
+        replay (`replayed` false) leaves its tables unknown: the shadow may differ.
         """
         wanted: dict[tuple[str, str], tuple[int, dict[str, ColumnShape]]] = {}
         for row in changeset.rows:
@@ -412,10 +434,16 @@ class Healer:
             except (ValueError, AttributeError, RecursionError):  # not v1's shape: no evidence
                 continue
             if isinstance(columns, dict) and columns:
-                wanted[row.schema_name, row.object_name or ""] = (row.id, {
-                    str(name): (str(c.get("type")), bool(c.get("nullable")), c.get("default"))
-                    for name, c in columns.items() if isinstance(c, dict)
-                })
+                key = (row.schema_name, row.object_name or "")
+                shape = {str(name): (str(c.get("type")), bool(c.get("nullable")), c.get("default"))
+                         for name, c in columns.items() if isinstance(c, dict)}
+                before = self.recorded_shapes.get(key)
+                if not replayed:
+                    self.recorded_shapes.pop(key, None)
+                    continue
+                self.recorded_shapes[key] = shape
+                if check and self._needs_look(before, shape, changeset.sql or ""):
+                    wanted[key] = (row.id, shape)
         if not wanted:
             return []
         have: dict[tuple[str, str], dict[str, ColumnShape]] = {}
@@ -429,6 +457,23 @@ class Healer:
             if key in have and _shape(have[key]) != _shape(recorded):
                 repairs += self._match_columns(key, history_id, have[key], recorded)
         return repairs
+
+    @staticmethod
+    def _needs_look(before: dict[str, ColumnShape] | None, after: dict[str, ColumnShape],
+                    statement: str) -> bool:
+        """Whether the shadow must be asked. The shadow matched `before` (the table's last
+        recorded shape: checked then, or explained), and replayed `statement`: where every
+        column that the metadata says appeared, went or changed is named by the statement,
+        the statement explains it, and the shadow did the same. A first sight of a table is
+        only explained by its CREATE TABLE."""
+        if before is None:
+            return not re.match(r"\s*CREATE\s+(?:UNLOGGED\s+)?TABLE\b",
+                                _LEADING_COMMENTS.sub("", statement, count=1), re.I)
+        now, then = _shape(after), _shape(before)
+        touched = (now.keys() ^ then.keys()) | {c for c in now.keys() & then.keys()
+                                                 if now[c] != then[c]}
+        return any(not re.search(r'(?<![\w$])"?' + re.escape(name) + r'"?(?![\w$])',
+                                 statement, re.I) for name in touched)
 
     def _match_columns(self, key: tuple[str, str], history_id: int,
                        have: dict[str, ColumnShape], recorded: dict[str, ColumnShape]
