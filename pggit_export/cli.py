@@ -315,8 +315,10 @@ def _print_report(report: ExportReport, as_json: bool, quiet: bool) -> None:
             typer.echo(f"pggit-export: history ids {_ids(item.history_ids)}: statement "
                        "refused, not run", err=True)
         return
+    how = {"replayed": "; the shadow rebuilt by replaying the history up to it",
+           "loaded": "; the shadow rebuilt from the head's files"}.get(report.resumed_by or "", "")
     resumed = (
-        f" (continued after history id {report.resumed_after_id})"
+        f" (continued after history id {report.resumed_after_id}{how})"
         if report.resumed_after_id is not None
         else ""
     )

@@ -14,7 +14,7 @@ import hashlib
 import itertools
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +31,7 @@ from pggit_export.git.message import (
 )
 from pggit_export.git.writer import GitWriter, RepositoryError, Signature
 from pggit_export.identifiers import IDENTIFIER_PATTERN, catalog_name, strip_identifier_quotes
-from pggit_export.read.history import Changeset, HistoryReader
+from pggit_export.read.history import Changeset, HistoryReader, HistoryRow, group_changesets
 from pggit_export.render.snapshot import (
     DEFAULT_EXCLUDED_SCHEMAS,
     ObjectKey,
@@ -133,6 +133,9 @@ class ExportReport:
     history_rows: int = 0
     rows_exported: int = 0
     resumed_after_id: int | None = None
+    # How the shadow was rebuilt to continue: "replayed" (the history again, up to the
+    # head) or "loaded" (the head's files, after a reconcile commit); None: a first run.
+    resumed_by: str | None = None
     source_server_version: int = 0
     shadow: str = ""
     shadow_server_version: int = 0
@@ -470,6 +473,46 @@ class _Exporter:
                     result.touched = None
         return result, repairs
 
+    def replay_to_head(self, reader: HistoryReader, last_id: int) -> int:
+        """Rebuild the shadow for a resumed export by doing what the first run did: load
+        the root commit if it is a baseline, then replay every changeset up to history id
+        `last_id`, repairs included, rendering and writing nothing. Loading the head's
+        files instead does not give the same shadow (the order and names PostgreSQL
+        picks, repairs that depend on what exists, OIDs), and a resumed export then wrote
+        a history a clean one would not. Returns the number of changesets replayed."""
+        writer = self.writer
+        root = writer.tip_commit()
+        assert root is not None and writer.repo is not None
+        while root.parents:
+            root = writer.repo[root.parents[0]]  # type: ignore[assignment]
+        if read_trailer(root.message.decode("utf-8", "replace"), "Pggit-Baseline"):
+            files = {path: data.decode("utf-8") for path, data in writer.files_at(root).items()}
+            with self.shadow.conn.transaction():
+                load_files(self.shadow.conn, files)
+            self.shadow.conn.execute("DISCARD ALL")
+
+        def up_to_head() -> Generator[HistoryRow, None, None]:
+            for row in reader.rows():
+                yield row
+                if row.id == last_id:
+                    return
+
+        rows = up_to_head()
+        replayed = 0
+        try:
+            for changeset in group_changesets(rows, reader.environment(),
+                                              self.options.commit_per):
+                if _excluded_only(changeset, self.options.exclude_schemas):
+                    continue
+                result, _ = self.replay_with_repairs(changeset)
+                if result.untaken:
+                    self.shadow.take_touched()  # nothing is rendered: drop the record
+                replayed += 1
+        finally:
+            rows.close()  # the history cursor, before the export opens it again
+        self.shadow.take_touched()  # the rebuild is no change
+        return replayed
+
     def commit_baseline(self, path: Path, when: dt.datetime) -> None:
         """Load a schema dump into the shadow and commit it as the root commit."""
         raw = path.read_bytes()
@@ -793,12 +836,10 @@ def export_history(
                     "rendered in full (slower, same result)"
                 )
             report.incremental = shadow.tracking
-            if writer.tip is not None:
-                _rebuild_shadow(shadow, writer, report)
-                if options.baseline is not None:
-                    report.warnings.append(
-                        "--baseline ignored: the repository already has its root commit"
-                    )
+            if writer.tip is not None and options.baseline is not None:
+                report.warnings.append(
+                    "--baseline ignored: the repository already has its root commit"
+                )
             live = LiveCatalog(reader.conn, options.exclude_schemas)
             clock = read_oid_clock(reader.conn)
             if clock.oids:  # the history records OIDs: say whether they can be trusted
@@ -808,14 +849,26 @@ def export_history(
             later = read_later_changes(reader.conn)
             healer = Healer(live, shadow, later, clock)
             exporter = _Exporter(shadow, writer, options, report, healer=healer)
-            exporter.start()
-            changesets_done = 0
-            changesets = reader.changesets(after, options.commit_per)
-            prehistory = PrehistoryPlan()
             recorded = RecordedCreations()
             if options.repair:
                 recorded = read_recorded_creations(reader.conn)
                 healer.schedule_triggers(recorded)
+            if writer.tip is not None:
+                tip = writer.tip_commit()
+                assert tip is not None
+                if last_id is None or read_trailer(tip.message.decode("utf-8", "replace"),
+                                                   "Pggit-Reconcile"):
+                    # After a reconcile commit the head is the live schema, which no
+                    # replay reaches: continue from its files.
+                    _rebuild_shadow(shadow, writer, report)
+                    report.resumed_by = "loaded"
+                else:
+                    exporter.replay_to_head(reader, last_id)
+                    report.resumed_by = "replayed"
+            exporter.start()
+            changesets_done = 0
+            changesets = reader.changesets(after, options.commit_per)
+            prehistory = PrehistoryPlan()
             if writer.tip is None and options.baseline is None and options.repair:
                 prehistory = plan_prehistory(reader.conn, recorded, later,
                                              options.exclude_schemas, clock)

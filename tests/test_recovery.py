@@ -211,3 +211,51 @@ def test_a_ref_lock_left_by_a_killed_export_does_not_block_the_rerun(
     assert result.wait(timeout=300) == 0, result.stderr.read() if result.stderr else ""
     assert git(repo, "rev-list", "--count", "main").strip() == "5"
     git(repo, "fsck", "--strict")
+
+
+def test_resuming_from_any_commit_writes_the_clean_run_s_history(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # A history whose replay depends on what the shadow holds: a table older than the
+    # history (the baseline), a type and a trigger v1 never recorded, a column renamed
+    # unrecorded, a changeset that fails. A rerun that continues from any of its commits
+    # must end on exactly the commits a clean run writes.
+    from history import cli
+
+    live = ("CREATE TABLE legacy (id int, note text);\n"
+            "CREATE TYPE mood AS ENUM ('ok', 'great');\n"
+            "CREATE TABLE person (id int, feeling mood, seen timestamptz);\n"
+            "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS "
+            "'BEGIN RETURN NEW; END';\n"
+            "CREATE TRIGGER person_touch BEFORE UPDATE ON person FOR EACH ROW "
+            "EXECUTE FUNCTION touch();\n"
+            "CREATE INDEX person_id ON person (id);\n")
+    source = make_source(make_database(), [
+        Change("ALTER TABLE legacy ADD COLUMN note text;", at(1),
+               objects=[("ALTER", "TABLE", "public", "legacy")]),
+        Change("CREATE TABLE person (id int, feeling mood);", at(2),
+               objects=[("CREATE", "TABLE", "public", "person")]),
+        Change("CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS "
+               "'BEGIN RETURN NEW; END';", at(3),
+               objects=[("CREATE", "FUNCTION", "public", "touch")]),
+        Change("ALTER TABLE missing ADD COLUMN x int;", at(4),
+               objects=[("ALTER", "TABLE", "public", "missing")]),
+        Change("ALTER TABLE person ADD COLUMN seen timestamptz;", at(5),
+               objects=[("ALTER", "TABLE", "public", "person")]),
+        Change("CREATE INDEX person_id ON person (id);", at(6),
+               objects=[("CREATE", "INDEX", "public", "person_id")]),
+    ], live_sql=live)
+    clean = tmp_path / "clean"
+    assert cli("export", source, str(clean)).returncode == 1  # history id 4 fails
+    commits = git(clean, "rev-list", "--reverse", "main").split()
+    assert len(commits) == 7  # the baseline and six changesets
+    for point in range(len(commits) - 1):
+        copy = tmp_path / f"from-{point}"
+        git(tmp_path, "clone", "--quiet", str(clean), str(copy))
+        git(copy, "reset", "--quiet", "--hard", commits[point])
+        result = cli("export", source, str(copy))
+        # commits[k] holds history id k: the failure is ahead of points 0-3 only.
+        assert result.returncode == (1 if point < 4 else 0), result.stdout + result.stderr
+        if point > 0:
+            assert "the shadow rebuilt by replaying the history up to it" in result.stdout
+        assert git(copy, "rev-parse", "main").strip() == commits[-1], f"resumed after {point}"
