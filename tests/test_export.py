@@ -357,6 +357,8 @@ def test_subjects_say_the_main_change_imperatively_and_count_the_rest(
                objects=[("ALTER", "TABLE", "public", "c")]),
         Change("CREATE SCHEMA app;\nALTER TABLE c SET SCHEMA app;", at(5),
                objects=[("ALTER", "TABLE", "app", "c")]),
+        Change("ALTER TABLE b RENAME TO bills;\nCREATE VIEW w AS SELECT 1 AS one;", at(6),
+               objects=[("ALTER", "TABLE", "public", "bills"), ("CREATE", "VIEW", "public", "w")]),
     ])
     repo = tmp_path / "repo"
     export(source, repo, pg_admin_dsn)
@@ -366,4 +368,5 @@ def test_subjects_say_the_main_change_imperatively_and_count_the_rest(
         "Create table public.c and 2 more changes",
         "Add column x to public.c and 1 more change",
         "Move table public.c to new schema app",
+        "Rename table public.b to bills and 2 more changes",  # view w made, view v altered
     ]

@@ -189,25 +189,30 @@ def _more(count: int, noun: str) -> str:
 
 
 def _renamed(result: ReplayResult, changes: SnapshotChanges) -> str | None:
-    """`Rename table public.a to b` when the changeset made one object of a kind and dropped
-    one, and a statement renames or moves it into the new name (RENAME TO, SET SCHEMA)."""
-    created = [k for k in changes.created if k.kind != "schema"]
-    schemas = [k.schema for k in changes.created if k.kind == "schema"]
-    if len(created) != 1 or len(changes.dropped) != 1 or changes.altered:
-        return None
-    new, old = created[0], changes.dropped[0]
-    if schemas and schemas != [new.schema]:
-        return None
-    if new.kind != old.kind or new.kind == "schema":
-        return None
+    """`Rename table public.a to b` when the changeset dropped one object and made one of the
+    same kind, and a statement renames or moves it into the new name (RENAME TO, SET SCHEMA);
+    the other changes are counted (`... and 2 more changes`), a schema made to move it into
+    is named (`to new schema app`)."""
     texts = " ".join(s.text for s in result.statements)
-    kind = KIND_LABELS[new.kind]
-    if new.schema == old.schema and not schemas and re.search(
-            r"\bRENAME\s+TO\s+\"?" + re.escape(new.name) + r"\b", texts, re.I):
-        return f"Rename {kind} {_label(old)} to {new.name}"
-    if new.name == old.name and re.search(
-            r"\bSET\s+SCHEMA\s+\"?" + re.escape(new.schema) + r"\b", texts, re.I):
-        return f"Move {kind} {_label(old)} to {'new ' if schemas else ''}schema {new.schema}"
+    for old in changes.dropped:
+        for new in changes.created:
+            if new.kind != old.kind or new.kind == "schema":
+                continue
+            kind = KIND_LABELS[new.kind]
+            new_schema = ObjectKey("schema", new.schema, new.schema) in changes.created
+            if new.schema == old.schema and re.search(
+                    r"\bRENAME\s+TO\s+\"?" + re.escape(new.name) + r"\b", texts, re.I):
+                what, others = f"Rename {kind} {_label(old)} to {new.name}", {old, new}
+            elif new.name == old.name and re.search(
+                    r"\bSET\s+SCHEMA\s+\"?" + re.escape(new.schema) + r"\b", texts, re.I):
+                where = f"{'new ' if new_schema else ''}schema {new.schema}"
+                what, others = f"Move {kind} {_label(old)} to {where}", {old, new}
+                if new_schema:
+                    others.add(ObjectKey("schema", new.schema, new.schema))
+            else:
+                continue
+            rest = len(changes.created) + len(changes.altered) + len(changes.dropped) - len(others)
+            return what + _more(rest, "change")
     return None
 
 
