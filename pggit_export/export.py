@@ -424,7 +424,7 @@ class _Exporter:
         """Replay; while it fails and repairs apply, repair and retry (bounded)."""
         overrides: dict[int, str | None] = {}
         repairs: list[Repair] = []
-        seen: set[tuple[str | None, str, int]] = set()
+        seen: set[tuple[str | None, str, int, str | None]] = set()
         healer = self.healer
         healer.position = changeset.history_ids[0]
         before = healer.environment_repairs(changeset)
@@ -440,7 +440,10 @@ class _Exporter:
             failure = result.failure
             if failure is None or not self.options.repair:
                 break
-            signature = (failure.sqlstate, failure.message, failure.statement_index)
+            # The detail too: "cannot alter type of a column used in a trigger definition"
+            # names one trigger at a time, and each is progress.
+            signature = (failure.sqlstate, failure.message, failure.statement_index,
+                         failure.detail)
             if signature in seen:
                 break  # no progress: the same failure again
             seen.add(signature)

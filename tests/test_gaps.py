@@ -446,3 +446,54 @@ def test_oids_put_unrecorded_sequences_and_types_older_than_the_history_at_its_s
     assert "  sequence public.ticket_seq\n" in body
     checked = cli("check", dsn)
     assert "1 sequence and 1 type that no history creates have OIDs older" in checked.stdout
+
+
+def test_an_unrecorded_type_named_as_an_array_in_a_signature_comes_from_live(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # CREATE TYPE is never recorded; PostgreSQL names a missing type in a function's
+    # signature unquoted, an array with []: "type item[] does not exist".
+    from history import cli
+
+    function = ("CREATE FUNCTION total(items item[]) RETURNS int LANGUAGE sql "
+                "AS 'SELECT sum((i).qty)::int FROM unnest(items) AS i';")
+    source = make_source(make_database(), [
+        Change(function, at(1), objects=[("CREATE", "FUNCTION", "public", "total")]),
+    ], live_sql="CREATE TYPE item AS (qty int);\n" + function)
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    body = git(repo, "log", "-1", "--format=%B", "main")
+    assert "Pggit-Repaired: created type public.item from the live database" in body
+    assert "total(items public.item[])" in git(repo, "show", "main:public/total.sql")
+
+
+def test_every_trigger_in_the_way_of_a_column_change_is_dropped(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # PostgreSQL names one blocking trigger at a time: each is progress, not the same failure.
+    from history import cli
+
+    function = ("CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS "
+                "'BEGIN RETURN NEW; END';")
+    triggers = "".join(f"CREATE TRIGGER t_{n} BEFORE UPDATE OF status ON t FOR EACH ROW "
+                       "EXECUTE FUNCTION touch();\n" for n in ("one", "two", "three"))
+    source = make_source(make_database(), [
+        Change("CREATE TABLE t (id int, status text);", at(1),
+               objects=[("CREATE", "TABLE", "public", "t")]),
+        Change(function, at(2), objects=[("CREATE", "FUNCTION", "public", "touch")]),
+        Change("CREATE INDEX t_id ON t (id);", at(3), objects=[("CREATE", "INDEX", "public", "t_id")]),
+        Change("ALTER TABLE t ALTER COLUMN status TYPE varchar(20);", at(4),
+               objects=[("ALTER", "TABLE", "public", "t")]),
+    ], live_sql="CREATE TABLE t (id int, status varchar(20));\n" + function + "\n" + triggers
+                + "CREATE INDEX t_id ON t (id);")
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    body = git(repo, "log", "-1", "--format=%B", "main")
+    assert body.count("Pggit-Repaired: dropped trigger t_") == 3
+    assert "status character varying(20)" in git(repo, "show", "main:public/t.sql")

@@ -592,6 +592,9 @@ class Healer:
             return self._from_live("relation", *_split_name(m.group(1).replace('""', '"')))
         if code == "42704" and (m := re.match(r"type " + _NAME + " does not exist", msg)):
             return self._from_live("type", *_split_name(m.group(1).replace('""', '"')))
+        if code == "42704" and (m := re.match(r"type ([^\s\"]+?)(?:\[\])* does not exist", msg)):
+            # In a function's signature PostgreSQL names the type unquoted, an array with []s.
+            return self._from_live("type", *_split_name(m.group(1)))
         if code == "42883" and (m := re.match(r"function ([^(]+)\(", msg)):
             return self._from_live("function", *_split_name(m.group(1).strip('"')))
         if code == "42703":
