@@ -497,3 +497,30 @@ def test_every_trigger_in_the_way_of_a_column_change_is_dropped(
     body = git(repo, "log", "-1", "--format=%B", "main")
     assert body.count("Pggit-Repaired: dropped trigger t_") == 3
     assert "status character varying(20)" in git(repo, "show", "main:public/t.sql")
+
+
+def test_a_statement_on_a_table_older_than_the_history_and_dropped_since_is_skipped(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # The table predates pgGit and a later migration drops it: nobody knows its columns.
+    # Its index cannot be made, but the rest of the migration must not be lost with it.
+    from history import cli
+
+    source = make_source(make_database(), [
+        Change("CREATE INDEX IF NOT EXISTS old_things_x ON old_things (x);\n"
+               "CREATE TABLE t (id int);", at(1),
+               objects=[("CREATE", "INDEX", "public", "old_things_x"),
+                        ("CREATE", "TABLE", "public", "t")]),
+        Change("DROP TABLE IF EXISTS old_things;", at(2),
+               objects=[("DROP", "TABLE", "public", "old_things")]),
+    ], live_sql="CREATE TABLE t (id int);")
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    body = git(repo, "log", "-1", "--format=%B", "main~1")
+    assert ("Pggit-Repaired: skipped statement 1 (CREATE INDEX IF NOT EXISTS old_things_x ON "
+            "old_things (x);): it needs table old_things, which existed then (history id 3 "
+            "drops it)") in body
+    assert "public/t.sql" in git(repo, "ls-tree", "-r", "--name-only", "main~1")

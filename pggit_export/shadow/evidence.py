@@ -56,12 +56,13 @@ _ADD_COLUMN = re.compile(
 _NOT_COLUMNS = {"constraint", "primary", "unique", "check", "foreign", "exclude", "column"}
 _DROP_FUNCTION = re.compile(
     rf"\bDROP\s+(?:FUNCTION|PROCEDURE)\s+(?:IF\s+EXISTS\s+)?{_QUALIFIED}", re.I)
+_DROP_TABLE = re.compile(rf"\bDROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?{_QUALIFIED}", re.I)
 
 # Only texts that can add a label or a column are read: the server filters.
 _CANDIDATES_SQL = r"""
 SELECT min(h.id) AS id, h.sql_executed
 FROM pggit.history AS h
-WHERE h.sql_executed ~* 'ADD\s+VALUE|ALTER\s+TABLE|DROP\s+(FUNCTION|PROCEDURE)'
+WHERE h.sql_executed ~* 'ADD\s+VALUE|ALTER\s+TABLE|DROP\s+(FUNCTION|PROCEDURE|TABLE)'
 GROUP BY h.sql_executed
 ORDER BY min(h.id)
 """
@@ -76,6 +77,12 @@ class LaterChanges:
     columns: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     # function name -> history ids of the texts that drop a function of that name
     function_drops: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    # table name -> history ids of the texts that drop a table of that name
+    table_drops: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def drops_table_from(self, name: str, history_id: int) -> int | None:
+        """The first history id at or after `history_id` whose text drops a table `name`."""
+        return next((i for i in self.table_drops.get(name, ()) if i >= history_id), None)
 
     def drops_function_from(self, name: str, history_id: int) -> int | None:
         """The first history id at or after `history_id` whose text drops a function
@@ -104,12 +111,14 @@ def later_changes_of(texts: Iterable[tuple[int, str]]) -> LaterChanges:
     labels: dict[str, dict[str, int]] = {}
     columns: dict[str, dict[str, int]] = {}
     drops: dict[str, list[int]] = {}
+    table_drops: dict[str, list[int]] = {}
     for history_id, text in texts:
-        # Searched whole: a DROP FUNCTION inside a DO block counts too.
-        for drop in _DROP_FUNCTION.finditer(text):
-            ids = drops.setdefault(catalog_name(drop.group("name")), [])
-            if not ids or ids[-1] != history_id:
-                ids.append(history_id)
+        # Searched whole: a DROP inside a DO block counts too.
+        for pattern, found in ((_DROP_FUNCTION, drops), (_DROP_TABLE, table_drops)):
+            for drop in pattern.finditer(text):
+                ids = found.setdefault(catalog_name(drop.group("name")), [])
+                if not ids or ids[-1] != history_id:
+                    ids.append(history_id)
         for piece in split(text):
             statement = _LEADING_COMMENTS.sub("", piece, count=1)
             if m := _ADD_VALUE.match(statement):
@@ -122,7 +131,8 @@ def later_changes_of(texts: Iterable[tuple[int, str]]) -> LaterChanges:
                     if column.lower() not in _NOT_COLUMNS:
                         table.setdefault(catalog_name(column), history_id)
     return LaterChanges(enum_labels=labels, columns={t: c for t, c in columns.items() if c},
-                        function_drops={name: tuple(ids) for name, ids in drops.items()})
+                        function_drops={name: tuple(ids) for name, ids in drops.items()},
+                        table_drops={name: tuple(ids) for name, ids in table_drops.items()})
 
 
 # OID chronology. OIDs come from one cluster-wide counter, so an object's OID says when it

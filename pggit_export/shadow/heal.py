@@ -589,7 +589,9 @@ class Healer:
             return [Repair(f"created schema {schema} (never recorded)",
                            sql=(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}",))]
         if code == "42P01" and (m := re.match(r"relation " + _NAME + " does not exist", msg)):
-            return self._from_live("relation", *_split_name(m.group(1).replace('""', '"')))
+            schema, name = _split_name(m.group(1).replace('""', '"'))
+            return (self._from_live("relation", schema, name)
+                    or self._gone_table(failure, schema, name))
         if code == "42704" and (m := re.match(r"type " + _NAME + " does not exist", msg)):
             return self._from_live("type", *_split_name(m.group(1).replace('""', '"')))
         if code == "42704" and (m := re.match(r"type ([^\s\"]+?)(?:\[\])* does not exist", msg)):
@@ -706,6 +708,25 @@ class Healer:
                 if after is not None and label not in later:
                     later[label] = f"its OID {oid} is newer than history id {after}'s"
         return later
+
+    def _gone_table(self, failure: ReplayFailure, schema: str | None,
+                    name: str) -> list[Repair]:
+        """A statement on a table the replay never had, the live database no longer has,
+        and a later recorded text drops: it existed then (older than the history), but no
+        evidence tells its columns. The statement is skipped, so that the rest of its
+        changeset replays, instead of the whole changeset failing."""
+        if self.live is None or self.position is None:
+            return []
+        if self.live.find_relation(schema, name) is not None:
+            return []
+        dropped_at = self.later.drops_table_from(name, self.position)
+        if dropped_at is None:
+            return []
+        index = failure.statement_index
+        return [Repair(
+            f"skipped statement {index} ({_first_line(failure.statement)}): it needs table "
+            f"{name}, which existed then (history id {dropped_at} drops it) and is gone from "
+            "the live database, so nothing tells its columns", override=(index, None))]
 
     def _missing_constraint(self, failure: ReplayFailure, constraint: str) -> list[Repair]:
         """ALTER TABLE ... DROP CONSTRAINT of a constraint the replay never had: the history
