@@ -94,3 +94,31 @@ def test_tiny_history_exports_without_failures(
         "pgGit's own objects (schema pggit)"
     ]
     assert report.commits_written >= 50
+
+
+@pytest.mark.slow
+def test_resuming_the_benchmark_history_from_many_points_gives_the_clean_head(
+    generate: ModuleType, make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # Issue 16: a resume rebuilt the shadow from the head's files and, on this generator's
+    # histories, wrote other commits (or failed) from some points on. A rerun from any
+    # commit must end on the clean run's head.
+    import subprocess
+
+    def git(repo: Path, *args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    source = make_database()
+    generate.capture(source, generate.generate_migrations(300, 60, seed=5))
+    clean = tmp_path / "clean"
+    export_history(source, clean, ExportOptions())
+    commits = git(clean, "rev-list", "--reverse", "main").split()
+    assert len(commits) > 250
+    for point in range(1, len(commits) - 1, len(commits) // 8):
+        copy = tmp_path / f"from-{point}"
+        subprocess.run(["git", "clone", "--quiet", str(clean), str(copy)], check=True)
+        git(copy, "reset", "--quiet", "--hard", commits[point])
+        report = export_history(source, copy, ExportOptions())
+        assert report.resumed_by == "replayed"
+        assert git(copy, "rev-parse", "main") == commits[-1], f"resumed from commit {point}"
