@@ -107,6 +107,14 @@ def test_no_repair_guesses_names_under_a_search_path_the_changeset_set(
     assert "public/a.sql" in git(repo, "ls-tree", "-r", "--name-only", "main").split()
 
 
+# One function in two signatures, and a trigger function, for the tests of what v1 never
+# records about functions and triggers.
+OLD_TOTAL = "CREATE FUNCTION total(p_id int) RETURNS int LANGUAGE sql AS 'SELECT p_id';"
+NEW_TOTAL = ("CREATE FUNCTION total(p_id int, p_tax numeric) RETURNS numeric LANGUAGE sql "
+             "AS 'SELECT p_id * p_tax';")
+TOUCH = "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';"
+
+
 FUTURE_LIVE = (
     "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy', 'ecstatic');\n"
     "CREATE TABLE person (name text, current_mood mood, note text);\n"
@@ -250,9 +258,7 @@ def test_a_signature_change_drops_the_old_overload_v1_never_saw_dropped(
     # (v1 never records one): only the two CREATEs are in the history.
     from history import cli
 
-    old = ("CREATE FUNCTION total(p_id int) RETURNS int LANGUAGE sql AS 'SELECT p_id';")
-    new = ("CREATE FUNCTION total(p_id int, p_tax numeric) RETURNS numeric LANGUAGE sql "
-           "AS 'SELECT p_id * p_tax';")
+    old, new = OLD_TOTAL, NEW_TOTAL
     source = make_source(make_database(), [
         Change(old, at(1), objects=[("CREATE", "FUNCTION", "public", "total")]),
         Change(new, at(2), objects=[("CREATE", "FUNCTION", "public", "total")]),
@@ -350,9 +356,7 @@ def test_an_old_overload_the_history_drops_later_is_kept_until_then(
     # migration drops it in a text v1 did record (beside a CREATE INDEX).
     from history import cli
 
-    old = "CREATE FUNCTION total(p_id int) RETURNS int LANGUAGE sql AS 'SELECT p_id';"
-    new = ("CREATE FUNCTION total(p_id int, p_tax numeric) RETURNS numeric LANGUAGE sql "
-           "AS 'SELECT p_id * p_tax';")
+    old, new = OLD_TOTAL, NEW_TOTAL
     source = make_source(make_database(), [
         Change(f"CREATE TABLE t (id int);\n{old}", at(1),
                objects=[("CREATE", "TABLE", "public", "t")]),
@@ -378,8 +382,7 @@ def test_a_trigger_in_the_way_of_a_column_change_is_dropped_and_comes_back(
     # created the trigger again; only the ALTER TABLE left a row.
     from history import cli
 
-    function = ("CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS "
-                "'BEGIN RETURN NEW; END';")
+    function = TOUCH
     trigger = ("CREATE TRIGGER t_touch BEFORE UPDATE OF status ON t FOR EACH ROW "
                "EXECUTE FUNCTION touch();")
     source = make_source(make_database(), [
@@ -476,8 +479,7 @@ def test_every_trigger_in_the_way_of_a_column_change_is_dropped(
     # PostgreSQL names one blocking trigger at a time: each is progress, not the same failure.
     from history import cli
 
-    function = ("CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS "
-                "'BEGIN RETURN NEW; END';")
+    function = TOUCH
     triggers = "".join(f"CREATE TRIGGER t_{n} BEFORE UPDATE OF status ON t FOR EACH ROW "
                        "EXECUTE FUNCTION touch();\n" for n in ("one", "two", "three"))
     source = make_source(make_database(), [
