@@ -146,3 +146,25 @@ def test_the_shadow_holds_a_migration_of_thousands_of_tables(
     assert result.returncode == 0, result.stdout + result.stderr
     files = git(tmp_path / "repo", "ls-tree", "-r", "--name-only", "main").split()
     assert len(files) == 2201  # and public/_schema.sql
+
+
+def test_the_private_shadow_bounds_temporary_files(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # A replayed query on empty tables can still spill what it generates to temporary
+    # files; the private shadow bounds them (temp_file_limit), so hostile history gets an
+    # error instead of filling the disk. The history itself checks the bound.
+    from history import Change, at, cli, git, make_source
+
+    guarded = ("DO $$ BEGIN IF current_setting('temp_file_limit') = '-1' THEN "
+               "RAISE EXCEPTION 'no bound on temporary files'; END IF; "
+               "CREATE TABLE guarded (id int); END $$;")
+    source = make_source(make_database(), [
+        Change(guarded, at(1), objects=[("CREATE", "TABLE", "public", "guarded")]),
+    ], live_sql="CREATE TABLE guarded (id int);")
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "public/guarded.sql" in git(repo, "ls-tree", "-r", "--name-only", "main")

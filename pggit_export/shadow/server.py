@@ -341,6 +341,10 @@ class EmbeddedServer:
             # out of it where the source had run 5,000. 2048 holds some 40,000 (~18 MB).
             "max_locks_per_transaction": "2048",
             "shared_buffers": "128MB",
+            # The shadow's tables are empty, but a replayed query can still sort or hash
+            # what it generates (generate_series, a recursive CTE): bound its temporary
+            # files so that hostile history gets an error, not a full disk.
+            "temp_file_limit": "1GB",
             "logging_collector": "off",
             "TimeZone": "UTC",
         }
