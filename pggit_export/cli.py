@@ -844,6 +844,21 @@ def drift(
     source: SourceArg,
     repo: ExportedRepoArg,
     branch: Annotated[str, typer.Option(help="Branch to compare.")] = "main",
+    at: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Compare with this commit instead of the branch's head: a revision or a "
+            "date, as restore --at takes them.",
+        ),
+    ] = None,
+    diff: Annotated[
+        bool,
+        typer.Option(
+            "--diff",
+            help="Print a unified diff per differing file, the history (a/) against the "
+            "live schema (b/), as git diff does.",
+        ),
+    ] = False,
     password: PasswordOption = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as JSON on stdout.")
@@ -852,21 +867,31 @@ def drift(
     """Compare SOURCE's live schema with the head of the exported history in REPO.
 
     Lists what exists live that the history never recorded (untracked commands,
-    manual hotfixes), and what the history says exists but is gone. Reads
-    SOURCE only. `export --reconcile` turns the drift into a commit.
+    manual hotfixes), and what the history says exists but is gone. SOURCE is any
+    database (the one exported, a restored copy, a staging database): pgGit need
+    not be installed there. Reads SOURCE only. `export --reconcile` turns the
+    drift into a commit.
 
     Example:
 
-        pggit-export drift "postgresql://me@db.example.com/app" ./app-schema
+        pggit-export drift "postgresql://me@db.example.com/app" ./app-schema --diff
     """
     from pggit_export.drift import drift_report
 
     with _errors_exit():
+        if diff and as_json:
+            raise UsageMistake("give --diff or --json, not both")
         check_conninfo(source, "SOURCE")
         check_branch(branch)
         source = with_password(source, ask_password(source) if password else None)
-        report = drift_report(source, repo, branch=branch)
-    typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format_text())
+        report = drift_report(source, repo, branch=branch, at=at)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    elif diff:
+        if not report.clean:
+            typer.echo(report.format_diff())
+    else:
+        typer.echo(report.format_text())
     raise typer.Exit(EXIT_OK if report.clean else EXIT_INCOMPLETE)
 
 
