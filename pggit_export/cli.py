@@ -165,6 +165,20 @@ def check_branch(name: str) -> None:
         raise UsageMistake(f"--branch {name!r} is not a valid branch name (see git check-ref-format)")
 
 
+def branch_of(name: str | None, repo: str | os.PathLike[str]) -> str:
+    """--branch, checked, or without it the repository's (`writer.default_branch`)."""
+    from pggit_export.git.writer import default_branch
+
+    if name is None:
+        return default_branch(repo)
+    check_branch(name)
+    return name
+
+
+_BRANCH_DEFAULT = (" Default: the repository's own (main, or else the branch it was first "
+                   "exported to); for a new repository git's init.defaultBranch, else main.")
+
+
 # What PostgreSQL takes for a time setting: a number with an optional unit.
 _DURATION = re.compile(r"\s*\d+(\.\d+)?\s*(us|ms|s|min|h|d)?\s*")
 
@@ -419,7 +433,7 @@ RepoArg = Annotated[
 def export(
     source: SourceArg,
     repo: RepoArg,
-    branch: Annotated[str, typer.Option(help="Branch to write.")] = "main",
+    branch: Annotated[Optional[str], typer.Option(help="Branch to write." + _BRANCH_DEFAULT)] = None,
     bare: Annotated[bool, typer.Option("--bare", help="Create a bare repository.")] = False,
     shadow_dsn: Annotated[
         Optional[str],
@@ -550,7 +564,7 @@ def export(
     with _errors_exit():
         check_conninfo(source, "SOURCE")
         check_conninfo(shadow_dsn, "--shadow-dsn")
-        check_branch(branch)
+        branch = branch_of(branch, repo)
         check_duration(statement_timeout, "--statement-timeout")
         author_map = read_authors_file(authors) if authors else {}
         # Asked before the progress bar starts, which would draw over the prompt.
@@ -652,7 +666,7 @@ def mirror_command(
     repo: ExportedRepoArg,
     target: TargetArg,
     v2_schema: V2SchemaOption = "pggit_v2",
-    branch: Annotated[str, typer.Option(help="Branch to mirror.")] = "main",
+    branch: Annotated[Optional[str], typer.Option(help="Branch to mirror." + _BRANCH_DEFAULT)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings.")] = False,
     password: PasswordOption = False,
     as_json: Annotated[
@@ -673,7 +687,7 @@ def mirror_command(
     """
     with _errors_exit():
         check_conninfo(target, "TARGET")
-        check_branch(branch)
+        branch = branch_of(branch, repo)
         target = with_password(target, ask_password(target) if password else None)
     with _errors_exit(), _progress(not quiet and not as_json, "Mirroring", "commits") as progress:
         report = mirror_repository(
@@ -690,7 +704,7 @@ def verify(
     repo: ExportedRepoArg,
     target: TargetArg,
     v2_schema: V2SchemaOption = "pggit_v2",
-    branch: Annotated[str, typer.Option(help="Branch that was mirrored.")] = "main",
+    branch: Annotated[Optional[str], typer.Option(help="Branch that was mirrored." + _BRANCH_DEFAULT)] = None,
     password: PasswordOption = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as JSON on stdout.")
@@ -711,7 +725,7 @@ def verify(
 
     with _errors_exit():
         check_conninfo(target, "TARGET")
-        check_branch(branch)
+        branch = branch_of(branch, repo)
         target = with_password(target, ask_password(target) if password else None)
         report = verify_mirror(repo, target, MirrorOptions(v2_schema=v2_schema, branch=branch))
     if as_json:
@@ -754,7 +768,7 @@ def restore(
             "for another branch or --branch. Default: the branch's head.",
         ),
     ] = None,
-    branch: Annotated[str, typer.Option(help="Branch to read.")] = "main",
+    branch: Annotated[Optional[str], typer.Option(help="Branch to read." + _BRANCH_DEFAULT)] = None,
     password: PasswordOption = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the result as JSON on stdout.")
@@ -787,7 +801,7 @@ def restore(
             raise UsageMistake("--json and --output - would both write to stdout")
         check_conninfo(target, "TARGET")
         check_conninfo(shadow_dsn, "--shadow-dsn")
-        check_branch(branch)
+        branch = branch_of(branch, repo)
         connects_to = target if target is not None else shadow_dsn
         if password and connects_to is not None:  # without either, nothing connects
             secret = ask_password(connects_to)
@@ -843,7 +857,7 @@ def _write_atomically(path: Path, text: str) -> None:
 def drift(
     source: SourceArg,
     repo: ExportedRepoArg,
-    branch: Annotated[str, typer.Option(help="Branch to compare.")] = "main",
+    branch: Annotated[Optional[str], typer.Option(help="Branch to compare." + _BRANCH_DEFAULT)] = None,
     at: Annotated[
         Optional[str],
         typer.Option(
@@ -882,7 +896,7 @@ def drift(
         if diff and as_json:
             raise UsageMistake("give --diff or --json, not both")
         check_conninfo(source, "SOURCE")
-        check_branch(branch)
+        branch = branch_of(branch, repo)
         source = with_password(source, ask_password(source) if password else None)
         report = drift_report(source, repo, branch=branch, at=at)
     if as_json:

@@ -241,3 +241,39 @@ def test_a_source_port_that_never_answers_ends_in_one_line(tmp_path: Path) -> No
     assert len(lines) == 1 and lines[0].startswith(
         "pggit-export: error: cannot connect to the source database:")
     assert "timeout" in lines[0]
+
+
+def test_default_branch_follows_init_default_branch_for_new_repositories_only(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    from history import append_changes
+
+    create = "CREATE TABLE t (id int);"
+    source = make_source(make_database(), [Change(create, at(1))], live_sql=create)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text("[init]\n\tdefaultBranch = trunk\n")
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+           "GIT_CONFIG_NOSYSTEM": "1"}
+    before = cli("export", source, str(tmp_path / "old"), "--shadow-dsn", pg_admin_dsn)
+    assert before.returncode == 0, before.stderr  # made without the setting: main
+
+    result = cli("export", source, str(tmp_path / "r"), "--shadow-dsn", pg_admin_dsn, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "branch trunk" in result.stdout
+    assert git(tmp_path / "r", "branch", "--format=%(refname:short)").split() == ["trunk"]
+    assert git(tmp_path / "r", "symbolic-ref", "HEAD").strip() == "refs/heads/trunk"
+    assert cli("drift", source, str(tmp_path / "r"), env=env).returncode == 0
+
+    # The setting changes, or is gone: existing repositories keep their branch.
+    (home / ".gitconfig").write_text("[init]\n\tdefaultBranch = develop\n")
+    with psycopg.connect(source) as conn:
+        append_changes(conn, [Change("ALTER TABLE t ADD COLUMN a int;", at(2))])
+        conn.execute("ALTER TABLE t ADD COLUMN a int")
+    for repo, branch in ((tmp_path / "r", "trunk"), (tmp_path / "old", "main")):
+        again = cli("export", source, str(repo), "--shadow-dsn", pg_admin_dsn, env=env)
+        assert again.returncode == 0, again.stderr
+        assert f"branch {branch}" in again.stdout
+        assert git(repo, "branch", "--format=%(refname:short)").split() == [branch]
+        assert git(repo, "rev-list", "--count", branch).strip() == "2"
+        assert cli("drift", source, str(repo), env=env).returncode == 0

@@ -17,6 +17,7 @@ import datetime as dt
 import fcntl
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 from collections.abc import Mapping
@@ -37,6 +38,67 @@ DIR_MODE = 0o040000
 
 class RepositoryError(PggitExportError, RuntimeError):
     """The target repository cannot be written."""
+
+
+DEFAULT_BRANCH = "main"
+
+
+def configured_default_branch() -> str:
+    """git's `init.defaultBranch` (system and global configuration), else "main".
+
+    Read with the real git where there is one, else with dulwich's configuration
+    stack (the same files). A name git would refuse is ignored.
+    """
+    name = ""
+    git = shutil.which("git")
+    if git is not None:
+        try:
+            result = subprocess.run(  # from "/": no repository's own configuration
+                [git, "config", "--get", "init.defaultBranch"], cwd="/",
+                capture_output=True, text=True, timeout=30, check=False,
+            )
+            name = result.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            name = ""
+    else:
+        from dulwich.config import StackedConfig
+
+        try:
+            name = StackedConfig.default().get((b"init",), b"defaultBranch").decode().strip()
+        except (KeyError, UnicodeDecodeError):
+            name = ""
+    from dulwich.refs import check_ref_format
+
+    if name and check_ref_format(f"refs/heads/{name}".encode()):
+        return name
+    return DEFAULT_BRANCH
+
+
+def default_branch(repository: str | os.PathLike[str]) -> str:
+    """The branch a command works on when no --branch is given.
+
+    A repository that has branches keeps the one it was exported to, whatever the
+    configuration says now: "main" if it has one (what every export before
+    init.defaultBranch was honoured wrote), else the branch HEAD names (the first
+    export points HEAD at the branch it creates). A new or empty repository gets
+    git's `init.defaultBranch`, as `git init` would, or "main".
+    """
+    path = Path(repository)
+    if path.is_dir() and any(path.iterdir()):
+        try:
+            repo = Repo(str(path))
+        except Exception:  # noqa: BLE001 - not a repository: the command itself says so
+            return DEFAULT_BRANCH
+        with repo:
+            branches = repo.refs.keys(base=b"refs/heads/")
+            if branches:
+                if DEFAULT_BRANCH.encode() in branches:
+                    return DEFAULT_BRANCH
+                head = repo.refs.get_symrefs().get(b"HEAD", b"")
+                if head.startswith(b"refs/heads/") and head[len(b"refs/heads/"):] in branches:
+                    return head[len(b"refs/heads/"):].decode()
+                return DEFAULT_BRANCH
+    return configured_default_branch()
 
 
 @dataclass(frozen=True)
