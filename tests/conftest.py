@@ -17,6 +17,12 @@ from psycopg import sql
 
 from pggit_export.shadow.server import EmbeddedServer
 
+# New repositories take git's init.defaultBranch: the tests expect "main" whatever the
+# machine's git configuration says (environment entries outrank every config file). A test
+# of the setting itself removes these from its own environment.
+os.environ.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "init.defaultBranch",
+                   "GIT_CONFIG_VALUE_0": "main"})
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 

@@ -253,8 +253,9 @@ def test_default_branch_follows_init_default_branch_for_new_repositories_only(
     home = tmp_path / "home"
     home.mkdir()
     (home / ".gitconfig").write_text("[init]\n\tdefaultBranch = trunk\n")
-    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-           "GIT_CONFIG_NOSYSTEM": "1"}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("GIT_CONFIG_")},
+           "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+           "GIT_CONFIG_NOSYSTEM": "1"}  # conftest pins the setting to main: not here
     before = cli("export", source, str(tmp_path / "old"), "--shadow-dsn", pg_admin_dsn)
     assert before.returncode == 0, before.stderr  # made without the setting: main
 
