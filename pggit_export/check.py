@@ -25,6 +25,7 @@ import psycopg
 from pggit_export.git.message import format_id_ranges
 from pggit_export.identifiers import IDENTIFIER_PATTERN, catalog_name
 from pggit_export.read.history import Changeset, HistoryReader, HistoryRow, group_changesets
+from pggit_export.read.sqlsplit import without_leading_comments
 from pggit_export.render.snapshot import DEFAULT_EXCLUDED_SCHEMAS
 from pggit_export.shadow.evidence import (
     read_later_changes,
@@ -320,7 +321,6 @@ def _active_uncreated_objects(conn: psycopg.Connection[Any]) -> list[V1Object]:
 # Only statement heads are parsed (after split_statements), so names inside
 # function bodies or string literals are not mistaken for commands.
 
-_NOISE = re.compile(r"^(\s+|--[^\n]*(\n|$)|/\*.*?\*/)+", re.DOTALL)
 _IDENT = IDENTIFIER_PATTERN
 _QUALIFIED = rf"{_IDENT}(?:\s*\.\s*{_IDENT})*"
 _ROLE = rf"(?:{_IDENT}|'(?:[^']|'')*')"
@@ -364,7 +364,7 @@ _SESSION_WORDS = frozenset({"SET", "RESET"})
 
 
 def _head(text: str) -> str:
-    return _NOISE.sub("", text)
+    return without_leading_comments(text)
 
 
 def _unquote(ident: str) -> str:

@@ -18,6 +18,7 @@ import re
 from collections import Counter
 
 from pggit_export.read.history import Changeset
+from pggit_export.read.sqlsplit import without_leading_comments
 from pggit_export.render.snapshot import ObjectKey
 from pggit_export.render.state import SnapshotChanges
 from pggit_export.shadow.replay import Action, ReplayResult
@@ -108,7 +109,6 @@ _INTENT = re.compile(
     r"(?:ONLY\s+)?(?P<name>[^\s(;,]+)",
     re.I,
 )
-_LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
 
 
 def _intent(result: ReplayResult) -> str:
@@ -122,7 +122,7 @@ def _intent(result: ReplayResult) -> str:
     texts += [s.text for s in result.statements]
     if not texts:
         return "Record a change with no SQL"
-    text = " ".join(_LEADING_COMMENTS.sub("", texts[0], count=1).split())
+    text = " ".join(without_leading_comments(texts[0]).split())
     if m := _INTENT.match(text):
         kind = " ".join(m.group("kind").lower().split())
         return f"{m.group('verb').capitalize()} {kind} {m.group('name')}"

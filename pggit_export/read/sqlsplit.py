@@ -121,6 +121,16 @@ _BEGIN_CLOSERS = frozenset({"TRANSACTION", "WORK"})
 _END_BLOCK = re.compile(r"END\s+(?:IF|LOOP|WHILE|FOR|CASE)")
 
 
+# Whitespace and comments before a statement's first word: a split statement keeps the
+# comments before it (a migration file's licence header, say).
+_LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)+", re.S)
+
+
+def without_leading_comments(statement: str) -> str:
+    """`statement` from its first word on: whitespace and comments before it removed."""
+    return _LEADING_COMMENTS.sub("", statement, count=1)
+
+
 def split(text: str) -> list[str]:
     """The statements of `text`, exactly as ``sqlparse.split(text)`` returns them."""
     try:

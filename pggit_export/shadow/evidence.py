@@ -35,7 +35,7 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from pggit_export.identifiers import IDENTIFIER_PATTERN, catalog_name
-from pggit_export.read.sqlsplit import split
+from pggit_export.read.sqlsplit import split, without_leading_comments
 
 _NAME = IDENTIFIER_PATTERN
 _QUALIFIED = rf"(?:{_NAME}\s*\.\s*)?(?P<name>{_NAME})"
@@ -101,11 +101,6 @@ class LaterChanges:
                 if first >= history_id}
 
 
-# Comments before a statement stay with it when a text is split (a migration file's
-# licence header, say); the patterns above read from the statement's first word.
-_LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
-
-
 def later_changes_of(texts: Iterable[tuple[int, str]]) -> LaterChanges:
     """Read (history id, recorded text) pairs, in id order."""
     labels: dict[str, dict[str, int]] = {}
@@ -120,7 +115,8 @@ def later_changes_of(texts: Iterable[tuple[int, str]]) -> LaterChanges:
                 if not ids or ids[-1] != history_id:
                     ids.append(history_id)
         for piece in split(text):
-            statement = _LEADING_COMMENTS.sub("", piece, count=1)
+            # The patterns read from the statement's first word, behind any comments.
+            statement = without_leading_comments(piece)
             if m := _ADD_VALUE.match(statement):
                 label = m.group("label").replace("''", "'")
                 labels.setdefault(catalog_name(m.group("name")), {}).setdefault(label, history_id)

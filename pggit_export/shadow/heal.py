@@ -38,6 +38,7 @@ from pggit_export.identifiers import (
 )
 from pggit_export.read.environment import search_path_schemas
 from pggit_export.read.history import Changeset
+from pggit_export.read.sqlsplit import without_leading_comments
 from pggit_export.render.snapshot import ObjectKey, render_objects
 from pggit_export.restore import load_files
 from pggit_export.shadow.evidence import LaterChanges, OidClock, RecordedCreations
@@ -299,7 +300,6 @@ ORDER BY n.nspname, c.relname, a.attnum
 """
 
 ColumnShape = tuple[str, bool, str | None]  # v1's type text, nullable, default
-_LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
 
 
 def _shape(columns: dict[str, ColumnShape]) -> dict[str, tuple[str, bool]]:
@@ -468,7 +468,7 @@ class Healer:
         only explained by its CREATE TABLE."""
         if before is None:
             return not re.match(r"\s*CREATE\s+(?:UNLOGGED\s+)?TABLE\b",
-                                _LEADING_COMMENTS.sub("", statement, count=1), re.I)
+                                without_leading_comments(statement), re.I)
         now, then = _shape(after), _shape(before)
         touched = (now.keys() ^ then.keys()) | {c for c in now.keys() & then.keys()
                                                  if now[c] != then[c]}

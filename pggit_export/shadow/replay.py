@@ -41,6 +41,7 @@ from pggit_export.errors import PggitExportError
 from pggit_export.identifiers import IDENTIFIER_PATTERN, catalog_name, quote_literal
 from pggit_export.read.history import Changeset
 from pggit_export.read.sqlsplit import split as split_sql
+from pggit_export.read.sqlsplit import without_leading_comments
 from pggit_export.shadow.server import EmbeddedServer, connect_shadow, find_binaries
 
 
@@ -95,7 +96,6 @@ _MAINTENANCE = {
 }
 _ROLE_OBJECTS = {"ROLE", "USER", "GROUP"}
 _HOST_OBJECTS = {"DATABASE", "TABLESPACE"}
-_LEADING_NOISE = re.compile(r"^(\s+|--[^\n]*(\n|$)|/\*.*?\*/)+", re.S)
 _WORD = re.compile(r"[A-Za-z_]+")
 _OWNER_TO = re.compile(r"\bOWNER\s+TO\s+\S+\s*;?\s*$", re.I)
 _CONCURRENTLY = re.compile(r"^(\s*(?:CREATE\s+(?:UNIQUE\s+)?|DROP\s+)INDEX\s+)CONCURRENTLY\s+", re.I)
@@ -107,7 +107,7 @@ _REPLICATION_ROLE = re.compile(
 
 
 def _leading_words(text: str, count: int = 4) -> list[str]:
-    body = _LEADING_NOISE.sub("", text)
+    body = without_leading_comments(text)
     return [w.upper() for w in _WORD.findall(body[:200])[:count]]
 
 
@@ -160,7 +160,7 @@ def classify(text: str) -> Action:
         return Action.SKIP_PRIVILEGES
     if first == "ALTER" and _OWNER_TO.search(text):
         return Action.SKIP_PRIVILEGES
-    if first in _MAINTENANCE or _REPLICATION_ROLE.match(_LEADING_NOISE.sub("", text)):
+    if first in _MAINTENANCE or _REPLICATION_ROLE.match(without_leading_comments(text)):
         return Action.SKIP_MAINTENANCE
     return Action.REPLAY
 
@@ -226,7 +226,7 @@ def split_statements(text: str) -> list[Statement]:
     """
     statements = []
     for piece in _pieces(text):
-        if not _LEADING_NOISE.sub("", piece).strip(" \t\r\n;"):
+        if not without_leading_comments(piece).strip(" \t\r\n;"):
             continue
         statements.append(Statement(piece, classify(piece)))
     return statements
@@ -242,7 +242,7 @@ _TRANSACTION_BEGIN = re.compile(r"BEGIN\s+(?:ISOLATION|READ|NOT|DEFERRABLE)\b[^;
 
 def _pieces(text: str) -> Iterator[str]:
     for piece in split_sql(text):
-        body = _LEADING_NOISE.sub("", piece)
+        body = without_leading_comments(piece)
         begin = _TRANSACTION_BEGIN.match(body)
         if begin is not None and body[begin.end():].strip():
             yield piece[: len(piece) - len(body) + begin.end()]
@@ -289,7 +289,7 @@ def without_data(text: str) -> str:
     """`CREATE TABLE t AS query` (or a materialized view) as `... WITH NO DATA`: the same
     table, its columns typed by the query, and no rows computed. Only a top-level AS counts
     (not `GENERATED ALWAYS AS` inside the column list); any other text is returned as is."""
-    if not _CREATES_FROM_QUERY.match(_LEADING_NOISE.sub("", text)):
+    if not _CREATES_FROM_QUERY.match(without_leading_comments(text)):
         return text
     statement = sqlparse.parse(text)[0]
     tokens = list(statement.flatten())
