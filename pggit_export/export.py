@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from dulwich.objects import Commit
 
 from pggit_export.git.authors import Author, default_author
 from pggit_export.git.message import (
@@ -235,13 +236,13 @@ def _resume_point(writer: GitWriter) -> int | None:
     return parse_id_ranges(ids)[-1]
 
 
-def _rebuild_shadow(shadow: Shadow, writer: GitWriter, report: ExportReport) -> None:
-    """Load the head snapshot into a fresh shadow, to continue replay after it."""
-    head = writer.tip_commit()
-    assert head is not None
-    files = {path: data.decode("utf-8") for path, data in writer.files_at(head).items()}
+def _load_commit(shadow: Shadow, writer: GitWriter, commit: Commit, report: ExportReport) -> None:
+    """Load a commit's snapshot into the fresh shadow of a resumed export: the head after a
+    reconcile commit, or the baseline root before the history replays again."""
+    files = {path: data.decode("utf-8") for path, data in writer.files_at(commit).items()}
     with shadow.conn.transaction():
         result = load_files(shadow.conn, files)
+    shadow.conn.execute("DISCARD ALL")  # a load's settings are its own
     shadow.take_touched()  # the load is not a change
     for failure in result.failures:
         report.warnings.append(
@@ -476,23 +477,20 @@ class _Exporter:
                     result.touched = None
         return result, repairs
 
-    def replay_to_head(self, reader: HistoryReader, last_id: int) -> int:
+    def replay_to_head(self, reader: HistoryReader, last_id: int) -> None:
         """Rebuild the shadow for a resumed export by doing what the first run did: load
         the root commit if it is a baseline, then replay every changeset up to history id
         `last_id`, repairs included, rendering and writing nothing. Loading the head's
         files instead does not give the same shadow (the order and names PostgreSQL
         picks, repairs that depend on what exists, OIDs), and a resumed export then wrote
-        a history a clean one would not. Returns the number of changesets replayed."""
+        a history a clean one would not."""
         writer = self.writer
         root = writer.tip_commit()
         assert root is not None and writer.repo is not None
         while root.parents:
             root = writer.repo[root.parents[0]]  # type: ignore[assignment]
         if read_trailer(root.message.decode("utf-8", "replace"), "Pggit-Baseline"):
-            files = {path: data.decode("utf-8") for path, data in writer.files_at(root).items()}
-            with self.shadow.conn.transaction():
-                load_files(self.shadow.conn, files)
-            self.shadow.conn.execute("DISCARD ALL")
+            _load_commit(self.shadow, writer, root, self.report)
 
         def up_to_head() -> Generator[HistoryRow, None, None]:
             for row in reader.rows():
@@ -501,7 +499,6 @@ class _Exporter:
                     return
 
         rows = up_to_head()
-        replayed = 0
         try:
             for changeset in group_changesets(rows, reader.environment(),
                                               self.options.commit_per):
@@ -510,11 +507,9 @@ class _Exporter:
                 result, _ = self.replay_with_repairs(changeset)
                 if result.untaken:
                     self.shadow.take_touched()  # nothing is rendered: drop the record
-                replayed += 1
         finally:
             rows.close()  # the history cursor, before the export opens it again
         self.shadow.take_touched()  # the rebuild is no change
-        return replayed
 
     def commit_baseline(self, path: Path, when: dt.datetime) -> None:
         """Load a schema dump into the shadow and commit it as the root commit."""
@@ -863,7 +858,7 @@ def export_history(
                                                    "Pggit-Reconcile"):
                     # After a reconcile commit the head is the live schema, which no
                     # replay reaches: continue from its files.
-                    _rebuild_shadow(shadow, writer, report)
+                    _load_commit(shadow, writer, tip, report)
                     report.resumed_by = "loaded"
                 else:
                     exporter.replay_to_head(reader, last_id)
