@@ -261,6 +261,9 @@ WHERE h.change_type::text = 'CREATE'
                               'TYPE', 'PARTITION', 'MATERIALIZED_VIEW')
 GROUP BY 2, 3
 """
+# A snapshot object's kind (render.snapshot.ObjectKey) -> its family.
+_KEY_FAMILY = {"table": "relation", "view": "relation", "matview": "relation",
+               "sequence": "relation", "function": "function", "type": "type"}
 _OBJECT_FAMILY = {"table": "relation", "view": "relation", "partition": "relation",
                   "materialized_view": "relation", "sequence": "relation", "index": "index",
                   "constraint": "constraint", "trigger": "trigger", "type": "type"}
@@ -277,6 +280,12 @@ class RecordedCreations:
     def created(self, family: str, name: str) -> int | None:
         """The first history id creating `name` in `family`, or None: never created."""
         return self.names.get(family, {}).get(name)
+
+    def created_object(self, kind: str, name: str) -> int | None:
+        """The same for a snapshot object of `kind` (an ObjectKey's: table, view, ...);
+        None also for kinds no family covers."""
+        family = _KEY_FAMILY.get(kind)
+        return self.created(family, name) if family is not None else None
 
 
 def recorded_creations_of(

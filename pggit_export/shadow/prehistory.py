@@ -37,6 +37,7 @@ from pggit_export.identifiers import qualified_name, quote_identifier
 from pggit_export.render.snapshot import ObjectKey, render_objects
 from pggit_export.restore import LoadFailure, load_files
 from pggit_export.shadow.evidence import LaterChanges, OidClock, RecordedCreations
+from pggit_export.shadow.heal import Healer
 
 # Live tables, views and functions, outside excluded and system schemas, not members of an
 # extension and not part of another object (a range type's constructor functions).
@@ -202,22 +203,22 @@ def plan_prehistory(
         with conn.cursor(row_factory=tuple_row) as cur:
             rows = cur.execute(_OID_DATED_SQL, {"bound": min(clock.oids),
                                                 "exclude": list(exclude_schemas)}).fetchall()
-        family = {"sequence": "relation", "type": "type"}
         dated = [ObjectKey(kind, schema, name) for kind, schema, name in rows
-                 if recorded.created(family[kind], name) is None
+                 if recorded.created_object(kind, name) is None
                  and not (kind == "type" and later.labels_added_from(name, 0))]
     with conn.cursor(row_factory=tuple_row) as cur:
         rows = cur.execute(_CANDIDATES_SQL, {"exclude": list(exclude_schemas)}).fetchall()
-        family = {"table": "relation", "view": "relation", "function": "function"}
         # A function file holds every overload of a name: one created later keeps it out.
         picked = [(kind, schema, name, oid) for kind, schema, name, oid in rows
-                  if recorded.created(family[kind], name) is None]
+                  if recorded.created_object(kind, name) is None]
         tables = [oid for kind, _, _, oid in picked if kind == "table"]
         parts = cur.execute(_PARTS_SQL, {"tables": tables}).fetchall() if tables else []
     left_out: list[LeftOut] = []
     for kind, schema, table, name in parts:
-        first = recorded.created(kind, f"{table}.{name}" if kind == "comment" and name
-                                 else table if kind == "comment" else name)
+        if kind == "comment":  # noted as "table" or "table.column" (evidence._COMMENTS)
+            first = recorded.created(kind, f"{table}.{name}" if name else table)
+        else:
+            first = recorded.created(kind, name)
         if first is None and kind == "constraint":  # ADD CONSTRAINT x UNIQUE makes index x
             first = recorded.created("index", name)
         if first is not None:
@@ -244,17 +245,15 @@ class PrehistoryResult:
 
 def _loads_recorded(load_paths: Collection[str], recorded: RecordedCreations) -> bool:
     """Whether a repair's files hold an object the history creates (it cannot predate it)."""
-    family = {"table": "relation", "view": "relation", "matview": "relation",
-              "sequence": "relation", "function": "function", "type": "type"}
-    for path in load_paths:
+    for path in load_paths:  # heal's paths: schema/name.kind.sql
         name, _, kind = path.split("/", 1)[-1].removesuffix(".sql").rpartition(".")
-        if kind in family and recorded.created(family[kind], name) is not None:
+        if recorded.created_object(kind, name) is not None:
             return True
     return False
 
 
 def load_prehistory(
-    healer: Any, live: psycopg.Connection[Any], plan: PrehistoryPlan,
+    healer: Healer, live: psycopg.Connection[Any], plan: PrehistoryPlan,
     recorded: RecordedCreations, exclude_schemas: Collection[str],
 ) -> PrehistoryResult:
     """Load the plan's live definitions into the (empty) shadow of `healer`, then drop what
