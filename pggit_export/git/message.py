@@ -175,12 +175,6 @@ def table_changes(before: str, after: str) -> list[tuple[str, str, str]]:
     return changes
 
 
-def describe_table_change(before: str, after: str) -> str | None:
-    """`add column email, drop index i` for two versions of a table file; None if unsure."""
-    parts = [f"{verb} {what} {name}" for verb, what, name in table_changes(before, after)]
-    return ", ".join(parts) if parts else None
-
-
 _PREPOSITIONS = {"add": "to", "drop": "from", "alter": "of"}
 
 
