@@ -28,6 +28,7 @@ from pggit_export.read.history import Changeset, HistoryReader, HistoryRow, grou
 from pggit_export.read.sqlsplit import without_leading_comments
 from pggit_export.render.snapshot import DEFAULT_EXCLUDED_SCHEMAS
 from pggit_export.shadow.evidence import (
+    OidClock,
     read_later_changes,
     read_oid_clock,
     read_recorded_creations,
@@ -197,7 +198,8 @@ def check_history(
             checker.changeset(changeset)
         # Same transaction, so the objects table matches the history just read.
         active = _active_uncreated_objects(reader.conn)
-        planned, baseline = _plan_findings(reader.conn)
+        clock = read_oid_clock(reader.conn)
+        planned, baseline = _plan_findings(reader.conn, clock)
         findings = checker.findings(active, baseline) + planned
         for setting in reader.environment().describe():
             findings.append(Finding(
@@ -205,7 +207,6 @@ def check_history(
                 f"changesets replay under the source's {setting} (pg_db_role_setting)",
                 [], {"setting": setting},
             ))
-        clock = read_oid_clock(reader.conn)
         if clock.oids:  # a history that records OIDs: say whether they can be trusted
             findings.append(Finding(
                 "oid-chronology", CODES["oid-chronology"],
@@ -234,13 +235,14 @@ def check_history(
     )
 
 
-def _plan_findings(conn: psycopg.Connection[Any]) -> tuple[list[Finding], set[V1Object]]:
+def _plan_findings(conn: psycopg.Connection[Any],
+                   clock: OidClock) -> tuple[list[Finding], set[V1Object]]:
     """Where the export will put what the history never created (its pre-scan's plan):
     the pre-history baseline, and the triggers it creates when their parts exist. Also
     the baseline's objects, as v1 names them (their missing CREATE is no error)."""
     recorded = read_recorded_creations(conn)
     plan = plan_prehistory(conn, recorded, read_later_changes(conn), DEFAULT_EXCLUDED_SCHEMAS,
-                           read_oid_clock(conn))
+                           clock)
     findings = []
     if plan.dated:
         findings.append(Finding(
