@@ -139,6 +139,7 @@ class LiveCatalog:
         self.conn = conn
         self.exclude = list(exclude_schemas)
         self._overloads: dict[tuple[str, str], set[str]] = {}
+        self._triggers: list[LiveTrigger] | None = None
 
     def _rows(self, query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         with self.conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
@@ -163,8 +164,11 @@ class LiveCatalog:
         return ObjectKey("function", rows[0][0], rows[0][1]) if rows else None
 
     def triggers(self) -> list[LiveTrigger]:
-        """Every live user trigger, with its definition."""
-        return [LiveTrigger(*row) for row in self._rows(_LIVE_TRIGGERS_SQL, {"exclude": self.exclude})]
+        """Every live user trigger, with its definition (asked once, as `overloads`)."""
+        if self._triggers is None:
+            self._triggers = [LiveTrigger(*row)
+                              for row in self._rows(_LIVE_TRIGGERS_SQL, {"exclude": self.exclude})]
+        return self._triggers
 
     def overloads(self, schema: str, name: str) -> set[str]:
         """Identity arguments of each live function `schema.name` (asked once: the
