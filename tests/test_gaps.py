@@ -175,13 +175,19 @@ def _source_with_recorded_oids(dsn: str, *, recorded_oids_true: bool) -> str:
         Change("CREATE TABLE archive (id int, s status DEFAULT 'done');", at(3),
                objects=[("CREATE", "TABLE", "public", "archive")]),
     ])
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for history_id, table in ((1, "jobs"), (2, "archive")):
-            oid = "%s::regclass::oid::bigint" if recorded_oids_true else "1000 + %s::regclass::oid::bigint"
-            conn.execute(
-                f"UPDATE pggit.history SET new_metadata = jsonb_build_object('oid', {oid}) WHERE id = %s",
-                (table, history_id))
+    _record_oids(dsn, {1: "jobs", 2: "archive"}, offset=0 if recorded_oids_true else 1000)
     return dsn
+
+
+def _record_oids(dsn: str, tables: dict[int, str], offset: int = 0) -> None:
+    """Give each history id's row the OID of its live table (plus `offset`: a source that
+    was dumped and restored), as v1's new_metadata holds it."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for history_id, table in tables.items():
+            conn.execute(
+                "UPDATE pggit.history SET new_metadata = jsonb_build_object("
+                "'oid', %s + %s::regclass::oid::bigint) WHERE id = %s",
+                (offset, table, history_id))
 
 
 def test_oids_date_an_unrecorded_enum_label_after_the_repair_point(
@@ -431,10 +437,7 @@ def test_oids_put_unrecorded_sequences_and_types_older_than_the_history_at_its_s
         Change("CREATE TABLE archive (id int);", at(3),
                objects=[("CREATE", "TABLE", "public", "archive")]),
     ])
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for history_id, table in ((1, "jobs"), (2, "archive")):
-            conn.execute("UPDATE pggit.history SET new_metadata = jsonb_build_object("
-                         "'oid', %s::regclass::oid::bigint) WHERE id = %s", (table, history_id))
+    _record_oids(dsn, {1: "jobs", 2: "archive"})
     repo = tmp_path / "repo"
 
     result = cli("export", dsn, str(repo))
