@@ -1,4 +1,4 @@
-"""Where an export's time goes: floor and export side by side, timed stage by stage.
+"""Where an export's time goes: floor and export side by side, the pipeline's phases.
 
     python bench/stages.py --size small                  # 2,001 changesets, ~1 min
     python bench/stages.py --changesets 600 --cprofile /tmp/export.prof --top 30
@@ -6,64 +6,36 @@
 A quick loop for working on speed, not the benchmark of record (that is bench/run.py,
 which adds the by-hand loop, the mirror and peak memory). It generates and captures the
 history like bench/run.py, replays the floor, then runs export_history in this process
-with each pipeline stage's function wrapped in a timer (cheap enough not to distort the
-figures), and prints ms per changeset for the floor, the export and every stage.
-``--cprofile`` runs the export under cProfile instead (inflated ~1.5x, but function by
-function) and can print the costliest functions (``--top``).
+and prints ms per changeset for the floor, the export and each phase the changeset
+pipeline reports (``ExportReport.pipeline``, shadow/pipeline.py): waiting for the server's
+replay, waiting for a take, the render queries, the fold and commit, replays statement by
+statement; and how often the take ran beside the next replay, was done first (foreseen)
+or conflicted. ``--cprofile`` runs the export under cProfile instead (inflated ~1.5x, but
+function by function) and can print the costliest functions (``--top``).
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import cProfile
 import pstats
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
-# (label, module, owner attribute or None, function): wrapped where the export calls it.
-STAGES = [
-    ("split statements", "pggit_export.shadow.replay", None, "split_statements"),
-    ("replay (one message per changeset)", "pggit_export.shadow.replay", "Shadow", "_replay_at_once"),
-    # While the server runs the replay, the previous changeset is taken on the tool's
-    # connection, and the commit before it is written.
-    ("  in it: wait for the take beside it", "pggit_export.shadow.replay", "Shadow", "receive_take"),
-    ("  in it: commit message", "pggit_export.export", None, "build_message"),
-    ("  in it: git objects", "pggit_export.git.writer", "GitWriter", "write_commit"),
-    ("take + files + render, alone", "pggit_export.shadow.replay", "Shadow", "take_touched"),
-    ("keys touched (owners, drops)", "pggit_export.export", None, "keys_touched"),
-    ("render the keys the take missed", "pggit_export.export", None, "render_objects"),
-    ("  of which catalog queries", "pggit_export.render.snapshot", None, "_fetch"),
-    ("snapshot state", "pggit_export.render.state", "SnapshotState", "apply"),
+# The pipeline's phases (PipelineStats.seconds), in the order a changeset meets them.
+PHASES = [
+    ("replay", "waiting for the server's replay"),
+    ("take", "waiting for a take beside a replay"),
+    ("finish", "fold and commit"),
+    ("prepare", "render queries (beside or alone)"),
+    ("statement by statement", "failed scripts, again one by one"),
 ]
-
-
-def install_timers(totals: collections.Counter[str]) -> None:
-    """Wrap each stage's function so that its wall time adds up in `totals`."""
-    import importlib
-
-    for label, module_name, owner_name, name in STAGES:
-        module = importlib.import_module(module_name)
-        owner = getattr(module, owner_name) if owner_name else module
-        function = getattr(owner, name)
-
-        def timed(*args: Any, _f: Callable[..., Any] = function, _label: str = label,
-                  **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return _f(*args, **kwargs)
-            finally:
-                totals[_label] += time.perf_counter() - started
-
-        setattr(owner, name, timed)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -94,10 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"history: {count} changesets, {captured.history_rows} rows")
         print(f"floor:  {floor.seconds:7.2f} s  {floor.seconds * 1000 / count:6.3f} ms/changeset")
 
-        totals: collections.Counter[str] = collections.Counter()
         profiler = cProfile.Profile() if args.cprofile else None
-        if profiler is None:
-            install_timers(totals)
         started = time.perf_counter()
         if profiler:
             profiler.enable()
@@ -110,12 +79,16 @@ def main(argv: list[str] | None = None) -> None:
               f"= {seconds / floor.seconds:.2f}x floor{note}; "
               f"{report.commits_written} commits, {len(report.failed)} failed")
         if profiler is None:
-            print("\nstage                                    ms/changeset")
-            for label, *_ in STAGES:
-                print(f"  {label:38} {totals[label] * 1000 / count:8.3f}")
-            top_level = sum(v for k, v in totals.items() if not k.startswith(" "))
-            print(f"  {'everything else (reader, loop, ...)':38} "
-                  f"{(seconds - top_level) * 1000 / count:8.3f}")
+            stats = report.pipeline
+            print(f"\npipeline: {stats.replays} scripts, {stats.beside} with the take beside, "
+                  f"{stats.foreseen} taken first (foreseen), {len(stats.conflicts)} conflicts, "
+                  f"{stats.statement_by_statement} replayed statement by statement")
+            print("\nphase                                    ms/changeset")
+            for phase, label in PHASES:
+                print(f"  {label:38} {stats.seconds.get(phase, 0.0) * 1000 / count:8.3f}")
+            measured = sum(stats.seconds.values())  # the phases never overlap in this process
+            print(f"  {'everything else (reader, repairs, loop)':38} "
+                  f"{(seconds - measured) * 1000 / count:8.3f}")
         else:
             stats = pstats.Stats(profiler)
             stats.dump_stats(str(args.cprofile))

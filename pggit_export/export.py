@@ -15,7 +15,6 @@ import itertools
 import os
 import re
 from collections.abc import Callable, Generator, Mapping
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,19 +52,24 @@ from pggit_export.shadow.evidence import (
     read_recorded_creations,
 )
 from pggit_export.shadow.heal import MAX_ROUNDS, Healer, LiveCatalog, Repair
+from pggit_export.shadow.pipeline import (
+    ALONE,
+    ChangesetPipeline,
+    PipelineStats,
+    Prepare,
+    RenderQueries,
+    Replayed,
+)
 from pggit_export.shadow.prehistory import PrehistoryPlan, load_prehistory, plan_prehistory
 from pggit_export.shadow.replay import (
     DEFAULT_MAX_SQL_BYTES,
     DEFAULT_STATEMENT_TIMEOUT,
     TRACKER_SCHEMA,
     Action,
-    LockConflict,
     ReplayResult,
     Shadow,
-    identifiers,
-    locks_a_view,
+    TouchedObjects,
     open_shadow,
-    relations_locked_exclusive,
     split_statements,
 )
 
@@ -154,6 +158,9 @@ class ExportReport:
     incremental: bool = False  # whether the export could re-render only what changed
     dry_run: bool = False
     stopped_early: bool = False  # --strict stopped at a failure
+    # What the changeset pipeline did and where its time went (timings: not in to_dict,
+    # whose output is deterministic).
+    pipeline: PipelineStats = field(default_factory=PipelineStats)
 
     @property
     def clean(self) -> bool:
@@ -164,6 +171,7 @@ class ExportReport:
         from pggit_export import __version__
 
         data = asdict(self)
+        del data["pipeline"]
         data["clean"] = self.clean
         data["version"] = __version__
         return data
@@ -266,30 +274,36 @@ class _Exporter:
     state: SnapshotState = field(default_factory=SnapshotState)
     pending: FileChanges = field(default_factory=dict)  # goes into the next commit
     last_time: dt.datetime | None = None
-    # The last changeset's commit, written while the next one replays (finish_commit).
-    unwritten: Callable[[], None] | None = None
-    # The last changeset replayed and committed whose record is not taken yet:
-    # its take runs beside the next changeset's replay (take_alongside).
-    untaken: tuple[Changeset, ReplayResult, list[Repair]] | None = None
-    rendering_beside: bool = False  # render queries run beside a replay (take_alongside)
     # SQL and repairs since the last look for due triggers (None: look at the next changeset).
     since_triggers: str | None = None
+
+    def pipeline(self, prepare: Prepare | None = None) -> ChangesetPipeline:
+        """The changeset pipeline of this run: it renders and commits each changeset
+        handed in (prepare_commit), while the next one replays."""
+        return ChangesetPipeline(
+            self.shadow, prepare or self.prepare_commit,
+            max_sql_bytes=self.options.max_sql_bytes,
+        )
 
     @property
     def excluded(self) -> tuple[str, ...]:
         return _excluded(self.options)
 
     def render(
-        self, keys: set[ObjectKey] | None = None, prefetched: Prefetched | None = None
+        self,
+        keys: set[ObjectKey] | None = None,
+        prefetched: Prefetched | None = None,
+        queries: RenderQueries = ALONE,
     ) -> Rendered:
         """Render on the tool's own connection: it never runs history, so its output
-        settings are set once. Beside a replay (rendering_beside), the queries run
-        in a transaction that will not wait for the replay's locks."""
+        settings are set once. Beside a replay (`queries`), the queries run in a
+        transaction that will not wait for the replay's locks."""
         admin = self.shadow.admin
         if admin is None:
             return render_objects(self.shadow.conn, keys, exclude_schemas=self.excluded)
-        queries = not (prefetched and keys is not None and all(map(prefetched.covers, keys)))
-        with self.shadow.beside() if self.rendering_beside and queries else nullcontext():
+        if prefetched and keys is not None and all(map(prefetched.covers, keys)):
+            queries = ALONE  # no query to make
+        with queries.run():
             return render_objects(admin, keys, exclude_schemas=self.excluded,
                                   stable_session=True, prefetched=prefetched)
 
@@ -305,23 +319,23 @@ class _Exporter:
                 f"({len(self.pending)} files); the differences go into the next commit"
             )
 
-    def render_after(self, result: ReplayResult) -> tuple[SnapshotChanges, FileChanges]:
-        """Render what `result` touched into the state; its changes, as objects and files."""
-        return self.render_later(result)()
+    def render_now(self, touched: TouchedObjects | None) -> tuple[SnapshotChanges, FileChanges]:
+        """Render what was touched into the state; its changes, as objects and files."""
+        return self.render_touched(touched, ALONE)()
 
-    def render_later(
-        self, result: ReplayResult
+    def render_touched(
+        self, touched: TouchedObjects | None, queries: RenderQueries
     ) -> Callable[[], tuple[SnapshotChanges, FileChanges]]:
-        """Render what `result` touched: what needs the shadow as it is now runs now,
-        and the rest (rendering the rows the take fetched, folding them into the
-        state) is returned, to be run before the next changeset's take: while the
-        next changeset replays (export_changeset).
+        """Render what `touched` names (everything when None): what needs the shadow as it
+        is now runs now, through `queries`, and the rest (rendering the rows the take
+        fetched, folding them into the state) is returned, to run later (the pipeline
+        runs it while the next changeset replays).
         """
-        if result.touched is None:  # no change tracking: render everything
-            done = self.state.apply(self.render())
-            self.verify_state()
-            return lambda: done
-        touched = result.touched
+        # Every query runs before the state changes: a LockConflict beside a replay makes
+        # the pipeline run this again, alone.
+        if touched is None:  # no change tracking: render everything
+            everything = self.render(queries=queries)
+            return lambda: self.state.apply(everything)
         prefetched = Prefetched.from_json(touched.resolved)
         keys = keys_touched(touched.altered, touched.dropped, prefetched.files,
                             self.state.owners)
@@ -337,19 +351,25 @@ class _Exporter:
             or (key in self.state.files and not self.state.dropped_whole(key, dropped))
         }
         if self.options.verify_incremental:
-            done = self.state.apply(self.render(to_render, prefetched), keys)
-            self.verify_state()
-            return lambda: done
+            # The full render runs here, where the shadow is as the changeset left it:
+            # beside the next changeset's replay when the pipeline overlaps, the path
+            # this proves.
+            rendered = self.render(to_render, prefetched, queries)
+            full = self.render(queries=queries).files
+
+            def apply_and_verify() -> tuple[SnapshotChanges, FileChanges]:
+                changes = self.state.apply(rendered, keys)
+                self.verify_state(full)
+                return changes
+
+            return apply_and_verify
         if all(prefetched.covers(key) for key in to_render):  # no query left to make
             return lambda: self.state.apply(self.render(to_render, prefetched), keys)
-        rendered = self.render(to_render, prefetched)
+        rendered = self.render(to_render, prefetched, queries)
         return lambda: self.state.apply(rendered, keys)
 
-    def verify_state(self) -> None:
-        """With verify_incremental: fail unless the state equals a full render."""
-        if not self.options.verify_incremental:
-            return
-        full = self.render().files
+    def verify_state(self, full: Mapping[ObjectKey, str]) -> None:
+        """With verify_incremental: fail unless the state equals `full`, a full render."""
         if full != self.state.files:
             wrong = sorted(
                 k for k in set(full) | set(self.state.files)
@@ -357,71 +377,17 @@ class _Exporter:
             )
             raise IncrementalRenderError(f"incremental snapshot differs for {wrong}")
 
-    def take_alongside(self) -> None:
-        """Take and render the untaken changeset while the next one replays, not
-        yet committed (replay's hold_commit), and write the commit before it.
+    def prepare_commit(
+        self, item: Replayed, queries: RenderQueries
+    ) -> Callable[[], None]:
+        """The pipeline's `prepare`: run the render queries of a changeset handed in;
+        return the writing of its commit."""
+        rendered = self.render_touched(item.touched, queries) if item.changed else _nothing_rendered
+        return functools.partial(self.write_changeset, item, rendered)
 
-        Raises LockConflict when the take or a render query needed a lock the
-        replaying changeset holds (a view over a table it alters): catch_up
-        finishes the work once that changeset is rolled back.
-        """
-        assert self.untaken is not None
-        result = self.untaken[1]
-        self.shadow.send_take()
-        self.finish_commit()
-        result.touched = self.shadow.receive_take()
-        result.untaken = False
-        self.rendering_beside = True
-        try:
-            self.render_untaken()
-        except psycopg.errors.LockNotAvailable as exc:
-            raise LockConflict(f"a render beside the next changeset: {exc}") from exc
-        finally:
-            self.rendering_beside = False
-
-    def catch_up(self) -> None:
-        """Take (unless taken) and render the untaken changeset now, with nothing
-        running beside."""
-        if self.untaken is None:
-            return
-        self.finish_commit()
-        result = self.untaken[1]
-        if result.untaken:
-            result.touched = self.shadow.take_touched()
-            result.untaken = False
-        self.render_untaken()
-
-    def render_untaken(self) -> None:
-        """Render the untaken changeset, now taken; its commit is the next to write."""
-        assert self.untaken is not None
-        changeset, result, repairs = self.untaken
-        rendered = self.render_later(result)
-        self.untaken = None
-        self.unwritten = functools.partial(
-            self.write_changeset, changeset, result, rendered, repairs, None
-        )
-
-    def replay_first(self, changeset: Changeset) -> ReplayResult:
-        """Replay a changeset the first time: beside the untaken one's take, if
-        there is one; its own take is left to the next (defer_take)."""
-        options = self.options
-        defer_take = self.shadow.tracking and not options.verify_incremental
-        if self.untaken is not None and _may_lock_out(changeset, self.untaken[0]):
-            self.catch_up()  # cheaper than a LockConflict
-        if self.untaken is not None:
-            try:
-                return self.shadow.replay(
-                    changeset, max_sql_bytes=options.max_sql_bytes,
-                    while_running=self.take_alongside, hold_commit=True, defer_take=defer_take,
-                )
-            except LockConflict:
-                self.catch_up()  # and replay it again, as if nothing were untaken
-        return self.shadow.replay(
-            changeset, max_sql_bytes=options.max_sql_bytes,
-            while_running=self.finish_commit, defer_take=defer_take,
-        )
-
-    def replay_with_repairs(self, changeset: Changeset) -> tuple[ReplayResult, list[Repair]]:
+    def replay_with_repairs(
+        self, pipeline: ChangesetPipeline, changeset: Changeset
+    ) -> tuple[ReplayResult, list[Repair]]:
         """Replay; while it fails and repairs apply, repair and retry (bounded)."""
         overrides: dict[int, str | None] = {}
         repairs: list[Repair] = []
@@ -431,12 +397,12 @@ class _Exporter:
         before = healer.environment_repairs(changeset)
         if self.options.repair:
             before += healer.due_triggers(self.since_triggers) + healer.replaced_overloads(changeset)
+        if before:
+            pipeline.settle()  # the changeset before is taken without these repairs
         for repair in before:
-            self.catch_up()  # the untaken changeset's take must not see this repair
             if healer.apply(repair) is None:
                 repairs.append(repair)
-        result = self.replay_first(changeset)
-        self.catch_up()  # if the replay did not get as far as running anything
+        result = pipeline.replay(changeset)
         for _ in range(MAX_ROUNDS):
             failure = result.failure
             if failure is None or not self.options.repair:
@@ -460,21 +426,14 @@ class _Exporter:
                 progress = True
             if not progress:
                 break
-            result = self.shadow.replay(
-                changeset, max_sql_bytes=self.options.max_sql_bytes, overrides=overrides
-            )
+            result = pipeline.replay(changeset, overrides)
         # What the next due_triggers must look at: this changeset's SQL and repairs.
         self.since_triggers = "\n".join([changeset.sql or "", *(r.description for r in repairs)])
         if self.options.repair:
             single = result.ok and len(result.statements) == 1
-            after = [r for r in healer.postcondition_repairs(changeset, result.ok, single)
-                     if healer.apply(r) is None]
-            if after:
-                repairs += after
-                if not result.untaken:
-                    # Its take already ran (no overlap): render what it touched in full,
-                    # repairs included; the tracker's record of them goes to the next take.
-                    result.touched = None
+            # Applied before the changeset is handed in: its take includes them.
+            repairs += [r for r in healer.postcondition_repairs(changeset, result.ok, single)
+                        if healer.apply(r) is None]
         return result, repairs
 
     def replay_to_head(self, reader: HistoryReader, last_id: int) -> None:
@@ -499,14 +458,17 @@ class _Exporter:
                     return
 
         rows = up_to_head()
+        # Nothing is rendered or written: each changeset's take is dropped.
+        pipeline = self.pipeline(prepare=lambda item, queries: _write_nothing)
         try:
             for changeset in group_changesets(rows, reader.environment(),
                                               self.options.commit_per):
                 if _excluded_only(changeset, self.options.exclude_schemas):
                     continue
-                result, _ = self.replay_with_repairs(changeset)
-                if result.untaken:
-                    self.shadow.take_touched()  # nothing is rendered: drop the record
+                result, repairs = self.replay_with_repairs(pipeline, changeset)
+                pipeline.hand_in(Replayed(changeset, result, tuple(repairs),
+                                          changed=_changed_shadow(result, repairs)))
+            pipeline.close()
         finally:
             rows.close()  # the history cursor, before the export opens it again
         self.shadow.take_touched()  # the rebuild is no change
@@ -584,8 +546,7 @@ class _Exporter:
                     failures: list[LoadFailure], trailer: str) -> int:
         """Commit what was loaded into the shadow as the root commit; the number of objects.
         `summary` writes the message's subject and text from that number."""
-        touched = self.shadow.take_touched()
-        changes, files = self.render_after(ReplayResult(statements=[], touched=touched))
+        changes, files = self.render_now(self.shadow.take_touched())
         files = {**self.pending, **files}
         self.pending = {}
         failed = [f"  {without_shadow_oids(f.error.splitlines()[0])}\n"
@@ -637,79 +598,56 @@ class _Exporter:
         self.writer.write_commit(files, author, message)
         self.report.commits_written += 1
 
-    def finish_commit(self) -> None:
-        """Write the last changeset's commit, if it is not written yet."""
-        unwritten, self.unwritten = self.unwritten, None
-        if unwritten is not None:
-            unwritten()
-
-    def export_changeset(self, changeset: Changeset) -> bool:
-        """Replay one changeset and render the snapshot after it; its commit is
-        written while the next changeset replays (finish_commit), so that the
-        client's work on one overlaps the server's on the next.
+    def export_changeset(self, pipeline: ChangesetPipeline, changeset: Changeset) -> bool:
+        """Replay one changeset (and its repairs) and hand it to the pipeline, which
+        renders and commits it while the next changeset replays.
 
         Returns False when --strict stops at its failure.
         """
         options, report = self.options, self.report
-        skipped_reason = None
-        rendered: Callable[[], tuple[SnapshotChanges, FileChanges]] = _nothing_rendered
-        repairs: list[Repair] = []
         self.last_time = changeset.time
         if _excluded_only(changeset, options.exclude_schemas):
-            self.catch_up()
             skipped_reason = "pgGit's own objects (schema " + ", ".join(
                 sorted({_row_schema(row.schema_name, row.object_name) or ""
                         for row in changeset.rows})
             ) + ")"
-            result = ReplayResult(statements=[])
-        else:
-            result, repairs = self.replay_with_repairs(changeset)
-            if options.strict and result.failure is not None:
-                report.failed.append(
-                    ReportedChangeset(
-                        history_ids=changeset.history_ids,
-                        commit="",
-                        reason="replay failed; --strict stopped the export before it",
-                        statement=result.failure.statement,
-                        error=result.failure.describe(),
-                    )
+            pipeline.hand_in(Replayed(changeset, ReplayResult(statements=[]),
+                                      skipped_reason=skipped_reason))
+            return True
+        result, repairs = self.replay_with_repairs(pipeline, changeset)
+        if options.strict and result.failure is not None:
+            report.failed.append(
+                ReportedChangeset(
+                    history_ids=changeset.history_ids,
+                    commit="",
+                    reason="replay failed; --strict stopped the export before it",
+                    statement=result.failure.statement,
+                    error=result.failure.describe(),
                 )
-                return False
-            if result.failure is not None and any(not r.override for r in repairs):
-                # The repairs changed the shadow even though the changeset still fails.
-                result.touched = self.shadow.take_touched()
-                rendered = self.render_later(result)
-            elif result.untaken:  # taken beside the next changeset (take_alongside)
-                self.untaken = (changeset, result, repairs)
-                return True
-            elif result.ok and (result.replayed or repairs):
-                rendered = self.render_later(result)
-        self.finish_commit()  # the commit before, if its take ran beside this replay
-        self.unwritten = functools.partial(
-            self.write_changeset, changeset, result, rendered, repairs, skipped_reason
-        )
+            )
+            return False
+        pipeline.hand_in(Replayed(changeset, result, tuple(repairs),
+                                  changed=_changed_shadow(result, repairs)))
         return True
 
     def write_changeset(
         self,
-        changeset: Changeset,
-        result: ReplayResult,
+        item: Replayed,
         rendered: Callable[[], tuple[SnapshotChanges, FileChanges]],
-        repairs: list[Repair],
-        skipped_reason: str | None,
     ) -> None:
         """Commit one replayed changeset, and account for its rows in the report.
 
-        `rendered` finishes the render of the snapshot after it (render_later).
+        `rendered` finishes the render of the snapshot after it (render_touched).
         """
         report = self.report
+        changeset, result, repairs = item.changeset, item.result, item.repairs
         changes, files = rendered()
         if self.pending:
             files = {**self.pending, **files}
             self.pending = {}
         author, author_missing, author_note = _author(changeset, self.options)
         message = build_message(
-            changeset, result, changes, skipped_reason=skipped_reason,
+            changeset, result, changes, skipped_reason=item.skipped_reason,
             author_missing=author_missing, repairs=[r.description for r in repairs],
             author_note=author_note,
         )
@@ -726,8 +664,8 @@ class _Exporter:
                     error=result.failure.describe(),
                 )
             )
-        if skipped_reason:
-            report.not_replayed.append(ReportedChangeset(ids, commit_id, skipped_reason))
+        if item.skipped_reason:
+            report.not_replayed.append(ReportedChangeset(ids, commit_id, item.skipped_reason))
         for repair in repairs:
             report.repairs.append(ReportedChangeset(ids, commit_id, repair.description))
         for statement in result.refused:
@@ -736,20 +674,17 @@ class _Exporter:
             )
 
 
-def _may_lock_out(changeset: Changeset, before: Changeset) -> bool:
-    """Whether `changeset` likely locks ACCESS EXCLUSIVE a relation that the take
-    of `before` will render (or a view's render will read): a take beside its
-    replay would then end in a LockConflict, which costs a replay more than
-    taking first. A guess from the texts: it alters, drops or replaces a
-    relation that `before`'s text names, or a view (which the take renders if
-    `before` altered a relation under it) after `before` altered a relation."""
-    text, before_text = changeset.sql or "", before.sql or ""
-    locked = relations_locked_exclusive(text)
-    if not locked:
-        return False
-    if not locked.isdisjoint(identifiers(before_text)):
-        return True
-    return locks_a_view(text) and bool(relations_locked_exclusive(before_text))
+def _changed_shadow(result: ReplayResult, repairs: list[Repair]) -> bool:
+    """Whether a changeset's replay and repairs changed the shadow: its take is rendered.
+    A failed changeset is rolled back, but repairs made for it stay (overrides change
+    only what is sent)."""
+    if result.failure is not None:
+        return any(not r.override for r in repairs)
+    return bool(result.replayed or repairs)
+
+
+def _write_nothing() -> None:
+    pass
 
 
 def _nothing_rendered() -> tuple[SnapshotChanges, FileChanges]:
@@ -880,16 +815,17 @@ def export_history(
                     exporter.commit_prehistory(prehistory, reader.conn, recorded, when)
                 if first is not None:
                     changesets = itertools.chain([first], changesets)
+            pipeline = exporter.pipeline()
             for changeset in changesets:
-                if not exporter.export_changeset(changeset):
+                if not exporter.export_changeset(pipeline, changeset):
                     report.stopped_early = True
                     break
                 changesets_done += 1
                 report.rows_exported += len(changeset.rows)
                 if options.progress:
                     options.progress(changesets_done, report.rows_exported, info.history_rows)
-            exporter.catch_up()
-            exporter.finish_commit()
+            pipeline.close()
+            report.pipeline = pipeline.stats
             if options.reconcile and not report.stopped_early:
                 exporter.reconcile(reader.conn)
         writer.flush()

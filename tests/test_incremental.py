@@ -73,6 +73,8 @@ def test_awkward_changes_render_incrementally_like_a_full_render(
         ExportOptions(shadow_dsn=pg_admin_dsn, verify_incremental=True),
     )
     assert report.incremental and report.clean, [f.error for f in report.failed]
+    # verify_incremental proves the overlapped path: takes ran beside replays.
+    assert report.pipeline.beside > len(AWKWARD) // 2, report.pipeline
     full = export_history(
         source, tmp_path / "full", ExportOptions(shadow_dsn=pg_admin_dsn, incremental=False),
     )
@@ -167,32 +169,45 @@ LOCKING = [
 
 
 def test_takes_beside_the_next_replay_give_the_full_render(
-    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
 ) -> None:
-    from pggit_export import export as export_module
-    from pggit_export.shadow.replay import LockConflict
-
-    conflicts: list[str] = []
-    take_alongside = export_module._Exporter.take_alongside
-
-    def counting(self: export_module._Exporter) -> None:
-        try:
-            take_alongside(self)
-        except LockConflict as exc:
-            conflicts.append(str(exc))
-            raise
-
-    monkeypatch.setattr(export_module._Exporter, "take_alongside", counting)
     source = make_source(
         make_database(), [Change(sql, at(1, 1 + i)) for i, sql in enumerate(LOCKING)]
     )
     plain = export_history(source, tmp_path / "plain", ExportOptions(shadow_dsn=pg_admin_dsn))
     assert plain.incremental and plain.clean, [f.error for f in plain.failed]
+    conflicts = plain.pipeline.conflicts
     assert conflicts and all("lock timeout" in c for c in conflicts), conflicts
+    assert plain.pipeline.foreseen and plain.pipeline.beside
     full = export_history(
         source, tmp_path / "full", ExportOptions(shadow_dsn=pg_admin_dsn, incremental=False)
     )
     assert plain.head == full.head and plain.commits_written == len(LOCKING)
     assert "b.yy" in git(tmp_path / "plain", "show", "main~2:public/ab.sql")
     git(tmp_path / "plain", "fsck", "--strict")
+
+
+def test_a_changeset_repaired_into_nothing_commits_after_the_one_before_it(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    # The view's take runs beside the next changeset's replay. That changeset fails (its
+    # table existed only before the history, and is gone), its one statement is skipped
+    # by a repair, and it renders although it replays nothing: its render must come after
+    # the view's, or the view lands in its commit and the view's own commit is empty.
+    source = make_source(make_database(), [
+        Change("CREATE TABLE t (id int, closed_at date)", at(1, 1)),
+        Change("CREATE VIEW v AS SELECT id FROM t", at(1, 2),
+               objects=[("CREATE", "VIEW", "public", "v")]),
+        Change("CREATE INDEX archive_closed_at_idx ON archive (closed_at)", at(1, 3),
+               objects=[("CREATE", "INDEX", "public", "archive_closed_at_idx")]),
+        Change("DROP TABLE archive", at(1, 4), objects=[("DROP", "TABLE", "public", "archive")]),
+    ], live_sql="CREATE TABLE t (id int, closed_at date); CREATE VIEW v AS SELECT id FROM t;")
+    report = export_history(source, tmp_path / "repo", ExportOptions(shadow_dsn=pg_admin_dsn))
+    assert report.pipeline.beside, "the view's take should run beside the next replay"
+    assert [r for r in report.repairs if "archive" in r.reason and "skipped" in r.reason]
+    shown = git(tmp_path / "repo", "log", "--format=%s", "--name-only", "--reverse")
+    assert "Create view public.v\n\npublic/v.sql" in shown, shown
+    full = export_history(
+        source, tmp_path / "full", ExportOptions(shadow_dsn=pg_admin_dsn, incremental=False)
+    )
+    assert report.head == full.head

@@ -10,11 +10,11 @@ import pytest
 from history import Change, at, git, make_source
 
 from pggit_export import ExportOptions, export_history
+from pggit_export.shadow.pipeline import relations_locked_exclusive
 from pggit_export.shadow.replay import (
     Action,
     classify,
     prepare_for_transaction,
-    relations_locked_exclusive,
     split_statements,
 )
 

@@ -18,14 +18,12 @@ changeset (see docs/ARCHITECTURE.md, "Replay policy"):
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import secrets
-import select
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -38,7 +36,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from pggit_export.errors import PggitExportError
-from pggit_export.identifiers import IDENTIFIER_PATTERN, catalog_name, quote_literal
+from pggit_export.identifiers import quote_literal
 from pggit_export.read.history import Changeset
 from pggit_export.read.sqlsplit import split as split_sql
 from pggit_export.read.sqlsplit import without_leading_comments
@@ -47,15 +45,6 @@ from pggit_export.shadow.server import EmbeddedServer, connect_shadow, find_bina
 
 class ShadowError(PggitExportError, RuntimeError):
     """The shadow database could not be created or used."""
-
-
-class LockConflict(RuntimeError):
-    """Work beside a changeset's replay needed a lock that the changeset holds.
-
-    The work (the previous changeset's take) must see the shadow as it was
-    before the changeset, so it may not wait for the changeset's commit, which
-    waits for it: it gave up instead, and the changeset was rolled back.
-    """
 
 
 class Action(Enum):
@@ -163,57 +152,6 @@ def classify(text: str) -> Action:
     if first in _MAINTENANCE or _REPLICATION_ROLE.match(without_leading_comments(text)):
         return Action.SKIP_MAINTENANCE
     return Action.REPLAY
-
-
-# Which relations a text's statements lock ACCESS EXCLUSIVE, roughly: a heuristic
-# (see relations_locked_exclusive), so plain patterns over the whole text.
-_NAME = IDENTIFIER_PATTERN
-_QUALIFIED = rf"{_NAME}(?:\s*\.\s*{_NAME})*"
-_EXCLUSIVE_STATEMENT = re.compile(
-    r"(?:^|;)\s*(?:--[^\n]*\n\s*)*"
-    r"(?:(?:ALTER|DROP)\s+(?:TABLE|VIEW|MATERIALIZED\s+VIEW|INDEX|SEQUENCE|FOREIGN\s+TABLE)"
-    r"|CREATE\s+OR\s+REPLACE\s+(?:VIEW|RULE)|CREATE\s+(?:RULE|POLICY)"
-    r"|(?:DROP|ALTER)\s+(?:POLICY|TRIGGER|RULE)"
-    r"|TRUNCATE(?:\s+TABLE)?|REFRESH\s+MATERIALIZED\s+VIEW|LOCK(?:\s+TABLE)?|CLUSTER"
-    r"|REINDEX\s+(?:TABLE|INDEX))\b"
-    r"(?:\s+IF\s+EXISTS|\s+ONLY|\s+CONCURRENTLY)*\s+"
-    rf"(?P<names>{_QUALIFIED}(?:\s*,\s*{_QUALIFIED})*)"
-    rf"(?:[^;]*?\b(?:ON\s+(?:SELECT|INSERT|UPDATE|DELETE)\s+TO|ON|TO)\s+(?P<on>{_QUALIFIED}))?",
-    re.I,
-)
-_IDENTIFIER = re.compile(_NAME)
-
-
-def relations_locked_exclusive(text: str) -> set[str]:
-    """The names (last part, catalog spelling) of the relations that the text's
-    ALTER TABLE, DROP VIEW, CREATE OR REPLACE VIEW, TRUNCATE and the like name:
-    what they lock ACCESS EXCLUSIVE. A heuristic over the text, for deciding
-    whether to run a take beside the text's replay; never used for correctness."""
-    found = set()
-    for match in _EXCLUSIVE_STATEMENT.finditer(text):
-        for group in (match["names"], match["on"]):
-            for qualified in (group or "").split(","):
-                parts = _IDENTIFIER.findall(qualified)
-                if parts:
-                    found.add(catalog_name(parts[-1]))
-    return found
-
-
-_VIEW_STATEMENT = re.compile(
-    r"(?:^|;)\s*(?:--[^\n]*\n\s*)*(?:(?:ALTER|DROP)\s+(?:MATERIALIZED\s+)?VIEW"
-    r"|CREATE\s+OR\s+REPLACE\s+VIEW|REFRESH\s+MATERIALIZED\s+VIEW)\b",
-    re.I,
-)
-
-
-def locks_a_view(text: str) -> bool:
-    """Whether the text alters, drops, replaces or refreshes a view (heuristic)."""
-    return _VIEW_STATEMENT.search(text) is not None
-
-
-def identifiers(text: str) -> set[str]:
-    """Every word of the text that could be a name, in catalog spelling."""
-    return {catalog_name(word) for word in _IDENTIFIER.findall(text)}
 
 
 def split_statements(text: str) -> list[Statement]:
@@ -391,7 +329,7 @@ class ReplayFailure:
         return f"statement {self.statement_index}: {self.message}{detail}{code}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ReplayResult:
     """What happened when one changeset was replayed."""
 
@@ -399,15 +337,30 @@ class ReplayResult:
     replayed: int = 0
     failure: ReplayFailure | None = None
     refused: list[Statement] = field(default_factory=list)
-    # What the changeset's DDL touched; None when the shadow cannot track it.
-    touched: TouchedObjects | None = None
-    # True when the record of what it touched is still to be taken: by the
-    # caller, with send_take / receive_take beside the next changeset's replay.
-    untaken: bool = False
 
     @property
     def ok(self) -> bool:
         return self.failure is None
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    """A changeset's statements as replay sends them: what `Shadow.plan` made of its text."""
+
+    changeset: Changeset
+    statements: list[Statement]
+    # The statements that run, (1-based index among `statements`, statement), and their
+    # texts as sent (prepared for a transaction, clock literals frozen).
+    to_run: list[tuple[int, Statement]]
+    texts: list[str]
+    # What puts the transaction in its author's session environment (search_path).
+    session: list[str]
+
+    def outcome(self, replayed: int = 0, failure: ReplayFailure | None = None) -> ReplayResult:
+        return ReplayResult(
+            statements=self.statements, replayed=replayed, failure=failure,
+            refused=[s for s in self.statements if s.action in REFUSALS],
+        )
 
 
 class Shadow:
@@ -474,8 +427,8 @@ class Shadow:
             self.tracking = False
         else:
             self.tracking = True
-            # For send_take, which sends it by name in a simple-query message.
-            self._prepare_take()
+            # For the changeset pipeline, which sends it by name beside a replay.
+            self.prepare_take()
         return self.tracking
 
     def take_touched(self) -> TouchedObjects | None:
@@ -488,11 +441,11 @@ class Shadow:
             self.tracking = False  # the history dropped our schema: render in full from now on
             return None
         assert row is not None
-        return self._touched_from(row[0], row[1], row[2])
+        return self.touched_from(row[0], row[1], row[2])
 
-    def _touched_from(self, triggers: int, taken: Any, resolved: Any) -> TouchedObjects | None:
-        """The take's row as TouchedObjects (None, and tracking off, if the
-        history disabled a trigger)."""
+    def touched_from(self, triggers: int, taken: Any, resolved: Any) -> TouchedObjects | None:
+        """A take's row as TouchedObjects (None, and tracking off, if the history disabled
+        a trigger)."""
         if triggers != 2:
             self.tracking = False
             return None
@@ -504,96 +457,29 @@ class Shadow:
                 touched.altered.append((classid, objid))
         return touched
 
-    def _prepare_take(self) -> None:
+    def prepare_take(self) -> None:
+        """Prepare the take as TAKE_STATEMENT on the tool's connection, for the changeset
+        pipeline, which sends it by name beside a replay."""
         (self.admin or self.conn).execute(
-            f"PREPARE {_TAKE_STATEMENT} AS {self._take_sql}", prepare=False
+            f"PREPARE {TAKE_STATEMENT} AS {self._take_sql}", prepare=False
         )
-
-    def send_take(self) -> None:
-        """Start a take (take_touched) and do not wait for it: it is meant to run
-        beside the next changeset's replay, which holds its commit meanwhile
-        (replay's `hold_commit`), so that the take sees the shadow as it was
-        before that changeset. It gives up on any lock wait (lock_timeout 1 ms):
-        the lock could be the uncommitted changeset's, which waits for the take.
-        receive_take reads the outcome."""
-        assert self.admin is not None and self.tracking
-        self.admin.pgconn.send_query(
-            _BEGIN_BESIDE + b"; EXECUTE " + _TAKE_STATEMENT.encode() + b"; COMMIT"
-        )
-
-    def receive_take(self) -> TouchedObjects | None:
-        """The outcome of send_take. Raises LockConflict (rolled back, nothing
-        taken) if it failed: on a lock, or for any other reason, which the
-        caller's take_touched after the conflict will meet again and handle."""
-        assert self.admin is not None
-        pgconn = self.admin.pgconn
-        results = _results(pgconn)
-        failed = [r for r in results if r.status == psycopg.pq.ExecStatus.FATAL_ERROR]
-        if failed or len(results) != 4:
-            sqlstate = failed[0].error_field(psycopg.pq.DiagnosticField.SQLSTATE) if failed else None
-            message = failed[0].error_message.decode(errors="replace") if failed else "no result"
-            self._rollback_admin()
-            if sqlstate == b"26000":  # gone: psycopg deallocates all after a DROP or ALTER
-                self._prepare_take()
-            raise LockConflict(
-                f"the take beside the next changeset failed ({(sqlstate or b'').decode()}): "
-                f"{message.strip()}"
-            )
-        triggers, taken, resolved = (results[2].get_value(0, column) for column in range(3))
-        return self._touched_from(
-            int(triggers or b"0"),
-            json.loads(taken) if taken is not None else [],
-            json.loads(resolved) if resolved is not None else None,
-        )
-
-    @contextmanager
-    def beside(self) -> Iterator[None]:
-        """A transaction of the tool's connection for work beside an uncommitted
-        changeset (see send_take): it fails at once, with LockNotAvailable,
-        instead of waiting for a lock."""
-        assert self.admin is not None
-        self.admin.pgconn.exec_(_BEGIN_BESIDE)
-        try:
-            yield
-        except BaseException:
-            self._rollback_admin()
-            raise
-        self.admin.pgconn.exec_(b"COMMIT")
-
-    def _rollback_admin(self) -> None:
-        assert self.admin is not None
-        if self.admin.info.transaction_status != TransactionStatus.IDLE:
-            # Not through psycopg, which deallocates every prepared statement
-            # after a ROLLBACK: the render queries' plans are worth keeping.
-            self.admin.pgconn.exec_(b"ROLLBACK")
 
     @property
     def server_version(self) -> int:
         return self.conn.info.server_version
 
-    def replay(
+    def plan(
         self,
         changeset: Changeset,
         *,
         max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES,
         overrides: Mapping[int, str | None] | None = None,
-        while_running: Callable[[], None] | None = None,
-        hold_commit: bool = False,
-        defer_take: bool = False,
-    ) -> ReplayResult:
-        """Replay one changeset in a transaction of its own; roll it back on failure.
+    ) -> ReplayPlan:
+        """What replaying `changeset` sends: its statements, classified, and the texts to run.
 
         A text over `max_sql_bytes` is not even parsed (sqlparse needs seconds per
-        megabyte): it is refused whole, and reported. `overrides` replaces
-        statements (1-based index -> new text, or None to skip it): repairs.
-        `while_running` is called while the server runs the changeset, if it
-        gets that far (client work to overlap with the server's). With
-        `hold_commit`, the changeset commits only once `while_running` has
-        returned, so that what it does on the tool's connection sees the shadow
-        as it was before the changeset (send_take); if it raises LockConflict,
-        the changeset is rolled back and the LockConflict raised. With
-        `defer_take`, a changeset that replays at once is not taken: its result
-        says `untaken`, and the caller takes it.
+        megabyte): it is refused whole, and reported. `overrides` replaces statements
+        (1-based index -> new text, or None to skip it): repairs.
         """
         text = changeset.sql or ""
         if len(text.encode("utf-8", "surrogatepass")) > max_sql_bytes:
@@ -606,34 +492,67 @@ class Shadow:
                     Statement(new_text, Action.REPLAY) if new_text is not None
                     else Statement(statements[index - 1].text, Action.SKIP_REPAIRED)
                 )
-        result = ReplayResult(statements=statements)
-        result.refused = [s for s in statements if s.action in REFUSALS]
         to_run = [(i, s) for i, s in enumerate(statements, 1) if s.action is Action.REPLAY]
-        if not to_run:
-            return result
         texts = [prepare_for_transaction(freeze_clock_literals(s.text, changeset.time))
                  for _, s in to_run]
-        session = _session_settings(changeset)
-        if self._replay_at_once([*session, *texts], while_running, hold_commit=hold_commit):
-            result.replayed = len(to_run)
-            if defer_take and self.tracking:
-                result.untaken = True
-            else:
-                result.touched = self.take_touched()
-            return result
-        # It failed somewhere: again statement by statement, to know exactly where.
+        return ReplayPlan(changeset, statements, to_run, texts, _session_settings(changeset))
+
+    def script(self, plan: ReplayPlan, *, commit: bool = True) -> bytes:
+        """A changeset's statements, and the session reset, as one simple-query message.
+
+        BEGIN, the session settings, the statements, the reset, COMMIT (unless `commit` is
+        false: the changeset pipeline holds it back while work runs beside). The server
+        parses the whole message before running any of it, so a statement cannot swallow
+        the next (a trailing `--` comment is ended by the newline each separator starts
+        with, and an unterminated quote or comment is a syntax error of the message). Four
+        round trips and more per changeset saved; the reset skips DISCARD PLANS, which
+        would make the tracker's triggers re-plan every changeset. If anything fails, the
+        whole message is rolled back and replay_statement_by_statement names the statement.
+        """
+        texts = [*plan.session, *plan.texts]
+        script = (
+            "BEGIN;\n" + "".join(f"{text}\n;\n" for text in texts) + _RESET_IN_TRANSACTION
+            + (";\nCOMMIT" if commit else "")
+        )
+        return script.encode(self.conn.info.encoding)
+
+    @contextmanager
+    def watched(self) -> Iterator[None]:
+        """Let the watchdog cancel what runs on the replay connection meanwhile."""
+        watchdog = self._watchdog
+        if watchdog is not None:
+            watchdog.started = time.monotonic()
+        try:
+            yield
+        finally:
+            if watchdog is not None:
+                watchdog.started = None
+
+    def roll_back(self) -> None:
+        """Roll back what a failed or abandoned script left open on the replay connection."""
+        if self._watchdog is not None:
+            self._watchdog.cancelled = False
+        try:
+            if self.conn.info.transaction_status != TransactionStatus.IDLE:
+                self.conn.execute("ROLLBACK")
+        except psycopg.Error as exc:
+            raise ShadowError(f"the shadow connection is unusable: {exc}") from exc
+
+    def replay_statement_by_statement(self, plan: ReplayPlan) -> ReplayResult:
+        """Replay a planned changeset one statement at a time, in one transaction, rolled
+        back on failure: slower than its script, but it names the failing statement."""
+        replayed, failure = 0, None
         try:
             with self.conn.transaction():
-                for setting in session:
+                for setting in plan.session:
                     self.conn.execute(setting)
-                for (index, statement), text in zip(to_run, texts):
+                for (index, statement), text in zip(plan.to_run, plan.texts):
                     watchdog = self._watchdog
                     try:
-                        if watchdog is not None:
-                            watchdog.started = time.monotonic()
-                        self.conn.execute(text)
+                        with self.watched():
+                            self.conn.execute(text)
                     except psycopg.Error as exc:
-                        result.failure = ReplayFailure(
+                        failure = ReplayFailure(
                             statement_index=index,
                             statement=statement.text,
                             sqlstate=exc.sqlstate,
@@ -642,85 +561,13 @@ class Shadow:
                             hint=exc.diag.message_hint,
                         )
                         raise _Rollback() from exc
-                    finally:
-                        if watchdog is not None:
-                            watchdog.started = None
-                    result.replayed += 1
+                    replayed += 1
         except _Rollback:
             pass
         finally:
             # SET search_path, SET ROLE and the like must not leak into the next changeset.
             self._reset_session()
-        if result.ok:
-            # Read after the commit, on the tool's own connection: the replay role
-            # may only add to the record, never read or erase it.
-            result.touched = self.take_touched()
-        return result
-
-    def _replay_at_once(
-        self,
-        texts: Sequence[str],
-        while_running: Callable[[], None] | None = None,
-        *,
-        hold_commit: bool = False,
-    ) -> bool:
-        """Run a changeset's statements, and the session reset, in one round trip.
-
-        One simple-query message: BEGIN, the statements, the reset, COMMIT. The
-        server parses the whole message before running any of it, so a statement
-        cannot swallow the next (a trailing `--` comment is ended by the newline
-        each separator starts with, and an unterminated quote or comment is a
-        syntax error of the message). Returns False, with everything rolled back,
-        if anything failed: the caller then replays statement by statement, which
-        names the failing statement and resets the session with DISCARD ALL.
-        Four round trips and more per changeset saved; the reset skips DISCARD
-        PLANS, which would make the tracker's triggers re-plan every changeset.
-
-        The message goes out through libpq's asynchronous calls, so that
-        `while_running` runs while the server works; no result is read before.
-        With `hold_commit` the message leaves COMMIT out, and it is sent after
-        `while_running` has returned (see replay).
-        """
-        script = (
-            "BEGIN;\n" + "".join(f"{text}\n;\n" for text in texts) + _RESET_IN_TRANSACTION
-            + ("" if hold_commit else ";\nCOMMIT")
-        )
-        watchdog = self._watchdog
-        pgconn = self.conn.pgconn
-        encoded = script.encode(self.conn.info.encoding)
-        failed = False
-        conflict: LockConflict | None = None
-        try:
-            if watchdog is not None:
-                watchdog.started = time.monotonic()
-            pgconn.send_query(encoded)
-            try:
-                if while_running is not None:
-                    while_running()
-            except LockConflict as exc:
-                conflict = exc
-            finally:
-                failed = not _all_results_ok(pgconn)
-            if hold_commit and not failed and conflict is None:
-                pgconn.send_query(b"COMMIT")  # may fail: a deferred constraint trigger
-                failed = not _all_results_ok(pgconn)
-        except psycopg.Error as exc:
-            raise ShadowError(f"the shadow connection is unusable: {exc}") from exc
-        finally:
-            if watchdog is not None:
-                watchdog.started = None
-        if failed or conflict is not None:
-            if watchdog is not None:
-                watchdog.cancelled = False
-            try:
-                if self.conn.info.transaction_status != TransactionStatus.IDLE:
-                    self.conn.execute("ROLLBACK")
-            except psycopg.Error as exc:
-                raise ShadowError(f"the shadow connection is unusable: {exc}") from exc
-            if conflict is not None:
-                raise conflict
-            return False
-        return True
+        return plan.outcome(replayed, failure)
 
     def _reset_session(self) -> None:
         try:
@@ -778,11 +625,8 @@ CREATE EVENT TRIGGER _pggit_export_sql_drop ON sql_drop
 # arrays: unnest() tells the planner "about 10 rows", the right order of size,
 # where the table's statistics (empty, or whatever autovacuum last saw) would
 # have it scan pg_depend whole.
-# The take's name as a prepared statement of the tool's connection (send_take).
-_TAKE_STATEMENT = "_pggit_export_take"
-# How work beside an uncommitted changeset starts: it must never wait for a lock
-# (send_take, Shadow.beside).
-_BEGIN_BESIDE = b"BEGIN; SET LOCAL lock_timeout = '1ms'"
+# The take's name as a prepared statement of the tool's connection (pipeline.py).
+TAKE_STATEMENT = "_pggit_export_take"
 _TAKE_TOUCHED_SQL = """
 WITH taken AS (DELETE FROM _pggit_export.touched RETURNING *),
 altered AS (
@@ -799,28 +643,6 @@ SELECT (SELECT count(*) FROM pg_catalog.pg_event_trigger
         FROM taken) AS touched,
        {resolve_sql} AS resolved
 """
-
-
-def _results(pgconn: psycopg.pq.abc.PGconn) -> list[psycopg.pq.abc.PGresult]:
-    """Wait for the results of a query sent with send_query, and return them.
-
-    A failure ends a simple-query message: the server skips the rest of it, so
-    a failed result is the last.
-    """
-    while True:
-        pgconn.consume_input()
-        if not pgconn.is_busy():
-            break
-        select.select([pgconn.socket], [], [])
-    results = []
-    while (result := pgconn.get_result()) is not None:
-        results.append(result)
-    return results
-
-
-def _all_results_ok(pgconn: psycopg.pq.abc.PGconn) -> bool:
-    """Wait for the results of a query sent with send_query; False if one failed."""
-    return all(r.status != psycopg.pq.ExecStatus.FATAL_ERROR for r in _results(pgconn))
 
 
 class _Watchdog(threading.Thread):
