@@ -65,7 +65,8 @@ def _export_child(source: str, repo: str, shadow_dsn: str, out: str) -> None:
     times: list[float] = []
     result: dict[str, Any] = {"times": times, "interrupted": False}
 
-    def progress(changesets: int, rows: int, total: int) -> None:
+    def progress(*event: Any) -> None:
+        # One ProgressEvent, or (changesets, rows, total) from code before it (--code).
         times.append(time.perf_counter())
 
     def stop(signum: int, frame: Any) -> None:
@@ -514,6 +515,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "failed": data.get("failed"),
                 "refused": data.get("refused"),
                 "not_replayed": data.get("not_replayed"),
+                "head": data.get("head"),  # same history, same code: same id
                 "stderr_tail": child.stderr[-1000:] if child.returncode else "",
             }
             if export["partial"] and done:

@@ -14,7 +14,8 @@ Python API::
     report = export_history("postgresql://me@db/app", "app-schema")
     print(report.head)
 
-Every error meant for the caller derives from :class:`PggitExportError`.
+Every error meant for the caller derives from :class:`PggitExportError`; the long commands
+take a progress callback, called with a :class:`ProgressEvent`.
 """
 
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ from pggit_export.errors import PggitExportError  # noqa: E402
 from pggit_export.export import ExportOptions, ExportReport, export_history  # noqa: E402
 from pggit_export.mirror.verify import VerifyReport, verify_mirror  # noqa: E402
 from pggit_export.mirror.write import MirrorOptions, MirrorReport, mirror_repository  # noqa: E402
+from pggit_export.progress import Progress, ProgressEvent  # noqa: E402
 from pggit_export.restore import RestoreReport, restore_snapshot  # noqa: E402
 
 __all__ = [
@@ -35,6 +37,8 @@ __all__ = [
     "MirrorOptions",
     "MirrorReport",
     "PggitExportError",
+    "Progress",
+    "ProgressEvent",
     "RestoreReport",
     "VerifyReport",
     "__version__",

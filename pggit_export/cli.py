@@ -35,6 +35,7 @@ from pggit_export.mirror.write import (
     MirrorReport,
     mirror_repository,
 )
+from pggit_export.progress import ProgressEvent
 from pggit_export.restore import restore_snapshot
 from pggit_export.shadow.replay import DEFAULT_MAX_SQL_BYTES, DEFAULT_STATEMENT_TIMEOUT
 
@@ -302,11 +303,9 @@ def _progress(
     ) as bar:
         task = bar.add_task(label, total=None, changesets=0)
 
-        def update(*counts: int) -> None:
-            # export reports (changesets, rows, total rows); mirror and restore (done, total)
-            done, total = counts[-2], counts[-1]
-            bar.update(task, completed=done, total=total,
-                       changesets=counts[0] if len(counts) == 3 else "")
+        def update(event: ProgressEvent) -> None:
+            bar.update(task, completed=event.done, total=event.total,
+                       changesets=event.changesets if event.changesets is not None else "")
 
         yield update
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
 from pggit_export.export import ExportOptions, ExportReport, export_history
+from pggit_export.progress import Progress
 from pggit_export.shadow.server import EmbeddedServer, connect_shadow
 
 
@@ -19,7 +19,7 @@ def demo_history_sql() -> str:
 def run_demo(
     directory: str | os.PathLike[str],
     *,
-    progress: Callable[[int, int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> ExportReport:
     """Load the demo history into a private PostgreSQL and export it to `directory`.
 

@@ -31,6 +31,7 @@ from pggit_export.git.message import (
 )
 from pggit_export.git.writer import GitWriter, RepositoryError, Signature
 from pggit_export.identifiers import IDENTIFIER_PATTERN, catalog_name, strip_identifier_quotes
+from pggit_export.progress import Progress, ProgressEvent
 from pggit_export.read.history import Changeset, HistoryReader, HistoryRow, group_changesets
 from pggit_export.render.snapshot import (
     DEFAULT_EXCLUDED_SCHEMAS,
@@ -112,8 +113,8 @@ class ExportOptions:
     # Testing aid: after every changeset also render everything and fail loudly
     # if the incremental snapshot differs. Slow.
     verify_incremental: bool = False
-    # Called after each changeset with (changesets done, history rows done, rows in total).
-    progress: Callable[[int, int, int], None] | None = None
+    # Called after each changeset (progress.py): history rows done of all, changesets done.
+    progress: Progress | None = None
 
 
 @dataclass
@@ -823,7 +824,9 @@ def export_history(
                 changesets_done += 1
                 report.rows_exported += len(changeset.rows)
                 if options.progress:
-                    options.progress(changesets_done, report.rows_exported, info.history_rows)
+                    options.progress(ProgressEvent("export", report.rows_exported,
+                                                   info.history_rows, "history rows",
+                                                   changesets=changesets_done))
             pipeline.close()
             report.pipeline = pipeline.stats
             if options.reconcile and not report.stopped_early:

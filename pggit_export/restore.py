@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ import psycopg
 import sqlparse
 
 from pggit_export.errors import PggitExportError
+from pggit_export.progress import Progress, ProgressEvent
 
 
 @dataclass
@@ -58,7 +59,6 @@ def split_statements(text: str) -> list[str]:
     return statements
 
 
-Progress = Callable[[int, int], None]  # (statements applied, statements in all)
 
 
 def load_files(
@@ -103,7 +103,7 @@ def _load(
             else:
                 applied.append((path, statement))
                 if progress is not None:
-                    progress(len(applied), total)
+                    progress(ProgressEvent("restore", len(applied), total, "statements"))
         if len(failed) == len(pending):
             break
         pending = failed

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from history import Change, append_changes, at, git, make_source
 
-from pggit_export import ExportOptions, export_history
+from pggit_export import ExportOptions, ProgressEvent, export_history
 from pggit_export.render.snapshot import render_snapshot
 from pggit_export.restore import load_files
 
@@ -57,9 +57,13 @@ def test_one_commit_per_changeset_with_authors_and_dates(
     shop_source: str, pg_admin_dsn: str, tmp_path: Path
 ) -> None:
     repo = tmp_path / "repo"
-    report = export(shop_source, repo, pg_admin_dsn)
+    events: list[ProgressEvent] = []
+    report = export(shop_source, repo, pg_admin_dsn, progress=events.append)
     assert report.commits_written == len(SHOP)
     assert report.rows_exported == report.history_rows == 10
+    # One progress event per changeset: rows done of all, and changesets done.
+    assert [e.changesets for e in events] == list(range(1, len(SHOP) + 1))
+    assert events[-1] == ProgressEvent("export", 10, 10, "history rows", changesets=len(SHOP))
     git(repo, "fsck", "--strict")
     log = git(repo, "log", "--reverse", "--format=%an|%ae|%aI|%cn|%cI|%s").splitlines()
     assert len(log) == len(SHOP)

@@ -27,7 +27,7 @@ from dulwich.repo import Repo
 from history import Change, append_changes, at, git, make_source
 from psycopg import sql
 
-from pggit_export import ExportOptions, export_history
+from pggit_export import ExportOptions, ProgressEvent, export_history
 from pggit_export.demo import demo_history_sql
 from pggit_export.mirror.verify import compare_columns, parse_table_file, verify_mirror
 from pggit_export.mirror.write import (
@@ -317,11 +317,11 @@ def test_mirror_creates_missing_tables(
 ) -> None:
     repo = demo[1]
     target = dsn_for(pg_admin_dsn, databases(None))  # not the source: no v1 tables
-    progress: list[tuple[int, int]] = []
-    options = MirrorOptions(progress=lambda done, total: progress.append((done, total)))
-    report = mirror_repository(repo, target, options)
+    progress: list[ProgressEvent] = []
+    report = mirror_repository(repo, target, MirrorOptions(progress=progress.append))
     assert len(report.created_tables) == 9
-    assert progress[-1] == (58, 58) and len(progress) == 58
+    assert len(progress) == 58
+    assert progress[-1] == ProgressEvent("mirror", 58, 58, "commits")
     assert report.head_action == "created"
     head = rows(target, 'SELECT id, ref_name, direct_sha FROM pggit_v2."HEAD"')
     assert head == [(1, "main", None)]

@@ -98,6 +98,7 @@ from dulwich.repo import Repo
 from psycopg import sql
 
 from pggit_export.errors import PggitExportError
+from pggit_export.progress import Progress, ProgressEvent
 from pggit_export.render.layout import SCHEMA_FILE_STEM, decode_name
 
 # int.from_bytes(b"pggitmir", "big"): the key of pg_advisory_xact_lock(bigint) that every
@@ -157,7 +158,7 @@ class MirrorOptions:
     v2_schema: str = DEFAULT_V2_SCHEMA  # newer pgGit installs call it pggit_v0
     audit_schema: str = DEFAULT_AUDIT_SCHEMA
     branch: str = "main"
-    progress: Callable[[int, int], None] | None = None  # (commits done, commits to mirror)
+    progress: Progress | None = None  # after each commit mirrored (progress.py)
     # Seconds to wait for another mirror into the same database; None: as long as it takes.
     lock_timeout: float | None = None
 
@@ -1294,7 +1295,7 @@ def mirror_repository(
                     _add_commit(reader, writer, commit, gen[commit.id], seen)
                     writer.commit_done()
                     if options.progress is not None:
-                        options.progress(count, len(todo))
+                        options.progress(ProgressEvent("mirror", count, len(todo), "commits"))
                 writer.flush()
             for statement in deferred:
                 conn.execute(statement)
