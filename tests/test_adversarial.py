@@ -247,6 +247,7 @@ def test_fixture_is_deterministic_and_large_enough() -> None:
 # --- the export of the whole fixture --------------------------------------------------
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("shadow", ["private", "shared"])
 def test_adversarial_history_exports_safely(
     shadow: str, make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path,

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+import pytest
 from history import Change, at, cli, git, make_source
 
 HOSTILE = {
@@ -72,6 +73,7 @@ def _shadow_directories() -> set[Path]:
     return set(Path(tempfile.gettempdir()).glob("pggit-export-shadow-*"))
 
 
+@pytest.mark.timing
 def test_sigterm_ends_a_run_like_ctrl_c_and_leaves_no_shadow_behind(
     make_database: Callable[[], str], tmp_path: Path
 ) -> None:

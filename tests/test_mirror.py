@@ -620,6 +620,7 @@ def test_object_versions_count_on_across_drop_and_recreate(
 # --------------------------------------------------------------------------- locking
 
 
+@pytest.mark.timing
 def test_second_mirror_waits_for_the_first(
     demo: tuple[str, Path], demo_copy: str
 ) -> None:

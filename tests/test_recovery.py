@@ -51,6 +51,7 @@ def shadow_servers() -> set[int]:
     }
 
 
+@pytest.mark.timing
 def test_killed_at_random_points_then_resumed_gives_the_clean_result(
     make_database: Callable[[], str], tmp_path: Path
 ) -> None:
