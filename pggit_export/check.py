@@ -24,7 +24,13 @@ import psycopg
 
 from pggit_export.git.message import format_id_ranges
 from pggit_export.identifiers import IDENTIFIER_PATTERN, catalog_name
-from pggit_export.read.history import Changeset, HistoryReader, HistoryRow, group_changesets
+from pggit_export.read.history import (
+    Changeset,
+    HistoryColumns,
+    HistoryReader,
+    HistoryRow,
+    group_changesets,
+)
 from pggit_export.read.sqlsplit import without_leading_comments
 from pggit_export.render.snapshot import DEFAULT_EXCLUDED_SCHEMAS
 from pggit_export.shadow.evidence import (
@@ -65,6 +71,7 @@ CODES: dict[str, str] = {
     "extension-stand-in": "info",  # the shadow lacks it; the export builds a stand-in
     "oid-chronology": "info",  # whether recorded OIDs may date live objects
     "replay-environment": "info",  # a role or database setting the replay reproduces
+    "unused-column": "info",  # an older pgGit's tables lack a column: what is not used
     "pre-history": "info",  # live objects no history row creates: the export's baseline
     "unrecorded-trigger": "info",  # live triggers no text creates: made when they can be
     "hidden-ddl": "info",  # objects changed by SELECT/CALL/DO only
@@ -197,10 +204,15 @@ def check_history(
         for changeset in group_changesets(reader.rows()):
             checker.changeset(changeset)
         # Same transaction, so the objects table matches the history just read.
-        active = _active_uncreated_objects(reader.conn)
-        clock = read_oid_clock(reader.conn)
-        planned, baseline = _plan_findings(reader.conn, clock)
+        columns = reader.columns
+        active = (_active_uncreated_objects(reader.conn)
+                  if columns.has("objects", "is_active") and columns.has("history", "change_type")
+                  else [])
+        clock = read_oid_clock(reader.conn, columns)
+        planned, baseline = _plan_findings(reader.conn, clock, columns)
         findings = checker.findings(active, baseline) + planned
+        for unusable in columns.unusable():  # an older pgGit's tables
+            findings.append(Finding("unused-column", CODES["unused-column"], unusable, [], {}))
         for setting in reader.environment().describe():
             findings.append(Finding(
                 "replay-environment", CODES["replay-environment"],
@@ -235,12 +247,12 @@ def check_history(
     )
 
 
-def _plan_findings(conn: psycopg.Connection[Any],
-                   clock: OidClock) -> tuple[list[Finding], set[V1Object]]:
+def _plan_findings(conn: psycopg.Connection[Any], clock: OidClock,
+                   columns: HistoryColumns) -> tuple[list[Finding], set[V1Object]]:
     """Where the export will put what the history never created (its pre-scan's plan):
     the pre-history baseline, and the triggers it creates when their parts exist. Also
     the baseline's objects, as v1 names them (their missing CREATE is no error)."""
-    recorded = read_recorded_creations(conn)
+    recorded = read_recorded_creations(conn, columns)
     plan = plan_prehistory(conn, recorded, read_later_changes(conn), DEFAULT_EXCLUDED_SCHEMAS,
                            clock)
     findings = []

@@ -775,9 +775,10 @@ def export_history(
                     "--baseline ignored: the repository already has its root commit"
                 )
             live = LiveCatalog(reader.conn, options.exclude_schemas)
-            clock = read_oid_clock(reader.conn)
+            clock = read_oid_clock(reader.conn, reader.columns)
             if clock.oids:  # the history records OIDs: say whether they can be trusted
                 report.evidence.append(f"OID chronology: {clock.reason}")
+            report.evidence += reader.columns.unusable()  # an older pgGit's tables
             # Always: the session environment is reproduced even with --no-repair, which
             # only turns off the healing of failures (options.repair).
             later = read_later_changes(reader.conn)
@@ -785,7 +786,7 @@ def export_history(
             exporter = _Exporter(shadow, writer, options, report, healer=healer)
             recorded = RecordedCreations()
             if options.repair:
-                recorded = read_recorded_creations(reader.conn)
+                recorded = read_recorded_creations(reader.conn, reader.columns)
                 healer.schedule_triggers(recorded)
             if writer.tip is not None:
                 tip = writer.tip_commit()

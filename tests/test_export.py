@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from history import Change, append_changes, at, git, make_source
+from history import Change, append_changes, at, cli, git, make_source
 
 from pggit_export import ExportOptions, ProgressEvent, export_history
 from pggit_export.render.snapshot import render_snapshot
@@ -374,3 +374,37 @@ def test_subjects_say_the_main_change_imperatively_and_count_the_rest(
         "Move table public.c to new schema app",
         "Rename table public.b to bills and 2 more changes",  # view w made, view v altered
     ]
+
+
+def test_an_older_pggit_history_without_optional_columns_exports(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    source = make_source(make_database(), [
+        Change("CREATE TABLE t (id int)", at(1)),
+        Change("ALTER TABLE t ADD COLUMN x int", at(2), objects=[("ALTER", "TABLE", "public", "t")]),
+    ])
+    with psycopg.connect(source) as conn:  # what older pgGit versions did not have
+        conn.execute("ALTER TABLE pggit.history DROP COLUMN new_metadata,"
+                     " DROP COLUMN change_severity, DROP COLUMN change_description")
+        conn.execute("ALTER TABLE pggit.objects DROP COLUMN is_active")
+    check = cli("check", source, "--shadow-dsn", pg_admin_dsn)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "info: unused-column (4)" in check.stdout
+    assert "pggit.history has no column new_metadata: not used" in check.stdout
+    repo = tmp_path / "repo"
+    export = cli("export", source, str(repo), "--shadow-dsn", pg_admin_dsn)
+    assert export.returncode == 0, export.stderr
+    assert "pggit.objects has no column is_active" in export.stdout
+    message = git(repo, "log", "-1", "--format=%B")
+    assert "Pggit-Change-Types: ALTER (1)" in message and "Pggit-Severity" not in message
+    assert git(repo, "show", "main:public/t.sql").count(" int") == 2
+    git(repo, "fsck", "--strict")
+
+    with psycopg.connect(source) as conn:  # one it cannot do without
+        conn.execute("ALTER TABLE pggit.history DROP COLUMN created_by")
+    for command in (["check", source], ["export", source, str(tmp_path / "other")]):
+        failed = cli(*command)
+        assert failed.returncode == 3, failed.stderr
+        assert failed.stderr.strip().splitlines() == [
+            "pggit-export: error: the source's pgGit tables lack pggit.history.created_by: "
+            "without it the history cannot be read"]

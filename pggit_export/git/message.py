@@ -320,11 +320,15 @@ def build_message(
     paragraphs.extend(notes)
 
     trailers = [f"Pggit-History-Ids: {format_id_ranges(changeset.history_ids)}"]
-    kinds = Counter(row.change_type for row in changeset.rows)
-    trailers.append("Pggit-Change-Types: " + ", ".join(f"{k} ({n})" for k, n in kinds.items()))
-    severities = sorted({row.change_severity for row in changeset.rows},
+    # An older pgGit's history may record neither (read/history.py's optional columns).
+    kinds = Counter(row.change_type for row in changeset.rows if row.change_type)
+    if kinds:
+        trailers.append("Pggit-Change-Types: "
+                        + ", ".join(f"{k} ({n})" for k, n in kinds.items()))
+    severities = sorted({row.change_severity for row in changeset.rows if row.change_severity},
                         key=lambda s: _SEVERITY_ORDER.get(s, 9))
-    trailers.append(f"Pggit-Severity: {severities[0]}")
+    if severities:
+        trailers.append(f"Pggit-Severity: {severities[0]}")
     trailers += [f"Pggit-Repaired: {without_shadow_oids(description)}"
                  for description in repairs or ()]
     if result.failure is not None:

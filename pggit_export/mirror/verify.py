@@ -66,6 +66,7 @@ from pggit_export.mirror.write import (
     open_repository,
     utc,
 )
+from pggit_export.read.history import read_history_columns
 
 MAX_LISTED = 1000  # problems kept in the report; the counts are always complete
 
@@ -684,6 +685,12 @@ def _check_v1_columns(
     if ("pggit", "history") not in present or ("pggit", "objects") not in present:
         report.column_check = "the target has no pggit.history (v1 tables)"
         report.notes.append("v1 column check skipped: the target has no pggit.history")
+        return
+    columns = read_history_columns(conn)
+    if not (columns.has("history", "new_metadata") and columns.has("history", "change_type")):
+        report.column_check = "the target's pggit.history records no column lists"
+        report.notes.append("v1 column check skipped: pggit.history has no new_metadata or "
+                            "change_type (an older pgGit)")
         return
     commit_of: dict[int, Commit] = {}
     not_comparable: set[bytes] = set()

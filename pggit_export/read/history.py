@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from pggit_export.errors import PggitExportError
@@ -156,18 +157,92 @@ timed AS (
 )
 """
 
-HISTORY_QUERY = _TIMED_HISTORY + """
+# The columns a history cannot be read without; pgGit versions differ in the others.
+REQUIRED_COLUMNS = {
+    "history": ("id", "object_id", "sql_executed", "created_at", "created_by"),
+    "objects": ("id", "object_type", "schema_name", "object_name"),
+}
+# The optional ones the export uses, and what is lost without each (check says so).
+OPTIONAL_COLUMNS = {
+    ("history", "change_type"): "CREATE/ALTER/DROP of each row: v1's record of what was "
+    "created, the OID clock, and the change types in commit trailers",
+    ("history", "change_severity"): "the severity in commit trailers",
+    ("history", "change_description"): "v1's description of each change",
+    ("history", "new_metadata"): "v1's column lists after each change (post-conditions) "
+    "and recorded OIDs (the OID clock)",
+    ("objects", "is_active"): "which tracked objects are still active (check's "
+    "untracked-object finding)",
+}
+
+
+@dataclass(frozen=True)
+class HistoryColumns:
+    """The columns the source's pggit.history and pggit.objects have."""
+
+    history: frozenset[str]
+    objects: frozenset[str]
+
+    def has(self, table: str, column: str) -> bool:
+        return column in (self.history if table == "history" else self.objects)
+
+    def missing_required(self) -> list[str]:
+        return [f"pggit.{table}.{column}" for table, columns in REQUIRED_COLUMNS.items()
+                for column in columns if not self.has(table, column)]
+
+    def unusable(self) -> list[str]:
+        """One line per optional column the source lacks: what is not used."""
+        return [f"pggit.{table} has no column {column}: not used: {lost}"
+                for (table, column), lost in OPTIONAL_COLUMNS.items()
+                if not self.has(table, column)]
+
+
+# Every column: a newer pgGit with more columns than these reads as well.
+ALL_COLUMNS = HistoryColumns(
+    frozenset([*REQUIRED_COLUMNS["history"], *(c for t, c in OPTIONAL_COLUMNS if t == "history")]),
+    frozenset([*REQUIRED_COLUMNS["objects"], *(c for t, c in OPTIONAL_COLUMNS if t == "objects")]),
+)
+
+_COLUMNS_SQL = """
+SELECT c.relname AS table, a.attname AS column
+FROM pg_catalog.pg_attribute AS a
+JOIN pg_catalog.pg_class AS c ON c.oid = a.attrelid
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = 'pggit' AND c.relname IN ('history', 'objects')
+  AND a.attnum > 0 AND NOT a.attisdropped
+"""
+
+
+def read_history_columns(conn: psycopg.Connection[Any]) -> HistoryColumns:
+    """The columns of the source's v1 tables."""
+    found: dict[str, set[str]] = {"history": set(), "objects": set()}
+    with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
+        for table, column in cur.execute(_COLUMNS_SQL):
+            found[table].add(column)
+    return HistoryColumns(frozenset(found["history"]), frozenset(found["objects"]))
+
+
+def history_query(columns: HistoryColumns) -> sql.Composed:
+    """The query of every row after a (time, id) position; an optional column the source
+    lacks reads as NULL."""
+
+    def optional(column: str, cast: str = "::text") -> sql.Composable:
+        if columns.has("history", column):
+            return sql.SQL("h.{}" + cast + " AS {}").format(
+                sql.Identifier(column), sql.Identifier(column))
+        return sql.SQL("NULL::text AS {}").format(sql.Identifier(column))
+
+    return sql.SQL(_TIMED_HISTORY + """
 SELECT h.id,
-       h.change_type::text AS change_type,
-       h.change_severity::text AS change_severity,
+       {change_type},
+       {change_severity},
        h.sql_executed,
        t.usable_at AS created_at,
        CASE WHEN t.usable_at IS NULL THEN h.created_at::text END AS unusable_time,
        h.created_by,
        t.effective_time,
-       h.change_description,
+       {change_description},
        -- as text: parsing is left to whoever needs it (a hostile value can nest deeply)
-       h.new_metadata::text AS new_metadata,
+       {new_metadata},
        h.object_id,
        -- the whole v1 row, for the commit's git note (every column, as recorded)
        to_jsonb(h)::text AS row_json,
@@ -179,7 +254,13 @@ JOIN pggit.history AS h ON h.id = t.id
 LEFT JOIN pggit.objects AS o ON o.id = h.object_id
 WHERE (t.effective_time, t.id) > (%(after_time)s, %(after_id)s)
 ORDER BY t.effective_time, t.id
-"""
+""").format(
+        change_type=optional("change_type"),
+        change_severity=optional("change_severity"),
+        change_description=optional("change_description", ""),
+        new_metadata=optional("new_metadata"),
+    )
+
 
 POSITION_QUERY = _TIMED_HISTORY + """
 SELECT effective_time FROM timed WHERE id = %(id)s
@@ -213,6 +294,7 @@ class HistoryReader:
     conninfo: str
     fetch_size: int = 500
     _conn: psycopg.Connection[Any] | None = field(default=None, init=False, repr=False)
+    _columns: HistoryColumns | None = field(default=None, init=False, repr=False)
     _environment: SessionEnvironment | None = field(default=None, init=False, repr=False)
 
     def __enter__(self) -> HistoryReader:
@@ -256,6 +338,20 @@ class HistoryReader:
             )
         if not found["objects"]:
             raise SourceError("the source has pggit.history but no pggit.objects")
+        columns = read_history_columns(self.conn)
+        if missing := columns.missing_required():
+            raise SourceError(
+                f"the source's pgGit tables lack {', '.join(missing)}: without "
+                f"{'it' if len(missing) == 1 else 'them'} the history cannot be read"
+            )
+        self._columns = columns
+
+    @property
+    def columns(self) -> HistoryColumns:
+        """The columns the source's v1 tables have (other pgGit versions have others)."""
+        if self._columns is None:
+            raise RuntimeError("HistoryReader used outside its 'with' block")
+        return self._columns
 
     def info(self) -> SourceInfo:
         """Server version and history size (counted in the export's snapshot)."""
@@ -278,7 +374,8 @@ class HistoryReader:
         after_time, after_id = after or _BEGINNING
         with self.conn.cursor(name="pggit_export_history") as cur:
             cur.itersize = self.fetch_size
-            cur.execute(HISTORY_QUERY, {"after_time": after_time, "after_id": after_id})
+            cur.execute(history_query(self.columns),
+                        {"after_time": after_time, "after_id": after_id})
             for rec in cur:
                 bad: list[str] = []
                 text = {name: _decoded(rec[name], name, bad) for name in _TEXT_COLUMNS}

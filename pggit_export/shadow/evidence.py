@@ -35,6 +35,7 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from pggit_export.identifiers import IDENTIFIER_PATTERN, catalog_name
+from pggit_export.read.history import ALL_COLUMNS, HistoryColumns
 from pggit_export.read.sqlsplit import split, without_leading_comments
 
 _NAME = IDENTIFIER_PATTERN
@@ -172,8 +173,12 @@ class OidClock:
         return None
 
 
-def read_oid_clock(conn: psycopg.Connection[Any]) -> OidClock:
+def read_oid_clock(
+    conn: psycopg.Connection[Any], columns: HistoryColumns = ALL_COLUMNS
+) -> OidClock:
     """The recorded OIDs, and whether they may be trusted (in the reader's transaction)."""
+    if not (columns.has("history", "new_metadata") and columns.has("history", "change_type")):
+        return OidClock(reason="pggit.history records no change types or metadata: not used")
     with conn.cursor(row_factory=tuple_row) as cur:
         rows = cur.execute(_RECORDED_OIDS_SQL).fetchall()
     if not rows:
@@ -318,10 +323,14 @@ def recorded_creations_of(
     return RecordedCreations(names)
 
 
-def read_recorded_creations(conn: psycopg.Connection[Any]) -> RecordedCreations:
-    """What the source's whole history creates, in the reader's transaction."""
+def read_recorded_creations(
+    conn: psycopg.Connection[Any], columns: HistoryColumns = ALL_COLUMNS
+) -> RecordedCreations:
+    """What the source's whole history creates, in the reader's transaction. Without
+    change types (an older pgGit), from the texts alone."""
     with conn.cursor(row_factory=tuple_row) as cur:
         texts = [(row[0], _text(row[1])) for row in cur.execute(_CREATED_TEXTS_SQL)]
         objects = [(row[0], _text(row[1]), _text(row[2]))
-                   for row in cur.execute(_CREATED_OBJECTS_SQL)]
+                   for row in cur.execute(_CREATED_OBJECTS_SQL)] \
+            if columns.has("history", "change_type") else []
     return recorded_creations_of(texts, objects)
