@@ -856,3 +856,24 @@ def test_a_submodule_is_refused(make_database: Callable[[], str], tmp_path: Path
     with pytest.raises(MirrorError, match="submodule"):
         mirror_repository(repo, target)
     assert scalar(target, "SELECT to_regclass('pggit_v2.objects') IS NULL")
+
+
+def test_mirror_stays_out_of_pggit_history(
+    demo: tuple[str, Path], databases: Callable[[str | None], str], pg_admin_dsn: str
+) -> None:
+    """pgGit's event triggers would record the mirror's CREATE TABLEs as history rows,
+    which the next export would commit: the mirror's DDL runs unseen by them."""
+    repo = demo[1]
+    target = dsn_for(pg_admin_dsn, databases(None))
+    for name in ("pggit_v1_schema.sql", "v1_capture.sql"):
+        with psycopg.connect(target) as conn:
+            conn.execute((FIXTURES / name).read_text("utf-8"))  # type: ignore[arg-type]
+    with psycopg.connect(target) as conn:  # the capture works: a table of ours is recorded
+        conn.execute("CREATE TABLE public.recorded (id int)")
+    before = rows(target, "SELECT count(*) FROM pggit.history")[0][0]
+    assert before > 0
+    report = mirror_repository(repo, target)
+    assert len(report.created_tables) == 9 and report.commits_added == 58
+    assert rows(target, "SELECT count(*) FROM pggit.history")[0][0] == before
+    assert not report.warnings
+    assert_mirror_equals_git(repo, target)

@@ -85,6 +85,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from itertools import compress, filterfalse
 from operator import itemgetter
@@ -791,6 +792,43 @@ def ensure_tables(
     return deferred
 
 
+@contextmanager
+def unrecorded_ddl(conn: psycopg.Connection[Any], report: MirrorReport) -> Iterator[None]:
+    """Run the mirror's own DDL (its tables and keys, its temporary tables) unseen by
+    pgGit's event triggers, which would record each CREATE TABLE as a history row of the
+    database it writes into, for the next export to commit.
+
+    Event triggers created plainly (ENABLE, as pgGit's are) do not fire while
+    session_replication_role is `replica`. Only DDL runs under it: the rows go in with
+    the role's own setting, so ordinary triggers and foreign keys check them as always.
+    Setting it takes a superuser (or, from PostgreSQL 15, a role granted SET on it);
+    without, the DDL runs as it is, and the report says that pgGit may record it.
+    """
+    previous = conn.execute("SELECT pg_catalog.current_setting('session_replication_role')")
+    row = previous.fetchone()
+    setting = str(row[0]) if row else "origin"
+    try:
+        with conn.transaction():  # a savepoint: a refusal must not end the mirror's work
+            conn.execute("SELECT pg_catalog.set_config('session_replication_role', "
+                         "'replica', true)")
+    except psycopg.errors.InsufficientPrivilege:
+        listening = conn.execute(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_event_trigger WHERE evtenabled <> 'D')"
+        ).fetchone()
+        warning = ("event triggers of this database (pgGit's?) may record the mirror's own "
+                   "tables as history rows: this role may not set session_replication_role "
+                   "to keep them silent (the export skips pgGit's own objects)")
+        if listening and listening[0] and warning not in report.warnings:
+            report.warnings.append(warning)
+        yield
+        return
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_catalog.set_config('session_replication_role', %s, true)",
+                     (setting,))
+
+
 def _take_lock(conn: psycopg.Connection[Any], lock_timeout: float | None) -> None:
     if lock_timeout is not None:
         milliseconds = max(1, int(lock_timeout * 1000))
@@ -1278,7 +1316,8 @@ def mirror_repository(
         with psycopg.connect(target, autocommit=True) as conn, conn.transaction():
             _take_lock(conn, options.lock_timeout)
             _schema_hint(conn, options, report)
-            deferred = ensure_tables(conn, options, report)
+            with unrecorded_ddl(conn, report):
+                deferred = ensure_tables(conn, options, report)
             done = mirrored_commits(conn, options.v2_schema, hexes)
             report.commits_already_mirrored = len(done)
             current_ref = _check_ref(conn, options, set(hexes))
@@ -1290,15 +1329,18 @@ def mirror_repository(
                     if _hex(parent) in done:
                         _mark_mirrored(reader, reader.commit(parent).tree, seen)
                         seen.add(parent)
-            with _Writer(conn, options, report) as writer:
+            with unrecorded_ddl(conn, report):  # its temporary tables
+                writer = _Writer(conn, options, report)
+            with writer:
                 for count, commit in enumerate(todo, 1):
                     _add_commit(reader, writer, commit, gen[commit.id], seen)
                     writer.commit_done()
                     if options.progress is not None:
                         options.progress(ProgressEvent("mirror", count, len(todo), "commits"))
                 writer.flush()
-            for statement in deferred:
-                conn.execute(statement)
+            with unrecorded_ddl(conn, report):
+                for statement in deferred:
+                    conn.execute(statement)
             _set_ref_and_head(conn, options, report, current_ref, report.head)
     report.seconds = round(time.monotonic() - started, 3)
     return report
