@@ -8,6 +8,11 @@ split and classified as replay would (`split_statements`). A shadow is started
 only when the history names extensions or roles, and only to look them up in
 its catalog (`pg_available_extensions`, `pg_roles`).
 
+With `replay=True` (`check --replay`) it also replays the whole history the way the
+export does, in the shadow, with repairs, writing nothing (`ExportOptions(dry_run=True)`):
+only a replay knows what a repair can heal, so only then is the verdict the export's own
+(`replay-failed`, `replay-refused`: `clean` is False exactly when the export would not be).
+
 Memory stays bounded by the number of objects, not of rows: per-object state
 lives in dicts keyed by the object's (type, schema, name) -- the identity
 pggit.objects is unique on -- and row-level findings keep only ids.
@@ -16,12 +21,15 @@ pggit.objects is unique on -- and row-level findings keep only ids.
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from pggit_export.export import ExportOptions, export_history
 from pggit_export.git.message import format_id_ranges
 from pggit_export.identifiers import IDENTIFIER_PATTERN, catalog_name
 from pggit_export.read.history import (
@@ -81,7 +89,13 @@ CODES: dict[str, str] = {
     "too-large-sql": "error",  # over max_sql_bytes: replay refuses the text unparsed
     "shadow-unavailable": "error",  # extensions/roles could not be checked
     "unmapped-author": "warning",  # a user the --authors file does not name
+    # --replay: the dry replay's own account, the export's verdict
+    "replay-failed": "error",  # the changeset fails in the shadow even after repairs
+    "replay-refused": "error",  # the replay refuses a statement (host-reaching, too large)
+    "replay-repaired": "info",  # changesets that replay only after repairs
 }
+# The findings of a dry replay that make the export not clean (ExportReport.clean).
+REPLAY_VERDICT_CODES = frozenset({"replay-failed", "replay-refused"})
 
 LARGE_SQL_BYTES = 1024 * 1024
 EXAMPLE_LIMIT = 5  # examples kept in a finding's detail
@@ -130,10 +144,16 @@ class CheckReport:
     history_rows: int
     changesets: int
     findings: list[Finding]
+    # Whether the history was replayed (check --replay): then `clean` is the export's verdict.
+    replayed: bool = False
 
     @property
     def clean(self) -> bool:
-        """True when no finding is an error or a warning (info is fine)."""
+        """True when no finding is an error or a warning (info is fine); after a dry
+        replay, exactly when the export would be clean: no changeset fails and no
+        statement is refused (what the static findings feared, the replay settled)."""
+        if self.replayed:
+            return not any(f.code in REPLAY_VERDICT_CODES for f in self.findings)
         return not any(f.severity in ("error", "warning") for f in self.findings)
 
     def counts(self) -> dict[str, int]:
@@ -146,6 +166,7 @@ class CheckReport:
             "source_server_version": self.source_server_version,
             "history_rows": self.history_rows,
             "changesets": self.changesets,
+            "replayed": self.replayed,
             "clean": self.clean,
             "counts": self.counts(),
             "findings": [asdict(f) for f in self.findings],
@@ -176,6 +197,9 @@ class CheckReport:
         counts = self.counts()
         lines.append("")
         verdict = "clean" if self.clean else "not clean"
+        if self.replayed:
+            verdict += (" (the dry replay exports every changeset)" if self.clean else
+                        " (the dry replay says so: the export would exit 1)")
         lines.append(
             f"Summary: {verdict}: {counts['error']} error(s), {counts['warning']} warning(s), "
             f"{counts['info']} info."
@@ -189,6 +213,7 @@ def check_history(
     shadow_dsn: str | None = None,
     max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES,
     authors: Collection[str] | None = None,
+    replay: bool = False,
 ) -> CheckReport:
     """Read the source's history (read only, nothing written anywhere) and report
     what will not export cleanly.
@@ -196,6 +221,7 @@ def check_history(
     `shadow_dsn` is the server the export would replay on (None: a private
     PostgreSQL, started here only if the history names extensions or roles).
     `max_sql_bytes` is the export's limit above which a text is refused unparsed.
+    `replay`: also replay the history as the export would, writing nothing (see above).
     Raises reader.SourceError when the source has no pgGit v1 tables.
     """
     checker = _Checker(max_sql_bytes=max_sql_bytes)
@@ -235,6 +261,8 @@ def check_history(
                 f"database user {user!r} is not in the authors file: its commits get "
                 f"'{user} <...@pggit.invalid>'", ids, {"user": user},
             ))
+    if replay:
+        findings += dry_replay_findings(source, shadow_dsn, max_sql_bytes)
     order = {s: i for i, s in enumerate(SEVERITIES)}
     code_order = {c: i for i, c in enumerate(CODES)}
     findings.sort(key=lambda f: (order[f.severity], code_order[f.code],
@@ -244,7 +272,45 @@ def check_history(
         history_rows=info.history_rows,
         changesets=checker.changesets,
         findings=findings,
+        replayed=replay,
     )
+
+
+def dry_replay_findings(
+    source: str, shadow_dsn: str | None, max_sql_bytes: int
+) -> list[Finding]:
+    """Replay the whole history as `export` would (same shadow, repairs, limits), writing
+    nothing, and report what it could not export."""
+    with tempfile.TemporaryDirectory(prefix="pggit-export-check-") as work:
+        report = export_history(source, Path(work) / "repository", ExportOptions(
+            shadow_dsn=shadow_dsn, max_sql_bytes=max_sql_bytes, dry_run=True))
+    findings = []
+    for item in report.failed:
+        findings.append(Finding(
+            "replay-failed", CODES["replay-failed"],
+            f"the changeset fails to replay in the shadow ({report.shadow}): {item.error}",
+            item.history_ids,
+            {"statement": (item.statement or "")[:STATEMENT_PREVIEW], "error": item.error},
+        ))
+    for item in report.refused_statements:
+        findings.append(Finding(
+            "replay-refused", CODES["replay-refused"],
+            f"the replay refuses a statement ({item.reason}): "
+            f"{' '.join((item.statement or '').split())[:STATEMENT_PREVIEW]}",
+            item.history_ids, {"reason": item.reason},
+        ))
+    repaired: dict[tuple[int, ...], list[str]] = {}
+    for item in report.repairs:
+        repaired.setdefault(tuple(item.history_ids), []).append(item.reason)
+    if repaired:
+        ids = sorted({i for key in repaired for i in key})
+        findings.append(Finding(
+            "replay-repaired", CODES["replay-repaired"],
+            f"{len(repaired)} changesets replay only after repairs, each named in its "
+            "commit's Pggit-Repaired trailer",
+            ids, {"examples": [reasons[0] for reasons in list(repaired.values())[:EXAMPLE_LIMIT]]},
+        ))
+    return findings
 
 
 def _plan_findings(conn: psycopg.Connection[Any], clock: OidClock,

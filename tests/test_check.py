@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import psycopg
 import pytest
 from history import Change, at, make_source
 from psycopg import sql
 
+from pggit_export import ExportOptions, export_history
 from pggit_export import check as check_module
 from pggit_export.check import CODES, CheckReport, Finding, check_history
 from pggit_export.read.history import SourceError
@@ -413,3 +415,28 @@ def test_check_prints_the_plan_for_what_the_history_never_created(
     planned = next(f for f in report["findings"] if f["code"] == "pre-history")
     assert planned["detail"]["objects"] == ["table public.legacy"]
     assert planned["detail"]["left_out"] == ["column public.legacy.note (added by history id 1)"]
+
+
+def test_dry_replay_gives_the_export_verdict(
+    make_database: MakeDb, pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    source = make_source(make_database(), [
+        created("t", 1),
+        # Nothing in the text says it fails: only running it does (t has no column nope).
+        Change("CREATE VIEW v AS SELECT nope FROM t", at(2),
+               objects=[("CREATE", "VIEW", "public", "v")]),
+        Change("ALTER TABLE t ADD COLUMN x int", at(3), objects=[("ALTER", "TABLE", "public", "t")]),
+    ])
+    static = run(source, pg_admin_dsn)
+    assert static.clean and not static.replayed
+    replayed = run(source, pg_admin_dsn, replay=True)
+    assert replayed.replayed and not replayed.clean
+    failed = one(replayed, "replay-failed")
+    assert failed.history_ids == [2] and 'column "nope" does not exist' in failed.message
+    assert "the export would exit 1" in replayed.format_text()
+    export = export_history(source, tmp_path / "repo", ExportOptions(shadow_dsn=pg_admin_dsn))
+    assert not export.clean and [f.history_ids for f in export.failed] == [[2]]
+
+    fixed = make_source(make_database(), [created("t", 1), Change(
+        "CREATE VIEW v AS SELECT id FROM t", at(2), objects=[("CREATE", "VIEW", "public", "v")])])
+    assert run(fixed, pg_admin_dsn, replay=True).clean
