@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import sqlparse
 
-from pggit_export.errors import PggitExportError
+from pggit_export.errors import EXIT_INCOMPLETE, EXIT_OK, PggitExportError
 from pggit_export.progress import Progress, ProgressEvent
 
 
@@ -50,7 +50,7 @@ class LoadResult:
     applied: list[tuple[str, str]] = field(default_factory=list)
 
 
-def split_statements(text: str) -> list[str]:
+def file_statements(text: str) -> list[str]:
     """The statements of one SQL file, without empty or comment-only ones."""
     statements = []
     for statement in sqlparse.split(text):
@@ -85,7 +85,7 @@ def _load(
     conn.execute("SET LOCAL check_function_bodies = off")
     # Snapshots are rendered with it on: '\' in a literal is a plain character.
     conn.execute("SET LOCAL standard_conforming_strings = on")
-    pending = [(path, stmt) for path in sorted(files) for stmt in split_statements(files[path])]
+    pending = [(path, stmt) for path in sorted(files) for stmt in file_statements(files[path])]
     total = len(pending)
     passes = 0
     errors: dict[tuple[str, str], psycopg.Error] = {}
@@ -140,6 +140,21 @@ class RestoreReport:
         from dataclasses import asdict
 
         return asdict(self)
+
+    @property
+    def exit_code(self) -> int:
+        """EXIT_OK when the target renders every file as the commit has it, else
+        EXIT_INCOMPLETE: restored, but `differing` lists what renders differently."""
+        return EXIT_OK if not self.differing else EXIT_INCOMPLETE
+
+    def format_text(self) -> str:
+        """The summary the command line prints on stdout."""
+        lines = [
+            f"Restored commit {self.commit[:12]} ({self.commit_date}): {self.files} files, "
+            f"{self.statements} statements in {self.passes} passes"
+        ]
+        lines += [f"  renders differently here: {path}" for path in self.differing]
+        return "\n".join(lines)
 
 
 # --------------------------------------------------------------- naming a commit
@@ -386,6 +401,16 @@ class SnapshotScript:
     def to_dict(self) -> dict[str, Any]:
         return {"commit": self.commit, "commit_date": self.commit_date, "files": self.files,
                 "statements": self.statements}
+
+    @property
+    def exit_code(self) -> int:
+        """Always EXIT_OK: a script that could not be ordered raised RestoreError instead."""
+        return EXIT_OK
+
+    def format_text(self, output: str) -> str:
+        """The line the command line prints once the script is written to the file `output`."""
+        return (f"Wrote commit {self.commit[:12]} ({self.commit_date}): {self.files} files, "
+                f"{self.statements} statements to {output}")
 
 
 def snapshot_script(

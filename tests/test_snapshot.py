@@ -16,7 +16,7 @@ from pggit_export.render.snapshot import (
     render_objects,
     render_snapshot,
 )
-from pggit_export.restore import load_files, split_statements
+from pggit_export.restore import file_statements, load_files
 
 MakeDatabase = Callable[[], str]
 
@@ -618,7 +618,7 @@ def test_round_trip(make_database: MakeDatabase) -> None:
         result = load_files(conn, dict(sorted(files.items(), reverse=True)))
         assert result.failures == []
         assert result.passes > 1
-        assert result.statements == sum(len(split_statements(text)) for text in files.values())
+        assert result.statements == sum(len(file_statements(text)) for text in files.values())
     assert snapshot_of(target) == snapshot
 
 
@@ -690,4 +690,4 @@ def test_load_defers_until_dependencies_exist(make_database: MakeDatabase) -> No
 
 @pytest.mark.parametrize("text", ["", "-- nothing\n", ";\n"])
 def test_split_ignores_empty_statements(text: str) -> None:
-    assert split_statements(text) == []
+    assert file_statements(text) == []

@@ -382,7 +382,7 @@ class Shadow:
         self.extension_directory = extension_directory
         self.description = description
         self.tracking = False  # True once the change tracker is installed and intact
-        self._take_sql = ""  # install_tracker's
+        self._take_sql: sql.Composed = sql.Composed([])  # install_tracker's
         self.warnings: list[str] = []  # what the export should tell the user about the shadow
         self._watchdog: _Watchdog | None = None
 
@@ -415,7 +415,8 @@ class Shadow:
         TouchedObjects.resolved (round trips fewer per changeset). `setup` runs
         after the tracker is installed, in the same transaction.
         """
-        self._take_sql = _TAKE_TOUCHED_SQL.replace("{resolve_sql}", resolve_sql)
+        # `resolve_sql` is the tool's own fragment (render/snapshot.py), never history text.
+        self._take_sql = sql.SQL(_TAKE_TOUCHED_SQL).format(resolve_sql=sql.SQL(resolve_sql))
         conn = self.admin or self.conn
         try:
             with conn.transaction():
@@ -461,7 +462,8 @@ class Shadow:
         """Prepare the take as TAKE_STATEMENT on the tool's connection, for the changeset
         pipeline, which sends it by name beside a replay."""
         (self.admin or self.conn).execute(
-            f"PREPARE {TAKE_STATEMENT} AS {self._take_sql}", prepare=False
+            sql.SQL("PREPARE {} AS {}").format(sql.Identifier(TAKE_STATEMENT), self._take_sql),
+            prepare=False,
         )
 
     @property
