@@ -2,4 +2,5 @@
 
 ``history``: the rows of ``pggit.history`` in order, and the changesets they form.
 ``sqlsplit``: a recorded text cut into its statements (what ``sqlparse.split`` returns).
+``environment``: the session settings (each role's ``search_path``) history ran under.
 """
