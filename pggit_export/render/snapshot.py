@@ -61,9 +61,10 @@ Row = dict[str, Any]
 
 # Schemas that hold no user objects: pg_catalog, pg_toast, pg_temp_N, ...
 # (user schemas cannot start with "pg_").
-_USER_SCHEMA = """
+def _user_schema(inputs: _Inputs) -> str:
+    return f"""
     n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
-    AND n.nspname <> ALL (%(exclude)s::text[])
+    AND n.nspname <> ALL ({inputs.exclude})
 """
 
 
@@ -87,56 +88,69 @@ def _not_extension_member(catalog: str, oid: str) -> str:
           AND e.objid = {oid} AND e.deptype = 'e')"""
 
 
-# How a render query by key names its keys (install_render_function replaces it).
-_KEYS_FROM_PARAMS = "unnest(%(key_schemas)s::text[], %(key_names)s::text[]) AS k(schema, name)"
+@dataclass(frozen=True)
+class _Inputs:
+    """Where a render query takes its inputs from: psycopg parameters in a query the
+    client sends (_ALL, _BY_KEY), PL/pgSQL variables inside render_keys
+    (install_render_function). The query is built for one or the other, never edited."""
+
+    exclude: str  # the schemas not rendered: a text[] expression
+    keys: str | None  # a FROM item of the (schema, name) keys to render; None: every object
+
+
+_EXCLUDE_PARAMETER = "%(exclude)s::text[]"
+_ALL = _Inputs(_EXCLUDE_PARAMETER, None)
+_BY_KEY = _Inputs(
+    _EXCLUDE_PARAMETER, "unnest(%(key_schemas)s::text[], %(key_names)s::text[]) AS k(schema, name)"
+)
 
 
 def _objects_from(catalog: str, alias: str, namespace_column: str, name_column: str,
-                  by_key: bool) -> str:
+                  inputs: _Inputs) -> str:
     """The FROM clause of a render query: a catalog's rows `alias` and their schema `n`.
 
-    `by_key`: only the (schema, name) keys passed as %(key_schemas)s and %(key_names)s,
-    joined from the keys through the catalogs' name indexes. A key that no longer
+    With `inputs.keys`: only those (schema, name) keys (_BY_KEY: passed as
+    %(key_schemas)s and %(key_names)s), joined from the keys through the catalogs' name indexes. A key that no longer
     exists simply comes back with no row, which lets a caller re-render an object it
     knows only by name (a dropped overload, a renamed table's old name). Joining from
     the keys rather than filtering every object by them keeps a changeset's render
     from growing with the schema, and gives a generic plan that stays cheap, so the
     query can be prepared once per export.
     """
-    if not by_key:
+    if inputs.keys is None:
         return f"""FROM pg_catalog.{catalog} {alias}
 JOIN pg_catalog.pg_namespace n ON n.oid = {alias}.{namespace_column}"""
-    return f"""FROM {_KEYS_FROM_PARAMS}
+    return f"""FROM {inputs.keys}
 JOIN pg_catalog.pg_namespace n ON n.nspname = k.schema
 JOIN pg_catalog.{catalog} {alias}
   ON {alias}.{namespace_column} = n.oid AND {alias}.{name_column} = k.name"""
 
 
-def _schemas_sql(by_key: bool) -> str:
+def _schemas_sql(inputs: _Inputs) -> str:
     scope = (
-        f"FROM {_KEYS_FROM_PARAMS}\n"
+        f"FROM {inputs.keys}\n"
         "JOIN pg_catalog.pg_namespace n ON n.nspname = k.schema"
-        if by_key else "FROM pg_catalog.pg_namespace n"
+        if inputs.keys is not None else "FROM pg_catalog.pg_namespace n"
     )
     return f"""
 SELECT n.nspname AS name, n.oid,
        quote_ident(n.nspname) AS qname,
        {_description_sql("n.oid", "pg_namespace")} AS comment
 {scope}
-WHERE {_USER_SCHEMA}
+WHERE {_user_schema(inputs)}
   AND {_not_extension_member('pg_namespace', 'n.oid')}
 """
 
 
 # Extensions installed in a system schema (pg_catalog) are user objects too.
-def _extensions_sql(by_key: bool) -> str:
+def _extensions_sql(inputs: _Inputs) -> str:
     return f"""
 SELECT e.extname AS name, n.nspname AS schema, e.oid,
        quote_ident(e.extname) AS qname, quote_ident(n.nspname) AS qschema,
        {_description_sql("e.oid", "pg_extension")} AS comment
-{_objects_from('pg_extension', 'e', 'extnamespace', 'extname', by_key)}
+{_objects_from('pg_extension', 'e', 'extnamespace', 'extname', inputs)}
 WHERE e.extname <> 'plpgsql'
-  AND n.nspname <> ALL (%(exclude)s::text[])
+  AND n.nspname <> ALL ({inputs.exclude})
 """
 
 
@@ -240,7 +254,7 @@ def _triggers_json(server_version: int) -> str:
     WHERE tg.tgrelid = c.oid AND NOT tg.tgisinternal {clone_filter})"""
 
 
-def _tables_sql(server_version: int, by_key: bool) -> str:
+def _tables_sql(server_version: int, inputs: _Inputs) -> str:
     return f"""
 SELECT n.nspname AS schema, c.relname AS name, quote_ident(n.nspname) AS qschema,
        quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS qname,
@@ -305,14 +319,14 @@ SELECT n.nspname AS schema, c.relname AS name, quote_ident(n.nspname) AS qschema
         WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
           AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
           AND d.refobjid = c.oid AND d.refobjsubid > 0 AND d.deptype = 'a') AS sequences
-{_objects_from('pg_class', 'c', 'relnamespace', 'relname', by_key)}
+{_objects_from('pg_class', 'c', 'relnamespace', 'relname', inputs)}
 WHERE c.relkind IN ('r', 'p')
-  AND {_USER_SCHEMA}
+  AND {_user_schema(inputs)}
   AND {_not_extension_member('pg_class', 'c.oid')}
 """
 
 
-def _views_sql(server_version: int, by_key: bool) -> str:
+def _views_sql(server_version: int, inputs: _Inputs) -> str:
     return f"""
 SELECT n.nspname AS schema, c.relname AS name, quote_ident(n.nspname) AS qschema,
        quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS qname,
@@ -322,21 +336,21 @@ SELECT n.nspname AS schema, c.relname AS name, quote_ident(n.nspname) AS qschema
        {_COLUMNS_JSON} AS columns,
        {_INDEXES_JSON} AS indexes,
        {_triggers_json(server_version)} AS triggers
-{_objects_from('pg_class', 'c', 'relnamespace', 'relname', by_key)}
+{_objects_from('pg_class', 'c', 'relnamespace', 'relname', inputs)}
 WHERE c.relkind IN ('v', 'm')
-  AND {_USER_SCHEMA}
+  AND {_user_schema(inputs)}
   AND {_not_extension_member('pg_class', 'c.oid')}
 """
 
 
 # Sequences owned by a table column are rendered in the table's file.
-def _sequences_sql(by_key: bool) -> str:
+def _sequences_sql(inputs: _Inputs) -> str:
     return f"""
 SELECT n.nspname AS schema, c.relname AS name, c.oid,
        quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS qname,
        {_SEQUENCE_JSON} AS params,
        {_description_sql("c.oid", "pg_class")} AS comment
-{_objects_from('pg_class', 'c', 'relnamespace', 'relname', by_key)}
+{_objects_from('pg_class', 'c', 'relnamespace', 'relname', inputs)}
 JOIN pg_catalog.pg_sequence s ON s.seqrelid = c.oid
 WHERE c.relkind = 'S'
   AND NOT EXISTS (
@@ -347,13 +361,13 @@ WHERE c.relkind = 'S'
         AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
         AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i')
         AND t.relkind IN ('r', 'p'))
-  AND {_USER_SCHEMA}
+  AND {_user_schema(inputs)}
   AND {_not_extension_member('pg_class', 'c.oid')}
 """
 
 # Aggregates (prokind 'a') are not rendered. Functions with an internal
 # dependency (the constructors CREATE TYPE ... AS RANGE makes) come with their type.
-def _functions_sql(by_key: bool) -> str:
+def _functions_sql(inputs: _Inputs) -> str:
     return f"""
 SELECT n.nspname AS schema, p.proname AS name, p.oid,
        quote_ident(n.nspname) || '.' || quote_ident(p.proname) AS qname,
@@ -361,18 +375,18 @@ SELECT n.nspname AS schema, p.proname AS name, p.oid,
        pg_get_function_identity_arguments(p.oid) AS args,
        pg_get_functiondef(p.oid) AS def,
        {_description_sql("p.oid", "pg_proc")} AS comment
-{_objects_from('pg_proc', 'p', 'pronamespace', 'proname', by_key)}
+{_objects_from('pg_proc', 'p', 'pronamespace', 'proname', inputs)}
 WHERE p.prokind IN ('f', 'p', 'w')
   AND NOT EXISTS (
       SELECT FROM pg_catalog.pg_depend d
       WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
         AND d.objid = p.oid AND d.deptype = 'i')
-  AND {_USER_SCHEMA}
+  AND {_user_schema(inputs)}
   AND {_not_extension_member('pg_proc', 'p.oid')}
 """
 
 
-def _types_sql(server_version: int, by_key: bool) -> str:
+def _types_sql(server_version: int, inputs: _Inputs) -> str:
     # Multirange types (PG 14+) are created by their range type; the name is
     # printed when it is not the one PostgreSQL would choose.
     if server_version >= 140000:
@@ -437,7 +451,7 @@ SELECT n.nspname AS schema, t.typname AS name, t.oid,
            'canonical', CASE WHEN r.rngcanonical <> 0 THEN r.rngcanonical::regproc::text END,
            'subdiff', CASE WHEN r.rngsubdiff <> 0 THEN r.rngsubdiff::regproc::text END,
            'multirange', {multirange}) END AS range
-{_objects_from('pg_type', 't', 'typnamespace', 'typname', by_key)}
+{_objects_from('pg_type', 't', 'typnamespace', 'typname', inputs)}
 LEFT JOIN pg_catalog.pg_class rel ON rel.oid = t.typrelid
 LEFT JOIN pg_catalog.pg_type bt ON bt.oid = t.typbasetype
 LEFT JOIN pg_catalog.pg_range r ON r.rngtypid = t.oid
@@ -445,7 +459,7 @@ LEFT JOIN pg_catalog.pg_type st ON st.oid = r.rngsubtype
 LEFT JOIN pg_catalog.pg_opclass opc ON opc.oid = r.rngsubopc
 LEFT JOIN pg_catalog.pg_namespace opn ON opn.oid = opc.opcnamespace
 WHERE (t.typtype IN ('e', 'd', 'r') OR (t.typtype = 'c' AND rel.relkind = 'c'))
-  AND {_USER_SCHEMA}
+  AND {_user_schema(inputs)}
   AND {_not_extension_member('pg_type', 't.oid')}
 """
 
@@ -903,21 +917,21 @@ def _query_kind(kind: str) -> str:
     return next((query for query, kinds in _KINDS_OF_QUERY.items() if kind in kinds), kind)
 
 
-def _render_sql(query_kind: str, server_version: int, by_key: bool) -> str:
+def _render_sql(query_kind: str, server_version: int, inputs: _Inputs) -> str:
     """The render query of one kind of object (`_QUERY_KINDS`)."""
     if query_kind == "schema":
-        return _schemas_sql(by_key)
+        return _schemas_sql(inputs)
     if query_kind == "extension":
-        return _extensions_sql(by_key)
+        return _extensions_sql(inputs)
     if query_kind == "table":
-        return _tables_sql(server_version, by_key)
+        return _tables_sql(server_version, inputs)
     if query_kind == "view":
-        return _views_sql(server_version, by_key)
+        return _views_sql(server_version, inputs)
     if query_kind == "sequence":
-        return _sequences_sql(by_key)
+        return _sequences_sql(inputs)
     if query_kind == "function":
-        return _functions_sql(by_key)
-    return _types_sql(server_version, by_key)
+        return _functions_sql(inputs)
+    return _types_sql(server_version, inputs)
 
 
 @dataclass
@@ -1004,7 +1018,8 @@ def render_objects(
         params = {"exclude": list(exclude_schemas), **_key_params(wanted, kinds)}
         if params.get("key_schemas") == []:
             return ready  # nothing (more) of this kind asked for: skip the query
-        return ready + _fetch(conn, _render_sql(query_kind, version, by_key), params)
+        inputs = _BY_KEY if by_key else _ALL
+        return ready + _fetch(conn, _render_sql(query_kind, version, inputs), params)
 
     def own(key: ObjectKey, catalog: int, row: Row) -> None:
         owners[(catalog, row["oid"])] = key
@@ -1230,6 +1245,26 @@ def keys_touched(
 
 # ------------------------------------------- rendering in the tracker's statement
 
+def render_keys_body(server_version: int, exclude: str) -> str:
+    """The PL/pgSQL body of render_keys: for each kind of object asked for, the render
+    query by key, built to read the function's arguments (p_kinds, p_schemas, p_names)
+    and `exclude` (a text[] literal) where the client's query reads parameters."""
+    branches = []
+    for query_kind in _QUERY_KINDS:
+        kinds = _KINDS_OF_QUERY.get(query_kind, (query_kind,))
+        kind_list = ", ".join(f"'{kind}'" for kind in kinds)
+        inputs = _Inputs(exclude="p_exclude::text[]", keys=f"""(
+            SELECT DISTINCT w.schema, w.name
+            FROM unnest(p_kinds, p_schemas, p_names) AS w(kind, schema, name)
+            WHERE w.kind IN ({kind_list})) AS k""")
+        query = _render_sql(query_kind, server_version, inputs)
+        branches.append(f"""
+    IF p_kinds && ARRAY[{kind_list}] THEN
+        RETURN QUERY SELECT '{query_kind}'::text, to_json(r) FROM ({query}) r;
+    END IF;""")
+    return f"DECLARE p_exclude constant text[] := {exclude};\nBEGIN" + "".join(branches) + "\nEND"
+
+
 def install_render_function(
     conn: psycopg.Connection[Any], schema: str, exclude_schemas: Collection[str]
 ) -> None:
@@ -1242,24 +1277,9 @@ def install_render_function(
     transaction fewer per changeset. Only the connection's own user may call it.
     Rendered in the calling session's settings (prepare_render_session).
     """
-    version = conn.info.server_version
-    branches = []
-    for query_kind in _QUERY_KINDS:
-        kinds = _KINDS_OF_QUERY.get(query_kind, (query_kind,))
-        kind_list = ", ".join(f"'{kind}'" for kind in kinds)
-        query = _render_sql(query_kind, version, by_key=True)
-        assert _KEYS_FROM_PARAMS in query
-        query = query.replace(_KEYS_FROM_PARAMS, f"""(
-            SELECT DISTINCT w.schema, w.name
-            FROM unnest(p_kinds, p_schemas, p_names) AS w(kind, schema, name)
-            WHERE w.kind IN ({kind_list})) AS k""").replace("%(exclude)s", "p_exclude")
-        branches.append(f"""
-    IF p_kinds && ARRAY[{kind_list}] THEN
-        RETURN QUERY SELECT '{query_kind}'::text, to_json(r) FROM ({query}) r;
-    END IF;""")
     function = sql.Identifier(schema, "render_keys")
     exclude = sql.Literal(list(exclude_schemas)).as_string(conn)
-    body = f"DECLARE p_exclude constant text[] := {exclude};\nBEGIN" + "".join(branches) + "\nEND"
+    body = render_keys_body(conn.info.server_version, exclude)
     conn.execute(sql.SQL(
         "CREATE OR REPLACE FUNCTION {}(p_kinds text[], p_schemas text[], p_names text[])\n"
         "RETURNS TABLE (out_kind text, out_row json) LANGUAGE plpgsql AS {}"
