@@ -177,6 +177,112 @@ class ExportReport:
         data["version"] = __version__
         return data
 
+    @property
+    def exit_code(self) -> int:
+        """`pggit-export export`'s exit code for this run: EXIT_OK when every changeset
+        replayed and the export ran to the end, else EXIT_INCOMPLETE (the repository holds
+        every commit; the report names what did not replay)."""
+        from pggit_export.errors import EXIT_INCOMPLETE, EXIT_OK
+
+        return EXIT_OK if self.clean and not self.stopped_early else EXIT_INCOMPLETE
+
+    def format_stderr(self, quiet: bool = False) -> str:
+        """What the command line prints on stderr ("" for nothing): the warnings, and with
+        `quiet` the changesets that did not make it (quiet drops the summary, never them)."""
+        lines = [f"warning: {warning}" for warning in self.warnings]
+        if quiet:
+            lines += [
+                f"pggit-export: history ids {_ids(item.history_ids)} failed to replay: {item.error}"
+                for item in self.failed
+            ]
+            lines += [
+                f"pggit-export: history ids {_ids(item.history_ids)}: statement refused, not run"
+                for item in self.refused_statements
+            ]
+        return "\n".join(lines)
+
+    def format_text(self, quiet: bool = False) -> str:
+        """The summary the command line prints on stdout ("" when `quiet`); the warnings
+        are in `format_stderr`."""
+        if quiet:
+            return ""
+        how = {
+            "replayed": "; the shadow rebuilt by replaying the history up to it",
+            "loaded": "; the shadow rebuilt from the head's files",
+        }.get(self.resumed_by or "", "")
+        resumed = (
+            f" (continued after history id {self.resumed_after_id}{how})"
+            if self.resumed_after_id is not None
+            else ""
+        )
+        verb = "Dry run, nothing written: would export" if self.dry_run else "Exported"
+        lines = [
+            f"{verb} {_n(self.rows_exported, 'history row')} as "
+            f"{_n(self.commits_written, 'commit')} into {self.repository}, branch "
+            f"{self.branch}{resumed}"
+        ]
+        if self.stopped_early:
+            lines.append("  --strict: stopped at the first changeset that failed to replay")
+        lines.append(f"  head:   {self.head or '(no commits)'}")
+        lines.append(f"  shadow: {self.shadow}; source: PostgreSQL "
+                     f"{self.source_server_version // 10000}; files in PostgreSQL "
+                     f"{self.shadow_server_version // 10000}'s dialect")
+        lines += [f"  replayed under the source's {setting}" for setting in self.environment]
+        lines += [f"  {line}" for line in self.evidence]
+        if self.not_replayed:
+            lines.append(
+                f"  {_n(len(self.not_replayed), 'changeset')} not replayed (kept as commits):")
+            lines += [f"    history ids {_ids(item.history_ids)}: {item.reason}"
+                      for item in self.not_replayed]
+        if self.failed:
+            lines.append(
+                f"  {_n(len(self.failed), 'changeset')} failed to replay (kept as commits):")
+            lines += [f"    history ids {_ids(item.history_ids)} (commit {item.commit[:12]}): "
+                      f"{item.error}" for item in self.failed]
+        if self.repairs:
+            lines.append(f"  {_n(len(self.repairs), 'repair')} healed the replay "
+                         "(Pggit-Repaired trailers):")
+            lines += [f"    history ids {_ids(item.history_ids)}: {item.reason}"
+                      for item in self.repairs[:REPAIRS_LISTED]]
+            if len(self.repairs) > REPAIRS_LISTED:
+                lines.append(f"    ... and {len(self.repairs) - REPAIRS_LISTED} more "
+                             "(--json lists them all)")
+        if self.baseline is not None:
+            failures = len(self.baseline["failures"])
+            lines.append(
+                f"  baseline {self.baseline['file']}: {self.baseline['objects']} objects"
+                + (f", {_n(failures, 'statement')} could not be loaded" if failures else "")
+            )
+        if self.reconciled is not None:
+            counts = {k: len(v) for k, v in self.reconciled.items()}
+            lines.append(
+                "  reconciled with the live database: "
+                f"{counts['added']} added, {counts['changed']} changed, {counts['removed']} removed"
+            )
+        if self.refused_statements:
+            lines.append(f"  {_n(len(self.refused_statements), 'statement')} refused, not run:")
+            for item in self.refused_statements:
+                text = " ".join((item.statement or "").split())[:100]
+                lines.append(f"    history ids {_ids(item.history_ids)}: {text}")
+        if self.clean and not self.stopped_early:
+            lines.append("  every changeset replayed")
+        return "\n".join(lines)
+
+
+REPAIRS_LISTED = 50  # repairs ExportReport.format_text lists; --json has them all
+
+
+def _n(count: int, noun: str) -> str:
+    """`1 changeset`, `2 changesets`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _ids(ids: list[int]) -> str:
+    """History ids as ranges: `3-7, 9`."""
+    from pggit_export.git.message import format_id_ranges
+
+    return format_id_ranges(ids)
+
 
 def _author(changeset: Changeset, options: ExportOptions) -> tuple[Signature, bool, str | None]:
     """The commit's author; whether the user was missing; a note if it had to be cleaned."""
@@ -459,17 +565,15 @@ class _Exporter:
                     return
 
         rows = up_to_head()
-        # Nothing is rendered or written: each changeset's take is dropped.
+        # Nothing is rendered or written, so nothing is handed in, and the tracker is
+        # paused: its take and render were most of a changeset's cost.
         pipeline = self.pipeline(prepare=lambda item, queries: _write_nothing)
         try:
-            for changeset in group_changesets(rows, reader.environment(),
-                                              self.options.commit_per):
-                if _excluded_only(changeset, self.options.exclude_schemas):
-                    continue
-                result, repairs = self.replay_with_repairs(pipeline, changeset)
-                pipeline.hand_in(Replayed(changeset, result, tuple(repairs),
-                                          changed=_changed_shadow(result, repairs)))
-            pipeline.close()
+            with self.shadow.tracker_paused():
+                for changeset in group_changesets(rows, reader.environment(),
+                                                  self.options.commit_per):
+                    if not _excluded_only(changeset, self.options.exclude_schemas):
+                        self.replay_with_repairs(pipeline, changeset)
         finally:
             rows.close()  # the history cursor, before the export opens it again
         self.shadow.take_touched()  # the rebuild is no change

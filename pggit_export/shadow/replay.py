@@ -432,6 +432,31 @@ class Shadow:
             self.prepare_take()
         return self.tracking
 
+    @contextmanager
+    def tracker_paused(self) -> Iterator[None]:
+        """Replay without recording what is touched: for a rebuild that renders nothing
+        (a resumed export replaying up to its head). The tracker's event triggers are
+        disabled meanwhile; if the history removed them, tracking is off from then on,
+        as the next take would have found."""
+        admin = self.admin
+        if not self.tracking or admin is None:
+            yield
+            return
+        self._switch_tracker(admin, _DISABLE_EVENT_TRIGGER)
+        try:
+            yield
+        finally:
+            try:
+                self._switch_tracker(admin, _ENABLE_EVENT_TRIGGER)
+            except psycopg.Error:
+                self.tracking = False
+
+    @staticmethod
+    def _switch_tracker(admin: psycopg.Connection[Any], statement: sql.SQL) -> None:
+        with admin.transaction():
+            for name in _TRACKER_TRIGGERS:
+                admin.execute(statement.format(sql.Identifier(name)), prepare=False)
+
     def take_touched(self) -> TouchedObjects | None:
         """What was touched since the last call; None when tracking is unavailable."""
         if not self.tracking:
@@ -627,6 +652,9 @@ CREATE EVENT TRIGGER _pggit_export_sql_drop ON sql_drop
 # arrays: unnest() tells the planner "about 10 rows", the right order of size,
 # where the table's statistics (empty, or whatever autovacuum last saw) would
 # have it scan pg_depend whole.
+_TRACKER_TRIGGERS = ("_pggit_export_ddl_command_end", "_pggit_export_sql_drop")
+_DISABLE_EVENT_TRIGGER = sql.SQL("ALTER EVENT TRIGGER {} DISABLE")
+_ENABLE_EVENT_TRIGGER = sql.SQL("ALTER EVENT TRIGGER {} ENABLE")
 # The take's name as a prepared statement of the tool's connection (pipeline.py).
 TAKE_STATEMENT = "_pggit_export_take"
 _TAKE_TOUCHED_SQL = """
