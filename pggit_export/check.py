@@ -29,6 +29,7 @@ from typing import Any
 
 import psycopg
 
+from pggit_export.errors import EXIT_INCOMPLETE, EXIT_OK
 from pggit_export.export import ExportOptions, export_history
 from pggit_export.git.message import format_id_ranges
 from pggit_export.identifiers import IDENTIFIER_PATTERN, catalog_name
@@ -155,6 +156,11 @@ class CheckReport:
         if self.replayed:
             return not any(f.code in REPLAY_VERDICT_CODES for f in self.findings)
         return not any(f.severity in ("error", "warning") for f in self.findings)
+
+    @property
+    def exit_code(self) -> int:
+        """EXIT_OK when the history is clean, else EXIT_INCOMPLETE (the findings are listed)."""
+        return EXIT_OK if self.clean else EXIT_INCOMPLETE
 
     def counts(self) -> dict[str, int]:
         """Number of findings per severity."""

@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 
+from pggit_export.errors import EXIT_INCOMPLETE, EXIT_OK
 from pggit_export.read.history import SourceError, with_connect_timeout
 from pggit_export.render.layout import snapshot_files
 from pggit_export.render.snapshot import DEFAULT_EXCLUDED_SCHEMAS, render_snapshot
@@ -41,6 +42,11 @@ class DriftReport:
     @property
     def clean(self) -> bool:
         return not (self.only_live or self.only_history or self.changed)
+
+    @property
+    def exit_code(self) -> int:
+        """EXIT_OK when nothing drifted, else EXIT_INCOMPLETE (the differing files are listed)."""
+        return EXIT_OK if self.clean else EXIT_INCOMPLETE
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

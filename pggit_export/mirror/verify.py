@@ -49,6 +49,7 @@ import psycopg
 from dulwich.objects import Commit
 from psycopg import sql
 
+from pggit_export.errors import EXIT_INCOMPLETE, EXIT_OK
 from pggit_export.git.message import parse_id_ranges, read_trailer
 from pggit_export.identifiers import strip_identifier_quotes
 from pggit_export.mirror.write import (
@@ -144,6 +145,11 @@ class VerifyReport:
         data = asdict(self)
         data["ok"] = self.ok
         return data
+
+    @property
+    def exit_code(self) -> int:
+        """EXIT_OK when everything matched, else EXIT_INCOMPLETE (the mismatches are listed)."""
+        return EXIT_OK if self.ok else EXIT_INCOMPLETE
 
     def format_text(self, limit: int = 50) -> str:
         """A human summary: one line per check, then the first `limit` problems."""

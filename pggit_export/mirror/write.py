@@ -98,7 +98,7 @@ from dulwich.refs import Ref
 from dulwich.repo import Repo
 from psycopg import sql
 
-from pggit_export.errors import PggitExportError
+from pggit_export.errors import EXIT_OK, PggitExportError
 from pggit_export.progress import Progress, ProgressEvent
 from pggit_export.render.layout import SCHEMA_FILE_STEM, decode_name
 
@@ -191,6 +191,32 @@ class MirrorReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def exit_code(self) -> int:
+        """Always EXIT_OK: a mirror that ran wrote everything (or nothing new was there);
+        one that could not raised MirrorError instead, having written nothing."""
+        return EXIT_OK
+
+    def format_stderr(self) -> str:
+        """What the command line prints on stderr ("" for nothing): the warnings."""
+        return "\n".join(f"warning: {warning}" for warning in self.warnings)
+
+    def format_text(self, quiet: bool = False) -> str:
+        """The summary the command line prints on stdout ("" when `quiet`); the warnings
+        are in `format_stderr`."""
+        if quiet:
+            return ""
+        lines = [
+            f"Mirrored {self.commits_added} new commits ({self.commits_already_mirrored} "
+            f"already there) of {self.repository} into {self.v2_schema} and "
+            f"{self.audit_schema}: {self.objects_added} objects, {self.tree_entries_added} "
+            f"tree entries, {self.audit_changes_added} audit changes, "
+            f"{self.object_versions_added} object versions"
+        ]
+        if self.created_tables:
+            lines.append(f"  created tables: {', '.join(self.created_tables)}")
+        return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- DDL
