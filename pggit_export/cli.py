@@ -21,20 +21,21 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import psycopg
 import typer
 from dulwich.refs import check_ref_format
 
-from pggit_export.errors import PggitExportError
-from pggit_export.export import ExportOptions, ExportReport, export_history
-from pggit_export.git.authors import read_authors_file
-from pggit_export.mirror.write import (
-    MirrorOptions,
-    MirrorReport,
-    mirror_repository,
+from pggit_export.errors import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    PggitExportError,
 )
+from pggit_export.export import ExportOptions, export_history
+from pggit_export.git.authors import read_authors_file
+from pggit_export.mirror.write import MirrorOptions, mirror_repository
 from pggit_export.progress import ProgressEvent
 from pggit_export.restore import restore_snapshot
 from pggit_export.shadow.replay import DEFAULT_MAX_SQL_BYTES, DEFAULT_STATEMENT_TIMEOUT
@@ -54,13 +55,6 @@ class CommitPer(str, Enum):
 
     transaction = "transaction"
     statement = "statement"
-
-
-EXIT_OK = 0
-EXIT_INCOMPLETE = 1
-EXIT_USAGE = 2
-EXIT_ERROR = 3
-
 
 
 def _exit_codes(ok: str, findings: str | None, could_not_run: str, *, resumable: bool = False) -> str:
@@ -277,7 +271,7 @@ def _errors_exit() -> Iterator[None]:
             "run the same command again to continue",
             err=True,
         )
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 @contextmanager
@@ -310,92 +304,15 @@ def _progress(
         yield update
 
 
-def _print_report(report: ExportReport, as_json: bool, quiet: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
-        return
-    for warning in report.warnings:
-        typer.echo(f"warning: {warning}", err=True)
-    if quiet:
-        # Quiet drops the summary, never the rows that did not make it.
-        for item in report.failed:
-            typer.echo(
-                f"pggit-export: history ids {_ids(item.history_ids)} failed to replay: "
-                f"{item.error}",
-                err=True,
-            )
-        for item in report.refused_statements:
-            typer.echo(f"pggit-export: history ids {_ids(item.history_ids)}: statement "
-                       "refused, not run", err=True)
-        return
-    how = {"replayed": "; the shadow rebuilt by replaying the history up to it",
-           "loaded": "; the shadow rebuilt from the head's files"}.get(report.resumed_by or "", "")
-    resumed = (
-        f" (continued after history id {report.resumed_after_id}{how})"
-        if report.resumed_after_id is not None
-        else ""
-    )
-    verb = "Dry run, nothing written: would export" if report.dry_run else "Exported"
-    typer.echo(
-        f"{verb} {_n(report.rows_exported, 'history row')} as {_n(report.commits_written, 'commit')} "
-        f"into {report.repository}, branch {report.branch}{resumed}"
-    )
-    if report.stopped_early:
-        typer.echo("  --strict: stopped at the first changeset that failed to replay")
-    typer.echo(f"  head:   {report.head or '(no commits)'}")
-    source_major = report.source_server_version // 10000
-    typer.echo(f"  shadow: {report.shadow}; source: PostgreSQL {source_major}; "
-               f"files in PostgreSQL {report.shadow_server_version // 10000}'s dialect")
-    for setting in report.environment:
-        typer.echo(f"  replayed under the source's {setting}")
-    for line in report.evidence:
-        typer.echo(f"  {line}")
-    if report.not_replayed:
-        typer.echo(f"  {_n(len(report.not_replayed), 'changeset')} not replayed (kept as commits):")
-        for item in report.not_replayed:
-            typer.echo(f"    history ids {_ids(item.history_ids)}: {item.reason}")
-    if report.failed:
-        typer.echo(f"  {_n(len(report.failed), 'changeset')} failed to replay (kept as commits):")
-        for item in report.failed:
-            typer.echo(
-                f"    history ids {_ids(item.history_ids)} (commit {item.commit[:12]}): {item.error}"
-            )
-    if report.repairs:
-        typer.echo(f"  {_n(len(report.repairs), 'repair')} healed the replay (Pggit-Repaired trailers):")
-        for item in report.repairs[:50]:
-            typer.echo(f"    history ids {_ids(item.history_ids)}: {item.reason}")
-        if len(report.repairs) > 50:
-            typer.echo(f"    ... and {len(report.repairs) - 50} more (--json lists them all)")
-    if report.baseline is not None:
-        failures = len(report.baseline["failures"])
-        typer.echo(
-            f"  baseline {report.baseline['file']}: {report.baseline['objects']} objects"
-            + (f", {_n(failures, 'statement')} could not be loaded" if failures else "")
-        )
-    if report.reconciled is not None:
-        counts = {k: len(v) for k, v in report.reconciled.items()}
-        typer.echo(
-            "  reconciled with the live database: "
-            f"{counts['added']} added, {counts['changed']} changed, {counts['removed']} removed"
-        )
-    if report.refused_statements:
-        typer.echo(f"  {_n(len(report.refused_statements), 'statement')} refused, not run:")
-        for item in report.refused_statements:
-            text = " ".join((item.statement or "").split())[:100]
-            typer.echo(f"    history ids {_ids(item.history_ids)}: {text}")
-    if report.clean and not report.stopped_early:
-        typer.echo("  every changeset replayed")
+def _echo(text: str, err: bool = False) -> None:
+    """Print a report's text: nothing at all for an empty one (quiet), not an empty line."""
+    if text:
+        typer.echo(text, err=err)
 
 
-def _n(count: int, noun: str) -> str:
-    """`1 changeset`, `2 changesets`."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def _ids(ids: list[int]) -> str:
-    from pggit_export.git.message import format_id_ranges
-
-    return format_id_ranges(ids)
+def _echo_json(summary: dict[str, Any]) -> None:
+    """A report's `to_dict()`, the --json output, on stdout."""
+    typer.echo(json.dumps(summary, indent=2, default=str))
 
 
 PasswordOption = Annotated[
@@ -608,28 +525,14 @@ def export(
         summary = report.to_dict()
         if mirrored is not None:
             summary["mirror"] = mirrored.to_dict()
-        typer.echo(json.dumps(summary, indent=2, default=str))
+        _echo_json(summary)
     else:
-        _print_report(report, False, quiet)
+        _echo(report.format_stderr(quiet), err=True)
+        _echo(report.format_text(quiet))
         if mirrored is not None:
-            _print_mirror(mirrored, quiet)
-    raise typer.Exit(EXIT_OK if report.clean and not report.stopped_early else EXIT_INCOMPLETE)
-
-
-def _print_mirror(report: MirrorReport, quiet: bool) -> None:
-    for warning in report.warnings:
-        typer.echo(f"warning: {warning}", err=True)
-    if quiet:
-        return
-    typer.echo(
-        f"Mirrored {report.commits_added} new commits ({report.commits_already_mirrored} "
-        f"already there) of {report.repository} into {report.v2_schema} and "
-        f"{report.audit_schema}: {report.objects_added} objects, {report.tree_entries_added} "
-        f"tree entries, {report.audit_changes_added} audit changes, "
-        f"{report.object_versions_added} object versions"
-    )
-    if report.created_tables:
-        typer.echo(f"  created tables: {', '.join(report.created_tables)}")
+            _echo(mirrored.format_stderr(), err=True)
+            _echo(mirrored.format_text(quiet))
+    raise typer.Exit(report.exit_code)  # the mirror's is always 0: it raises, or is done
 
 
 ExportedRepoArg = Annotated[
@@ -693,9 +596,11 @@ def mirror_command(
             repo, target, MirrorOptions(v2_schema=v2_schema, branch=branch, progress=progress)
         )
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
+        _echo_json(report.to_dict())
     else:
-        _print_mirror(report, quiet)
+        _echo(report.format_stderr(), err=True)
+        _echo(report.format_text(quiet))
+    raise typer.Exit(report.exit_code)
 
 
 @app.command(epilog=VERIFY_EPILOG)
@@ -728,10 +633,10 @@ def verify(
         target = with_password(target, ask_password(target) if password else None)
         report = verify_mirror(repo, target, MirrorOptions(v2_schema=v2_schema, branch=branch))
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
+        _echo_json(report.to_dict())
     else:
-        typer.echo(report.format_text())
-    raise typer.Exit(EXIT_OK if report.ok else EXIT_INCOMPLETE)
+        _echo(report.format_text())
+    raise typer.Exit(report.exit_code)
 
 
 @app.command(epilog=RESTORE_EPILOG)
@@ -815,26 +720,18 @@ def restore(
                 return
             _write_atomically(Path(output), script.sql)
         if as_json:
-            typer.echo(json.dumps({**script.to_dict(), "output": output}, indent=2))
+            _echo_json({**script.to_dict(), "output": output})
         else:
-            typer.echo(
-                f"Wrote commit {script.commit[:12]} ({script.commit_date}): {script.files} "
-                f"files, {script.statements} statements to {output}"
-            )
-        return
+            _echo(script.format_text(output))
+        raise typer.Exit(script.exit_code)
     assert target is not None  # checked above: TARGET or --output
     with _errors_exit(), _progress(not as_json, "Restoring", "statements") as progress:
         report = restore_snapshot(repo, target, at=at, branch=branch, progress=progress)
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
+        _echo_json(report.to_dict())
     else:
-        typer.echo(
-            f"Restored commit {report.commit[:12]} ({report.commit_date}): {report.files} files, "
-            f"{report.statements} statements in {report.passes} passes"
-        )
-        for path in report.differing:
-            typer.echo(f"  renders differently here: {path}")
-    raise typer.Exit(EXIT_OK if not report.differing else EXIT_INCOMPLETE)
+        _echo(report.format_text())
+    raise typer.Exit(report.exit_code)
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -899,13 +796,10 @@ def drift(
         source = with_password(source, ask_password(source) if password else None)
         report = drift_report(source, repo, branch=branch, at=at)
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
-    elif diff:
-        if not report.clean:
-            typer.echo(report.format_diff())
+        _echo_json(report.to_dict())
     else:
-        typer.echo(report.format_text())
-    raise typer.Exit(EXIT_OK if report.clean else EXIT_INCOMPLETE)
+        _echo(report.format_diff() if diff else report.format_text())  # no drift: no diff
+    raise typer.Exit(report.exit_code)
 
 
 @app.command(epilog=CHECK_EPILOG)
@@ -956,10 +850,10 @@ def check(
             source, shadow_dsn=shadow_dsn, max_sql_bytes=max_sql_bytes, authors=author_map
         )
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
+        _echo_json(report.to_dict())
     else:
-        typer.echo(report.format_text())
-    raise typer.Exit(EXIT_OK if report.clean else EXIT_INCOMPLETE)
+        _echo(report.format_text())
+    raise typer.Exit(report.exit_code)
 
 
 @app.command(epilog=DEMO_EPILOG)
@@ -987,7 +881,11 @@ def demo(
 
     with _errors_exit(), _progress(not quiet and not as_json, "Exporting demo") as progress:
         report = run_demo(directory, progress=progress)
-    _print_report(report, as_json, quiet)
+    if as_json:
+        _echo_json(report.to_dict())
+    else:
+        _echo(report.format_stderr(quiet), err=True)
+        _echo(report.format_text(quiet))
     if not (quiet or as_json):
         typer.echo(
             "\nTry:\n"
@@ -998,7 +896,7 @@ def demo(
             "  git diff $(git rev-list -1 --before=2024-01-01 main) main -- public/\n"
             "  git blame public/orders.sql"
         )
-    raise typer.Exit(EXIT_OK if report.clean else EXIT_INCOMPLETE)
+    raise typer.Exit(report.exit_code)
 
 
 def _terminate(signum: int, frame: object) -> None:
