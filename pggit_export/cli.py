@@ -37,6 +37,7 @@ from pggit_export.export import ExportOptions, export_history
 from pggit_export.git.authors import read_authors_file
 from pggit_export.mirror.write import MirrorOptions, mirror_repository
 from pggit_export.progress import ProgressEvent
+from pggit_export.render.snapshot import DEFAULT_EXCLUDED_SCHEMAS
 from pggit_export.restore import restore_snapshot
 from pggit_export.shadow.replay import DEFAULT_MAX_SQL_BYTES, DEFAULT_STATEMENT_TIMEOUT
 
@@ -384,6 +385,22 @@ def export(
             "or one per statement text the client sent.",
         ),
     ] = CommitPer.transaction,
+    schema: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--schema", "-n",
+            help="Export only the objects of this schema (repeat for several), as pg_dump "
+            "-n does. The whole history still replays: exported objects may need others.",
+        ),
+    ] = None,
+    exclude_schema: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--exclude-schema", "-N",
+            help="Do not export the objects of this schema (repeat for several), as pg_dump "
+            "-N does; pgGit's own schemas are always left out.",
+        ),
+    ] = None,
     batch_size: Annotated[
         int,
         typer.Option(
@@ -476,6 +493,8 @@ def export(
     Example:
 
         pggit-export export "postgresql://me@db.example.com/app" ./app-schema
+
+        pggit-export export "postgresql://me@db.example.com/app" ./billing -n billing
     """
     with _errors_exit():
         check_conninfo(source, "SOURCE")
@@ -499,6 +518,8 @@ def export(
                 authors=author_map,
                 object_format=object_format.value,
                 commit_per=commit_per.value,
+                schemas=tuple(schema or ()),
+                exclude_schemas=(*DEFAULT_EXCLUDED_SCHEMAS, *(exclude_schema or ())),
                 batch_commits=batch_size,
                 statement_timeout=statement_timeout,
                 max_sql_bytes=max_sql_bytes,
@@ -820,6 +841,15 @@ def check(
         Optional[Path],
         typer.Option(help="The authors file the export will use: list users it does not name."),
     ] = None,
+    replay: Annotated[
+        bool,
+        typer.Option(
+            "--replay",
+            help="Also replay the whole history as export would (same shadow, same "
+            "repairs), writing nothing: the exit code is then export's. Takes as long "
+            "as an export's replay.",
+        ),
+    ] = False,
     password: PasswordOption = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the findings as JSON on stdout.")
@@ -831,11 +861,15 @@ def check(
     never creates (older than pgGit, or made by a command v1 does not record);
     names created again after a drop; times that go backwards against ids;
     statements the shadow cannot run (missing extensions or roles, refused
-    statements) and object kinds the snapshot does not render.
+    statements) and object kinds the snapshot does not render. Texts alone cannot
+    tell what a replay does: with --replay, the history is replayed as export
+    would, and check exits 1 exactly when export would.
 
     Example:
 
         pggit-export check "postgresql://me@db.example.com/app" --json
+
+        pggit-export check "postgresql://me@db.example.com/app" --replay
     """
     from pggit_export.check import check_history
 
@@ -847,7 +881,8 @@ def check(
         shadow_dsn = with_password_if_same_server(shadow_dsn, source, secret)
         source = with_password(source, secret)
         report = check_history(
-            source, shadow_dsn=shadow_dsn, max_sql_bytes=max_sql_bytes, authors=author_map
+            source, shadow_dsn=shadow_dsn, max_sql_bytes=max_sql_bytes, authors=author_map,
+            replay=replay,
         )
     if as_json:
         _echo_json(report.to_dict())

@@ -88,7 +88,11 @@ class ExportOptions:
     default_author: str = "unknown"  # for rows whose created_by is NULL
     # Database user -> git identity (authors.read_authors_file); others: user <user@pggit.invalid>
     authors: Mapping[str, Author] = field(default_factory=dict)
+    # Schemas whose objects are not exported (pgGit's own by default: their changesets
+    # are not even replayed; the others' are, since other objects may need them).
     exclude_schemas: tuple[str, ...] = DEFAULT_EXCLUDED_SCHEMAS
+    # Only these schemas' objects are exported (like pg_dump -n); empty: every schema.
+    schemas: tuple[str, ...] = ()
     batch_commits: int = 200
     object_format: str = "sha1"  # or "sha256", for a new repository
     # A schema dump (pg_dump --schema-only) loaded before the history: the root commit.
@@ -309,11 +313,20 @@ def _note(changeset: Changeset) -> bytes:
     return ("[\n" + ",\n".join(rows) + "\n]\n").encode("utf-8", "replace")
 
 
-def _excluded_only(changeset: Changeset, excluded: tuple[str, ...]) -> bool:
-    """True when every row names an object of pgGit itself (its install, for one), however
-    v1 spelled the name: `pggit_v2`, `"pggit_v2"`, or a qualified `"pggit_v2"."HEAD"` as
-    the object's name."""
-    return all(_row_schema(row.schema_name, row.object_name) in excluded for row in changeset.rows)
+def _pggit_own(changeset: Changeset, options: ExportOptions) -> bool:
+    """True when every row names an object of pgGit itself (its install, for one) in a
+    schema not exported, however v1 spelled the name: `pggit_v2`, `"pggit_v2"`, or a
+    qualified `"pggit_v2"."HEAD"` as the object's name. Such a changeset is not replayed;
+    one of a schema the user excludes is (objects exported may need its objects)."""
+    own = _own_schemas(options)
+    return all(_row_schema(row.schema_name, row.object_name) in own for row in changeset.rows)
+
+
+def _own_schemas(options: ExportOptions) -> tuple[str, ...]:
+    """pgGit's own schemas among those not exported: left out of the replay, the evidence
+    and the baseline too. A schema the user leaves out (--exclude-schema, or not named
+    by --schema) is only not rendered: what is exported may need its objects."""
+    return tuple(s for s in DEFAULT_EXCLUDED_SCHEMAS if s in options.exclude_schemas)
 
 
 _QUALIFIED_NAME = re.compile(rf"^\s*({IDENTIFIER_PATTERN})\s*\.")
@@ -407,12 +420,14 @@ class _Exporter:
         transaction that will not wait for the replay's locks."""
         admin = self.shadow.admin
         if admin is None:
-            return render_objects(self.shadow.conn, keys, exclude_schemas=self.excluded)
-        if prefetched and keys is not None and all(map(prefetched.covers, keys)):
-            queries = ALONE  # no query to make
-        with queries.run():
-            return render_objects(admin, keys, exclude_schemas=self.excluded,
-                                  stable_session=True, prefetched=prefetched)
+            rendered = render_objects(self.shadow.conn, keys, exclude_schemas=self.excluded)
+        else:
+            if prefetched and keys is not None and all(map(prefetched.covers, keys)):
+                queries = ALONE  # no query to make
+            with queries.run():
+                rendered = render_objects(admin, keys, exclude_schemas=self.excluded,
+                                          stable_session=True, prefetched=prefetched)
+        return rendered.in_schemas(self.options.schemas) if self.options.schemas else rendered
 
     def start(self) -> None:
         """Render the shadow as it is and line the writer's tree up with it."""
@@ -572,7 +587,7 @@ class _Exporter:
             with self.shadow.tracker_paused():
                 for changeset in group_changesets(rows, reader.environment(),
                                                   self.options.commit_per):
-                    if not _excluded_only(changeset, self.options.exclude_schemas):
+                    if not _pggit_own(changeset, self.options):
                         self.replay_with_repairs(pipeline, changeset)
         finally:
             rows.close()  # the history cursor, before the export opens it again
@@ -612,7 +627,7 @@ class _Exporter:
         # Before every history row: what any row adds (a label, a column) is left out of
         # what the objects need, as of a repair before the first changeset.
         self.healer.position = 0
-        result = load_prehistory(self.healer, live, plan, recorded, self.options.exclude_schemas)
+        result = load_prehistory(self.healer, live, plan, recorded, _own_schemas(self.options))
         sections = [
             ("Objects", [f"{key.kind} {key.schema}.{key.name}" for key in plan.objects]),
             ("Dated before the history by their OIDs (kinds v1 never records)",
@@ -670,6 +685,8 @@ class _Exporter:
     def reconcile(self, live: psycopg.Connection[Any]) -> None:
         """Commit what it takes to make the head equal the live schema, if anything."""
         rendered = render_objects(live, exclude_schemas=self.options.exclude_schemas)
+        if self.options.schemas:
+            rendered = rendered.in_schemas(self.options.schemas)
         changes, files = self.state.apply(rendered)
         files = {**self.pending, **files}
         self.pending = {}
@@ -711,7 +728,7 @@ class _Exporter:
         """
         options, report = self.options, self.report
         self.last_time = changeset.time
-        if _excluded_only(changeset, options.exclude_schemas):
+        if _pggit_own(changeset, options):
             skipped_reason = "pgGit's own objects (schema " + ", ".join(
                 sorted({_row_schema(row.schema_name, row.object_name) or ""
                         for row in changeset.rows})
@@ -878,7 +895,7 @@ def export_history(
                 report.warnings.append(
                     "--baseline ignored: the repository already has its root commit"
                 )
-            live = LiveCatalog(reader.conn, options.exclude_schemas)
+            live = LiveCatalog(reader.conn, _own_schemas(options))
             clock = read_oid_clock(reader.conn, reader.columns)
             if clock.oids:  # the history records OIDs: say whether they can be trusted
                 report.evidence.append(f"OID chronology: {clock.reason}")
@@ -910,7 +927,7 @@ def export_history(
             prehistory = PrehistoryPlan()
             if writer.tip is None and options.baseline is None and options.repair:
                 prehistory = plan_prehistory(reader.conn, recorded, later,
-                                             options.exclude_schemas, clock)
+                                             _own_schemas(options), clock)
             if writer.tip is None and (options.baseline is not None or prehistory.keys):
                 first = next(changesets, None)
                 # Dated like the first change, so it sorts before it and needs no clock.

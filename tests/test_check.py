@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from history import Change, at, make_source
+from history import Change, at, cli, make_source
 from psycopg import sql
 
 from pggit_export import ExportOptions, export_history
@@ -434,6 +434,9 @@ def test_dry_replay_gives_the_export_verdict(
     failed = one(replayed, "replay-failed")
     assert failed.history_ids == [2] and 'column "nope" does not exist' in failed.message
     assert "the export would exit 1" in replayed.format_text()
+    command = cli("check", source, "--shadow-dsn", pg_admin_dsn, "--replay")
+    assert command.returncode == 1 and command.stdout == replayed.format_text() + "\n"
+    assert cli("check", source, "--shadow-dsn", pg_admin_dsn).returncode == 0
     export = export_history(source, tmp_path / "repo", ExportOptions(shadow_dsn=pg_admin_dsn))
     assert not export.clean and [f.history_ids for f in export.failed] == [[2]]
 

@@ -408,3 +408,37 @@ def test_an_older_pggit_history_without_optional_columns_exports(
         assert failed.stderr.strip().splitlines() == [
             "pggit-export: error: the source's pgGit tables lack pggit.history.created_by: "
             "without it the history cannot be read"]
+
+
+def test_schema_and_exclude_schema_choose_what_is_exported(
+    make_database: Callable[[], str], pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    source = make_source(make_database(), [
+        Change("CREATE TABLE users (id int PRIMARY KEY, name text)", at(1),
+               objects=[("CREATE", "TABLE", "public", "users")]),
+        Change("CREATE SCHEMA billing; CREATE TABLE billing.invoices"
+               " (id int, user_id int REFERENCES public.users)", at(2),
+               objects=[("CREATE", "TABLE", "billing", "invoices")]),
+        # A billing view over a public table: public must replay although not exported.
+        Change("CREATE VIEW billing.customers AS SELECT id, name FROM public.users", at(3),
+               objects=[("CREATE", "VIEW", "billing", "customers")]),
+        Change("ALTER TABLE users ADD COLUMN email text", at(4),
+               objects=[("ALTER", "TABLE", "public", "users")]),
+    ])
+    only = tmp_path / "only-billing"
+    result = cli("export", source, str(only), "--shadow-dsn", pg_admin_dsn, "-n", "billing")
+    assert result.returncode == 0, result.stderr
+    assert git(only, "ls-tree", "-r", "--name-only", "main").split() == [
+        "billing/_schema.sql", "billing/customers.sql", "billing/invoices.sql"]
+    # Every history row is still in a commit; the public-only ones change nothing here.
+    subjects = git(only, "log", "--format=%s", "--reverse", "main").splitlines()
+    assert len(subjects) == 4 and subjects[2] == "Create view billing.customers", subjects
+    assert subjects[0].endswith("(no schema change)") and subjects[3].endswith(
+        "(no schema change)"), subjects
+    without = tmp_path / "without-billing"
+    result = cli("export", source, str(without), "--shadow-dsn", pg_admin_dsn,
+                 "--exclude-schema", "billing")
+    assert result.returncode == 0, result.stderr
+    assert git(without, "ls-tree", "-r", "--name-only", "main").split() == [
+        "public/_schema.sql", "public/users.sql"]
+    assert "email text" in git(without, "show", "main:public/users.sql")

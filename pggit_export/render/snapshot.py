@@ -976,6 +976,15 @@ class Rendered:
     # (DETACH PARTITION) can change a child's file with no trace left in pg_depend.
     parents: dict[ObjectKey, list[ObjectKey]] = field(default_factory=dict)
 
+    def in_schemas(self, schemas: Collection[str]) -> Rendered:
+        """Only the files of objects in `schemas` (export --schema), with what they hold."""
+        wanted = set(schemas)
+        return Rendered(
+            {key: text for key, text in self.files.items() if key.schema in wanted},
+            {ref: key for ref, key in self.owners.items() if key.schema in wanted},
+            {key: parents for key, parents in self.parents.items() if key.schema in wanted},
+        )
+
 
 def _key_params(keys: Collection[ObjectKey] | None, kinds: Sequence[str]) -> dict[str, Any]:
     if keys is None:
