@@ -529,3 +529,45 @@ def test_a_statement_on_a_table_older_than_the_history_and_dropped_since_is_skip
             "old_things (x);): it needs table old_things, which existed then (history id 3 "
             "drops it)") in body
     assert "public/t.sql" in git(repo, "ls-tree", "-r", "--name-only", "main~1")
+
+
+def test_oids_date_an_unrecorded_trigger_after_the_objects_older_than_it(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    from history import cli
+
+    dsn = make_database()
+    with psycopg.connect(dsn, autocommit=True) as conn:  # the live objects, in history order
+        conn.execute("CREATE TABLE jobs (id int)")  # history id 1
+        conn.execute("CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql"
+                     " AS $$ BEGIN RETURN NEW; END $$")  # history id 2
+        conn.execute("CREATE TABLE audit (id int)")  # history id 3
+        # Never recorded (v1 does not record CREATE TRIGGER), made after audit.
+        conn.execute("CREATE TRIGGER jobs_touch BEFORE UPDATE ON jobs"
+                     " FOR EACH ROW EXECUTE FUNCTION touch()")
+        conn.execute("CREATE TABLE later (id int)")  # history id 4
+    make_source(dsn, [
+        Change("CREATE TABLE jobs (id int);", at(2)),
+        Change("CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql"
+               " AS $$ BEGIN RETURN NEW; END $$;", at(3),
+               objects=[("CREATE", "FUNCTION", "public", "touch")]),
+        Change("CREATE TABLE audit (id int);", at(4),
+               objects=[("CREATE", "TABLE", "public", "audit")]),
+        Change("CREATE TABLE later (id int);", at(5),
+               objects=[("CREATE", "TABLE", "public", "later")]),
+    ])
+    _record_oids(dsn, {1: "jobs", 3: "audit", 4: "later"})
+    repo = tmp_path / "repo"
+
+    result = cli("export", dsn, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OID chronology: usable" in result.stdout
+    # Its table and function exist from history id 2 on, but its OID says it came after
+    # audit (id 3): it is created before id 4, and the repair says why.
+    assert "jobs_touch" not in git(repo, "show", "main~1:public/jobs.sql")
+    assert "CREATE TRIGGER jobs_touch" in git(repo, "show", "main:public/jobs.sql")
+    message = git(repo, "log", "-1", "--format=%B", "main")
+    assert ("created trigger jobs_touch on public.jobs from the live database once the "
+            "history passed id 3, the last recorded object older than it (OID chronology)"
+            ) in message

@@ -217,7 +217,8 @@ def read_history_columns(conn: psycopg.Connection[Any]) -> HistoryColumns:
     found: dict[str, set[str]] = {"history": set(), "objects": set()}
     with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
         for table, column in cur.execute(_COLUMNS_SQL):
-            found[table].add(column)
+            # bytes from a SQL_ASCII source
+            found[_decoded(table, "relname", [])].add(_decoded(column, "attname", []))
     return HistoryColumns(frozenset(found["history"]), frozenset(found["objects"]))
 
 

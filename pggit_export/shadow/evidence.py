@@ -172,6 +172,14 @@ class OidClock:
                 return row_id
         return None
 
+    def last_older(self, oid: int) -> int | None:
+        """The last history id whose recorded object is older than `oid`: the object of
+        `oid` was created after that row. None: unusable, or older than every row's."""
+        if not self.usable:
+            return None
+        older = [row_id for row_id, recorded in zip(self.ids, self.oids) if recorded < oid]
+        return max(older) if older else None
+
 
 def read_oid_clock(
     conn: psycopg.Connection[Any], columns: HistoryColumns = ALL_COLUMNS

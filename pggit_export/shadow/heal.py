@@ -130,6 +130,7 @@ class LiveTrigger:
     function_schema: str
     function: str
     definition: str  # pg_get_triggerdef: CREATE TRIGGER ... ON schema.table ...
+    oid: int = 0  # its pg_trigger OID, to date it (OID chronology)
 
 
 class LiveCatalog:
@@ -252,7 +253,8 @@ ORDER BY 1, 2, 3
 """
 # Live user triggers (not of pgGit's schemas, system schemas or extension tables).
 _LIVE_TRIGGERS_SQL = """
-SELECT n.nspname, c.relname, t.tgname, fn.nspname, p.proname, pg_catalog.pg_get_triggerdef(t.oid)
+SELECT n.nspname, c.relname, t.tgname, fn.nspname, p.proname, pg_catalog.pg_get_triggerdef(t.oid),
+       t.oid::bigint
 FROM pg_catalog.pg_trigger t
 JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -342,6 +344,9 @@ class Healer:
         # Live triggers no history text creates, waiting for their table and function
         # (schedule_triggers, due_triggers).
         self.scheduled_triggers: list[LiveTrigger] = []
+        # Scheduled triggers the OID clock dates later than their parts: (schema, table,
+        # name) -> the first history id they may come before.
+        self.trigger_dated: dict[tuple[str, str, str], int] = {}
         # Each table's columns as v1's metadata last recorded them (postcondition_repairs).
         self.recorded_shapes: dict[tuple[str, str], dict[str, ColumnShape]] = {}
 
@@ -381,10 +386,12 @@ class Healer:
         asked when it names a waiting trigger's table or function (None: always)."""
         if not self.scheduled_triggers:
             return []
+        position = self.position or 0
         if since is not None:
             words = set(re.findall(r"[\w$]+", since.lower()))
-            if not any(t.table.lower() in words or t.function.lower() in words
-                       for t in self.scheduled_triggers):
+            dated_due = any(due <= position for due in self.trigger_dated.values())
+            if not dated_due and not any(t.table.lower() in words or t.function.lower() in words
+                                         for t in self.scheduled_triggers):
                 return []
         pending = self.scheduled_triggers
         with self.shadow.conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
@@ -403,15 +410,27 @@ class Healer:
             if not ready:
                 waiting.append(trigger)
                 continue
+            # OID chronology: a trigger made (or made again) after a recorded object is
+            # not created before that object's row, although its table and function exist.
+            last_older = self.clock.last_older(trigger.oid) if trigger.oid else None
+            if last_older is not None and last_older >= position:
+                self.trigger_dated[trigger.schema, trigger.table, trigger.name] = last_older + 1
+                waiting.append(trigger)
+                continue
+            when = (f"once the history passed id {last_older}, the last recorded object "
+                    "older than it (OID chronology)" if last_older is not None else
+                    f"as soon as its table and its function {trigger.function_schema}."
+                    f"{trigger.function} exist")
             repairs.append(Repair(
                 f"created trigger {trigger.name} on {trigger.schema}.{trigger.table} from the "
-                "live database as soon as its table and its function "
-                f"{trigger.function_schema}.{trigger.function} exist (v1 never records CREATE "
-                "TRIGGER, and no history text creates it)",
+                f"live database {when} (v1 never records CREATE TRIGGER, and no history text "
+                "creates it)",
                 sql=(trigger.definition,),
             ))
             waiting.append(trigger)  # until it is there: the repair may fail for now
         self.scheduled_triggers = waiting
+        keys = {(t.schema, t.table, t.name) for t in waiting}
+        self.trigger_dated = {k: due for k, due in self.trigger_dated.items() if k in keys}
         return repairs
 
     def postcondition_repairs(self, changeset: Changeset, replayed: bool,
