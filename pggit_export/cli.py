@@ -106,7 +106,8 @@ DRIFT_EPILOG = _exit_codes(
 )
 CHECK_EPILOG = _exit_codes(
     "the history is clean",
-    "findings of severity warning or error (listed)",
+    "findings of severity warning or error (listed); with --replay, exactly when export "
+    "would exit 1",
     "SOURCE or the shadow server had a problem",
 )
 
