@@ -23,6 +23,13 @@ from pggit_export.shadow.server import EmbeddedServer
 os.environ.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "init.defaultBranch",
                    "GIT_CONFIG_VALUE_0": "main"})
 
+# libpq reads PGHOST, PGOPTIONS, PGTZ, ... from the environment for every connection,
+# the tests' own included: a developer's shell (PGOPTIONS='-c search_path=x', PGDATABASE)
+# would change what the tests see and set up. The suite runs without them; tests of the
+# tool's own handling of them (test_hermetic, test_cli) pass them explicitly.
+for _name in [n for n in os.environ if n.startswith("PG") and not n.startswith("PGGIT")]:
+    del os.environ[_name]
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 
