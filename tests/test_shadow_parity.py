@@ -104,6 +104,8 @@ def test_tables_and_views_made_from_a_query_replay_without_computing_its_rows(
     text = (
         "CREATE TABLE numbers AS SELECT g AS n, 1/0 AS boom FROM generate_series(1, 3) g;\n"
         "CREATE MATERIALIZED VIEW big AS SELECT 1/0 AS boom WITH DATA;\n"
+        "SELECT g AS n, 1/0 AS boom INTO UNLOGGED selected FROM generate_series(1, 3) g"
+        " -- the old spelling of CREATE TABLE AS\n;\n"
         "CREATE TABLE plain (id int GENERATED ALWAYS AS IDENTITY, n int);"
     )
     source = make_source(make_database(), [
@@ -115,6 +117,9 @@ def test_tables_and_views_made_from_a_query_replay_without_computing_its_rows(
 
     assert result.returncode == 0, result.stdout + result.stderr
     files = git(repo, "ls-tree", "-r", "--name-only", "main").split()
-    assert {"public/numbers.sql", "public/big.sql", "public/plain.sql"} <= set(files)
+    assert {"public/numbers.sql", "public/big.sql", "public/plain.sql",
+            "public/selected.sql"} <= set(files)
     numbers = git(repo, "show", "main:public/numbers.sql")
     assert "n integer" in numbers and "boom integer" in numbers
+    selected = git(repo, "show", "main:public/selected.sql")
+    assert "CREATE UNLOGGED TABLE public.selected" in selected and "boom integer" in selected

@@ -36,7 +36,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from pggit_export.errors import PggitExportError
-from pggit_export.identifiers import quote_literal
+from pggit_export.identifiers import IDENTIFIER_PATTERN, quote_literal
 from pggit_export.read.history import Changeset
 from pggit_export.read.sqlsplit import split as split_sql
 from pggit_export.read.sqlsplit import without_leading_comments
@@ -223,11 +223,24 @@ _CREATES_FROM_QUERY = re.compile(
 )
 
 
+# SELECT ... INTO t is CREATE TABLE t AS SELECT ... written the other way round.
+_SELECTS_INTO = re.compile(r"(?:SELECT|WITH)\b[^;]*?\bINTO\b", re.I | re.S)
+_INTO_TARGET = re.compile(
+    rf"^(?:(?P<persistence>TEMPORARY|TEMP|UNLOGGED)\s+)?(?:TABLE\s+)?(?P<name>{IDENTIFIER_PATTERN}"
+    rf"(?:\s*\.\s*{IDENTIFIER_PATTERN})?)$",
+    re.I,
+)
+
+
 def without_data(text: str) -> str:
     """`CREATE TABLE t AS query` (or a materialized view) as `... WITH NO DATA`: the same
     table, its columns typed by the query, and no rows computed. Only a top-level AS counts
-    (not `GENERATED ALWAYS AS` inside the column list); any other text is returned as is."""
-    if not _CREATES_FROM_QUERY.match(without_leading_comments(text)):
+    (not `GENERATED ALWAYS AS` inside the column list); `SELECT ... INTO t ...` becomes the
+    CREATE TABLE AS it means (select_into_as_create); any other text is returned as is."""
+    body = without_leading_comments(text)
+    if _SELECTS_INTO.match(body):
+        return select_into_as_create(text)
+    if not _CREATES_FROM_QUERY.match(body):
         return text
     statement = sqlparse.parse(text)[0]
     tokens = list(statement.flatten())
@@ -247,6 +260,31 @@ def without_data(text: str) -> str:
         data = end - len(tokens[last].value)
         return f"{text[:data]}NO {text[data:]}"
     return f"{text[:end]} WITH NO DATA{text[end:]}"
+
+
+def select_into_as_create(text: str) -> str:
+    """`SELECT cols INTO [TEMP|UNLOGGED] [TABLE] t FROM ...` as `CREATE [TEMP|UNLOGGED]
+    TABLE t AS SELECT cols FROM ... WITH NO DATA`: the same table, no rows. Only an INTO
+    at the statement's top level counts (a PL/pgSQL body's is inside a string); a text
+    whose target is not a plain table name is returned as is."""
+    statement = sqlparse.parse(text)[0]
+    tokens = statement.tokens
+    into = next((i for i, t in enumerate(tokens) if t.is_keyword and t.normalized == "INTO"),
+                None)
+    if into is None:
+        return text
+    end = into + 1  # the target: every token up to the next keyword (FROM, WHERE, ...)
+    while end < len(tokens) and not (tokens[end].is_keyword and tokens[end].normalized
+                                     not in ("TEMP", "TEMPORARY", "UNLOGGED", "TABLE")):
+        end += 1
+    target = _INTO_TARGET.match(" ".join("".join(str(t) for t in tokens[into + 1:end]).split()))
+    if target is None:
+        return text
+    query = ("".join(str(t) for t in tokens[:into]).rstrip() + " "
+             + "".join(str(t) for t in tokens[end:]).lstrip()).rstrip().rstrip(";").rstrip()
+    persistence = f"{target['persistence'].upper()} " if target["persistence"] else ""
+    # On a line of its own: the query may end in a -- comment.
+    return f"CREATE {persistence}TABLE {target['name']} AS {query}\nWITH NO DATA"
 
 
 # 'now', 'today', 'tomorrow' and 'yesterday' are evaluated when a statement runs
