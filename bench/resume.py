@@ -1,6 +1,6 @@
-"""Resume from many points of a benchmark history and compare with a clean run (issue 16).
+"""Resume from many points of a benchmark history and compare with a clean run.
 
-    python bench/resume.py [--size small|tiny] [--points N] [--seed S] [--json]
+    python bench/resume.py [--size small|tiny|large] [--points N] [--seed S] [--json]
 
 Generates the benchmark's synthetic history (bench/generate.py, captured under v1's triggers
 in a private PostgreSQL), exports it once from scratch, then, for N commits spread over the
@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 from pggit_export import ExportOptions, export_history  # noqa: E402
 from pggit_export.shadow.server import EmbeddedServer  # noqa: E402
 
-SIZES = {"tiny": (300, 60), "small": (2000, 300)}  # changesets, live objects at the end
+# changesets, live objects at the end (large: bench/run.py's 20,000-changeset history)
+SIZES = {"tiny": (300, 60), "small": (2000, 300), "large": (20_000, 2_000)}
 
 
 def _generate() -> ModuleType:
