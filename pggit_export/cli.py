@@ -39,7 +39,11 @@ from pggit_export.mirror.write import MirrorOptions, mirror_repository
 from pggit_export.progress import ProgressEvent
 from pggit_export.render.snapshot import DEFAULT_EXCLUDED_SCHEMAS
 from pggit_export.restore import restore_snapshot
-from pggit_export.shadow.replay import DEFAULT_MAX_SQL_BYTES, DEFAULT_STATEMENT_TIMEOUT
+from pggit_export.shadow.replay import (
+    DEFAULT_MAX_SQL_BYTES,
+    DEFAULT_STATEMENT_TIMEOUT,
+    parse_size,
+)
 
 from . import __version__
 
@@ -414,6 +418,14 @@ def export(
         str,
         typer.Option(help="Cancel a replayed statement after this long (PostgreSQL interval)."),
     ] = DEFAULT_STATEMENT_TIMEOUT,
+    shadow_size_limit: Annotated[
+        str,
+        typer.Option(
+            help="Stop, and say so, when the shadow database grows past this size (512MB, "
+            "2GB: units of 1024). It holds a schema: a history storing rows (a DO block "
+            "inserting them) would otherwise fill the disk.",
+        ),
+    ] = "1GB",
     max_sql_bytes: Annotated[
         int,
         typer.Option(min=1, help="Refuse (and report) history texts larger than this."),
@@ -502,6 +514,10 @@ def export(
         check_conninfo(shadow_dsn, "--shadow-dsn")
         branch = branch_of(branch, repo)
         check_duration(statement_timeout, "--statement-timeout")
+        size_limit = parse_size(shadow_size_limit)
+        if size_limit is None:
+            raise UsageMistake(f"--shadow-size-limit {shadow_size_limit!r} is not a size: a "
+                               "number with a unit (B, kB, MB, GB, TB), e.g. 2GB")
         author_map = read_authors_file(authors) if authors else {}
         # Asked before the progress bar starts, which would draw over the prompt.
         secret = ask_password(source) if password else None
@@ -523,6 +539,7 @@ def export(
                 exclude_schemas=(*DEFAULT_EXCLUDED_SCHEMAS, *(exclude_schema or ())),
                 batch_commits=batch_size,
                 statement_timeout=statement_timeout,
+                shadow_size_limit=size_limit,
                 max_sql_bytes=max_sql_bytes,
                 dry_run=dry_run,
                 strict=strict,

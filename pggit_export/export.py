@@ -25,6 +25,7 @@ from dulwich.objects import Commit
 from pggit_export.git.authors import Author, default_author
 from pggit_export.git.message import (
     build_message,
+    format_id_ranges,
     parse_id_ranges,
     read_trailer,
     without_shadow_oids,
@@ -64,12 +65,15 @@ from pggit_export.shadow.pipeline import (
 from pggit_export.shadow.prehistory import PrehistoryPlan, load_prehistory, plan_prehistory
 from pggit_export.shadow.replay import (
     DEFAULT_MAX_SQL_BYTES,
+    DEFAULT_SHADOW_SIZE_LIMIT,
     DEFAULT_STATEMENT_TIMEOUT,
     TRACKER_SCHEMA,
     Action,
     ReplayResult,
     Shadow,
+    ShadowError,
     TouchedObjects,
+    may_store_data,
     open_shadow,
     split_statements,
 )
@@ -101,6 +105,9 @@ class ExportOptions:
     # "statement": one per text the client sent (also sharing sql_executed).
     commit_per: str = "transaction"
     statement_timeout: str = DEFAULT_STATEMENT_TIMEOUT  # per replayed statement
+    # Stop, and say so, when the shadow database grows past this many bytes (it holds a
+    # schema: such a size means a history that stores rows, which could fill a disk).
+    shadow_size_limit: int = DEFAULT_SHADOW_SIZE_LIMIT
     max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES  # larger texts are refused unparsed
     dry_run: bool = False  # replay and report, write nothing
     # Overwrite uncommitted changes in the exported branch's working tree (git's --force).
@@ -549,6 +556,8 @@ class _Exporter:
             if not progress:
                 break
             result = pipeline.replay(changeset, overrides)
+        if result.replayed and may_store_data(result.statements):
+            self.check_shadow_size(pipeline, changeset)
         # What the next due_triggers must look at: this changeset's SQL and repairs.
         self.since_triggers = "\n".join([changeset.sql or "", *(r.description for r in repairs)])
         if self.options.repair:
@@ -557,6 +566,22 @@ class _Exporter:
             repairs += [r for r in healer.postcondition_repairs(changeset, result.ok, single)
                         if healer.apply(r) is None]
         return result, repairs
+
+    def check_shadow_size(self, pipeline: ChangesetPipeline, changeset: Changeset) -> None:
+        """Stop the export when the changeset left the shadow over its size limit: replay
+        skips every data command, but a DO block or a function can still insert rows, and
+        a history doing that over and over would fill the disk. Checked after the
+        changesets that can (may_store_data); every commit before this changeset is
+        written first."""
+        size, limit = self.shadow.size_bytes(), self.options.shadow_size_limit
+        if size > limit:
+            pipeline.close()
+            raise ShadowError(
+                f"the shadow database holds {size // 2**20} MB after history ids "
+                f"{format_id_ranges(changeset.history_ids)}, over the shadow size limit "
+                f"({limit // 2**20} MB): the history stores rows (a DO block or a function "
+                "inserting them?). Raise --shadow-size-limit to go on; a rerun continues"
+            )
 
     def replay_to_head(self, reader: HistoryReader, last_id: int) -> None:
         """Rebuild the shadow for a resumed export by doing what the first run did: load

@@ -170,3 +170,34 @@ def test_the_private_shadow_bounds_temporary_files(
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "public/guarded.sql" in git(repo, "ls-tree", "-r", "--name-only", "main")
+
+
+def test_a_history_storing_rows_stops_at_the_shadow_size_limit(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # Replay skips every data command, but a DO block can still insert rows: ~40 MB here.
+    fill = ("DO $$ BEGIN CREATE TABLE filler (x text); INSERT INTO filler SELECT"
+            " (SELECT string_agg(md5(random()::text || g || i), '') FROM generate_series(1, 30) i)"
+            " FROM generate_series(1, 40000) g; END $$;")
+    source = make_source(make_database(), [
+        Change("CREATE TABLE before (id int)", at(1), objects=[("CREATE", "TABLE", "public", "before")]),
+        Change(fill, at(2), objects=[("CREATE", "TABLE", "public", "filler")]),
+        Change("CREATE TABLE after (id int)", at(3), objects=[("CREATE", "TABLE", "public", "after")]),
+    ])
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo), "--shadow-size-limit", "20MB", "--batch-size", "1")
+
+    assert result.returncode == 3, result.stdout + result.stderr
+    line = result.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert line.startswith("pggit-export: error: the shadow database holds ")
+    assert "after history ids 2, over the shadow size limit (20 MB)" in line
+    assert git(repo, "log", "--format=%s", "main").splitlines() == ["Create table public.before"]
+    # A limit that allows it, and the rerun finishes the job.
+    rerun = cli("export", source, str(repo), "--shadow-size-limit", "1GB")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "public/after.sql" in git(repo, "ls-tree", "-r", "--name-only", "main")
+
+    wrong = cli("export", source, str(tmp_path / "other"), "--shadow-size-limit", "lots")
+    assert wrong.returncode == 2 and "--shadow-size-limit 'lots' is not a size" in wrong.stderr

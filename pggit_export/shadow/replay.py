@@ -23,7 +23,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -63,6 +63,28 @@ class Action(Enum):
 REFUSALS = frozenset({Action.REFUSE, Action.TOO_LARGE})
 DEFAULT_MAX_SQL_BYTES = 4 * 1024 * 1024
 DEFAULT_STATEMENT_TIMEOUT = "10min"
+# The shadow holds a schema, not data: a database this large means a history storing rows
+# (a DO block or a function inserting them), which would fill a disk (--shadow-size-limit).
+DEFAULT_SHADOW_SIZE_LIMIT = 1024 ** 3
+# Statements that can store rows although replay skips every data command.
+_MAY_STORE_DATA = frozenset({"DO", "SELECT", "CALL", "WITH"})
+
+
+def may_store_data(statements: Sequence[Statement]) -> bool:
+    """Whether replaying these statements can have stored rows in the shadow."""
+    return any(s.action is Action.REPLAY
+               and not _MAY_STORE_DATA.isdisjoint(_leading_words(s.text, 1)) for s in statements)
+
+
+_SIZE = re.compile(r"\s*(\d+)\s*(B|kB|MB|GB|TB)?\s*")
+_SIZE_UNITS = {None: 1, "B": 1, "kB": 1024, "MB": 1024 ** 2, "GB": 1024 ** 3, "TB": 1024 ** 4}
+
+
+def parse_size(text: str) -> int | None:
+    """A size as PostgreSQL writes it (`512MB`, `2GB`, `1048576`; units of 1024) in bytes;
+    None if it is not one."""
+    match = _SIZE.fullmatch(text)
+    return int(match[1]) * _SIZE_UNITS[match[2]] if match else None
 
 
 @dataclass(frozen=True)
@@ -532,6 +554,13 @@ class Shadow:
     @property
     def server_version(self) -> int:
         return self.conn.info.server_version
+
+    def size_bytes(self) -> int:
+        """The scratch database's size on disk (pg_database_size)."""
+        row = (self.admin or self.conn).execute(
+            "SELECT pg_catalog.pg_database_size(pg_catalog.current_database())"
+        ).fetchone()
+        return int(row[0]) if row else 0
 
     def plan(
         self,
