@@ -179,7 +179,7 @@ def test_pggit_install_row_is_kept_but_not_replayed(
     assert report.clean and report.commits_written == 2
     assert [r.history_ids for r in report.not_replayed] == [[1]]
     first = git(repo, "log", "--reverse", "--format=%s").splitlines()[0]
-    assert first == "Not replayed: pgGit's own objects (schema pggit)"
+    assert first == "Skip pgGit's own objects (schema pggit)"
 
 
 def test_pggits_own_objects_are_recognised_however_v1_quoted_them(
@@ -197,8 +197,8 @@ def test_pggits_own_objects_are_recognised_however_v1_quoted_them(
     assert report.clean and not report.repairs
     assert [r.history_ids for r in report.not_replayed] == [[1], [2]]
     assert git(repo, "log", "--reverse", "--format=%s").splitlines()[:2] == [
-        "Not replayed: pgGit's own objects (schema pggit_v2)",
-        "Not replayed: pgGit's own objects (schema pggit_audit)",
+        "Skip pgGit's own objects (schema pggit_v2)",
+        "Skip pgGit's own objects (schema pggit_audit)",
     ]
     assert git(repo, "ls-tree", "-r", "--name-only", "HEAD").split() == [
         "public/_schema.sql", "public/t.sql"]

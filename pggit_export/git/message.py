@@ -265,7 +265,8 @@ def build_message(
     """The full commit message for one changeset."""
     subject = subject_for(changeset, result, changes)
     if skipped_reason:
-        subject = _truncate(f"Not replayed: {skipped_reason}", SUBJECT_LIMIT)
+        # Imperative like every subject; the trailer says "Pggit-Replay: skipped".
+        subject = _truncate(f"Skip {skipped_reason}", SUBJECT_LIMIT)
     paragraphs = [subject]
     sql_text = (changeset.sql or "").strip("\n")
     if sql_text:
