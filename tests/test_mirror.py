@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import json
 import subprocess
 import threading
 import time
@@ -24,7 +25,7 @@ from conftest import FIXTURES, dsn_for
 from dulwich.object_format import SHA256
 from dulwich.objects import Blob, Commit, Tree
 from dulwich.repo import Repo
-from history import Change, append_changes, at, git, make_source
+from history import Change, append_changes, at, cli, git, make_source
 from psycopg import sql
 
 from pggit_export import ExportOptions, ProgressEvent, export_history
@@ -872,8 +873,10 @@ def test_mirror_stays_out_of_pggit_history(
         conn.execute("CREATE TABLE public.recorded (id int)")
     before = rows(target, "SELECT count(*) FROM pggit.history")[0][0]
     assert before > 0
-    report = mirror_repository(repo, target)
-    assert len(report.created_tables) == 9 and report.commits_added == 58
+    result = cli("mirror", str(repo), target, "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert len(report["created_tables"]) == 9 and report["commits_added"] == 58
     assert rows(target, "SELECT count(*) FROM pggit.history")[0][0] == before
-    assert not report.warnings
+    assert not report["warnings"] and not result.stderr
     assert_mirror_equals_git(repo, target)
