@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 from dulwich.objects import Commit
 
+from pggit_export.errors import EXIT_INCOMPLETE, EXIT_OK
 from pggit_export.git.authors import Author, default_author
 from pggit_export.git.message import (
     build_message,
@@ -193,8 +194,6 @@ class ExportReport:
         """`pggit-export export`'s exit code for this run: EXIT_OK when every changeset
         replayed and the export ran to the end, else EXIT_INCOMPLETE (the repository holds
         every commit; the report names what did not replay)."""
-        from pggit_export.errors import EXIT_INCOMPLETE, EXIT_OK
-
         return EXIT_OK if self.clean and not self.stopped_early else EXIT_INCOMPLETE
 
     def format_stderr(self, quiet: bool = False) -> str:
@@ -203,11 +202,11 @@ class ExportReport:
         lines = [f"warning: {warning}" for warning in self.warnings]
         if quiet:
             lines += [
-                f"pggit-export: history ids {_ids(item.history_ids)} failed to replay: {item.error}"
+                f"pggit-export: history ids {format_id_ranges(item.history_ids)} failed to replay: {item.error}"
                 for item in self.failed
             ]
             lines += [
-                f"pggit-export: history ids {_ids(item.history_ids)}: statement refused, not run"
+                f"pggit-export: history ids {format_id_ranges(item.history_ids)}: statement refused, not run"
                 for item in self.refused_statements
             ]
         return "\n".join(lines)
@@ -243,17 +242,17 @@ class ExportReport:
         if self.not_replayed:
             lines.append(
                 f"  {_n(len(self.not_replayed), 'changeset')} not replayed (kept as commits):")
-            lines += [f"    history ids {_ids(item.history_ids)}: {item.reason}"
+            lines += [f"    history ids {format_id_ranges(item.history_ids)}: {item.reason}"
                       for item in self.not_replayed]
         if self.failed:
             lines.append(
                 f"  {_n(len(self.failed), 'changeset')} failed to replay (kept as commits):")
-            lines += [f"    history ids {_ids(item.history_ids)} (commit {item.commit[:12]}): "
+            lines += [f"    history ids {format_id_ranges(item.history_ids)} (commit {item.commit[:12]}): "
                       f"{item.error}" for item in self.failed]
         if self.repairs:
             lines.append(f"  {_n(len(self.repairs), 'repair')} healed the replay "
                          "(Pggit-Repaired trailers):")
-            lines += [f"    history ids {_ids(item.history_ids)}: {item.reason}"
+            lines += [f"    history ids {format_id_ranges(item.history_ids)}: {item.reason}"
                       for item in self.repairs[:REPAIRS_LISTED]]
             if len(self.repairs) > REPAIRS_LISTED:
                 lines.append(f"    ... and {len(self.repairs) - REPAIRS_LISTED} more "
@@ -274,7 +273,7 @@ class ExportReport:
             lines.append(f"  {_n(len(self.refused_statements), 'statement')} refused, not run:")
             for item in self.refused_statements:
                 text = " ".join((item.statement or "").split())[:100]
-                lines.append(f"    history ids {_ids(item.history_ids)}: {text}")
+                lines.append(f"    history ids {format_id_ranges(item.history_ids)}: {text}")
         if self.clean and not self.stopped_early:
             lines.append("  every changeset replayed")
         return "\n".join(lines)
@@ -286,13 +285,6 @@ REPAIRS_LISTED = 50  # repairs ExportReport.format_text lists; --json has them a
 def _n(count: int, noun: str) -> str:
     """`1 changeset`, `2 changesets`."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def _ids(ids: list[int]) -> str:
-    """History ids as ranges: `3-7, 9`."""
-    from pggit_export.git.message import format_id_ranges
-
-    return format_id_ranges(ids)
 
 
 def _author(changeset: Changeset, options: ExportOptions) -> tuple[Signature, bool, str | None]:

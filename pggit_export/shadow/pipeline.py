@@ -145,12 +145,9 @@ class ChangesetPipeline:
         prepare: Prepare,
         *,
         max_sql_bytes: int = DEFAULT_MAX_SQL_BYTES,
-        overlap: bool = True,
     ) -> None:
         self.shadow = shadow
         self.max_sql_bytes = max_sql_bytes
-        # False: every changeset is taken and prepared as soon as it is handed in.
-        self.overlap = overlap and shadow.admin is not None
         self.stats = PipelineStats()
         self._prepare = prepare
         # The queue, in history order: at most one changeset of each state.
@@ -198,7 +195,9 @@ class ChangesetPipeline:
         """The export is done with `item`'s changeset in the shadow: take what it touched
         (beside the next replay, when possible), render it, and commit it, in order."""
         self.settle()  # normally nothing: the replay took the changeset before
-        if item.changed and self.overlap and self.shadow.tracking:
+        # Beside the next replay only with a tracker to take from, on the tool's connection;
+        # otherwise taken and prepared now.
+        if item.changed and self.shadow.tracking and self.shadow.admin is not None:
             self._untaken = item
             return
         if item.changed:
