@@ -514,10 +514,12 @@ class _Exporter:
         repairs: list[Repair] = []
         seen: set[tuple[str | None, str, int, str | None]] = set()
         healer = self.healer
-        healer.position = changeset.history_ids[0]
+        healer.position, healer.position_end = changeset.history_ids[0], changeset.last_id
+        healer.position_time = None if changeset.time_inferred else changeset.time
         before = healer.environment_repairs(changeset)
         if self.options.repair:
-            before += healer.due_triggers(self.since_triggers) + healer.replaced_overloads(changeset)
+            before += (healer.due_triggers(self.since_triggers) + healer.replaced_overloads(changeset)
+                       + healer.due_superseded(changeset) + healer.due_labels(changeset))
         if before:
             pipeline.settle()  # the changeset before is taken without these repairs
         for repair in before:
@@ -557,6 +559,8 @@ class _Exporter:
             # Applied before the changeset is handed in: its take includes them.
             repairs += [r for r in healer.postcondition_repairs(changeset, result.ok, single)
                         if healer.apply(r) is None]
+            if result.ok:
+                healer.note_superseded(changeset)
         return result, repairs
 
     def check_shadow_size(self, pipeline: ChangesetPipeline, changeset: Changeset) -> None:
@@ -643,7 +647,7 @@ class _Exporter:
         commit: the schema before the history (shadow/prehistory.py)."""
         # Before every history row: what any row adds (a label, a column) is left out of
         # what the objects need, as of a repair before the first changeset.
-        self.healer.position = 0
+        self.healer.position, self.healer.position_end = 0, 0
         result = load_prehistory(self.healer, live, plan, recorded, _own_schemas(self.options))
         sections = [
             ("Objects", [f"{key.kind} {key.schema}.{key.name}" for key in plan.objects]),

@@ -234,7 +234,12 @@ def test_oids_that_do_not_match_the_live_objects_are_not_used(
     assert result.returncode == 0, result.stdout + result.stderr
     assert ("OID chronology: 2 of 2 recorded OIDs differ from the live objects' "
             "(the database was dumped and restored?): not used") in result.stdout
-    assert "'done'" in git(repo, "show", "main~1:public/status.sql")  # no evidence against it
+    # Without the OIDs, the texts date 'done': first named by history id 2, a day later.
+    assert "'done'" not in git(repo, "show", "main~1:public/status.sql")
+    assert "'done'" in git(repo, "show", "main:public/status.sql")
+    body = git(repo, "log", "--format=%B", "main~1..main")
+    assert "first named by history id 2, a later run of changes" in body
+    assert "its OID" not in git(repo, "log", "--format=%B", "main")
 
 
 def test_a_table_older_than_the_history_loses_what_commented_migrations_change(
@@ -572,3 +577,74 @@ def test_oids_date_an_unrecorded_trigger_after_the_objects_older_than_it(
     assert ("created trigger jobs_touch on public.jobs from the live database once the "
             "history passed id 3, the last recorded object older than it (OID chronology)"
             ) in message
+
+
+def test_an_unrecorded_enum_label_comes_with_the_first_later_change_that_names_it(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # One statement per query: CREATE TYPE and ALTER TYPE ... ADD VALUE leave no row. The
+    # labels named in the run of changes that first needs the type were there from the
+    # start; 'cancelled', first named by a function five days later, came with it.
+    from history import cli
+
+    cancel = ("CREATE FUNCTION cancel(i int) RETURNS void LANGUAGE sql "
+              "AS $$ UPDATE job SET s = 'cancelled' WHERE id = i $$;")
+    finish = ("CREATE FUNCTION finish(i int) RETURNS void LANGUAGE sql "
+              "AS $$ UPDATE job SET s = 'done' WHERE id = i $$;")
+    source = make_source(make_database(), [
+        Change("CREATE TABLE job (id int, s status DEFAULT 'todo');", at(1, 10),
+               objects=[("CREATE", "TABLE", "public", "job")]),
+        Change(finish, at(1, 10, 1), objects=[("CREATE", "FUNCTION", "public", "finish")]),
+        Change("CREATE INDEX job_id ON job (id);", at(3),
+               objects=[("CREATE", "INDEX", "public", "job_id")]),
+        Change(cancel, at(5), objects=[("CREATE", "FUNCTION", "public", "cancel")]),
+    ], live_sql="CREATE TYPE status AS ENUM ('todo', 'done', 'cancelled');\n"
+                "CREATE TABLE job (id int, s status DEFAULT 'todo');\n"
+                f"{finish}\nCREATE INDEX job_id ON job (id);\n{cancel}")
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    for day in ("main~3", "main~2", "main~1"):
+        labels = git(repo, "show", f"{day}:public/status.sql")
+        assert "'todo'" in labels and "'done'" in labels and "'cancelled'" not in labels
+    assert "'cancelled'" in git(repo, "show", "main:public/status.sql")
+    body = git(repo, "log", "-1", "--format=%B", "main")
+    assert "added value cancelled to enum public.status" in body
+    assert "first named by history id 4, a later run of changes" in body
+    git(repo, "fsck", "--strict")
+
+
+def test_a_function_superseded_by_a_later_version_goes_once_that_run_is_over(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # The migration copies price() to price_v1() and a later one drops price(): DROP
+    # FUNCTION is never recorded, and the live database only has price_v1.
+    from history import cli
+
+    price = "CREATE FUNCTION price(i int) RETURNS int LANGUAGE sql AS 'SELECT i';"
+    price_v1 = "CREATE FUNCTION price_v1(i int) RETURNS int LANGUAGE sql AS 'SELECT i * 2';"
+    source = make_source(make_database(), [
+        Change("CREATE TABLE t (id int);", at(1), objects=[("CREATE", "TABLE", "public", "t")]),
+        Change(price, at(2), objects=[("CREATE", "FUNCTION", "public", "price")]),
+        Change(price_v1, at(3, 10), objects=[("CREATE", "FUNCTION", "public", "price_v1")]),
+        Change("CREATE INDEX t_id ON t (id);", at(3, 10, 1),
+               objects=[("CREATE", "INDEX", "public", "t_id")]),
+        Change("CREATE INDEX t_id2 ON t (id);", at(4),
+               objects=[("CREATE", "INDEX", "public", "t_id2")]),
+    ], live_sql=f"CREATE TABLE t (id int);\n{price_v1}\nCREATE INDEX t_id ON t (id);\n"
+                "CREATE INDEX t_id2 ON t (id);")
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    files = git(repo, "ls-tree", "-r", "--name-only", "main~1").split()
+    assert "public/price.sql" in files and "public/price_v1.sql" in files  # the same run
+    files = git(repo, "ls-tree", "-r", "--name-only", "main").split()
+    assert "public/price.sql" not in files and "public/price_v1.sql" in files
+    body = git(repo, "log", "-1", "--format=%B", "main")
+    assert "dropped function public.price(i integer) before history id 5" in body
+    assert "created price_v1 (history id 3), a later version of it" in body
+    git(repo, "fsck", "--strict")

@@ -26,6 +26,7 @@ anyway; a missed one imports the future).
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -342,3 +343,67 @@ def read_recorded_creations(
                    for row in cur.execute(_CREATED_OBJECTS_SQL)] \
             if columns.has("history", "change_type") else []
     return recorded_creations_of(texts, objects)
+
+
+# Enum labels named by the history. One statement per query loses every ALTER TYPE ... ADD
+# VALUE, but the statements that start using a new label are recorded: a function body, an
+# index predicate, a view (`status = 'aborting'`). A label no text names before a point,
+# and that a later text names, is taken to have been added just before that text (the
+# migration that added it is the one that started using it). A label list of CREATE TYPE
+# ... AS ENUM declares, it does not use: it is not read (another type may share a label).
+_ENUM_LIST = re.compile(r"^\s*CREATE\s+TYPE\s+[^;]*?\bAS\s+ENUM\b", re.I | re.S)
+
+_MENTIONS_SQL = r"""
+SELECT pg_catalog.array_agg(h.id ORDER BY h.id),
+       pg_catalog.array_agg(h.created_at ORDER BY h.id), h.sql_executed
+FROM pggit.history AS h
+WHERE h.sql_executed LIKE ANY (%(patterns)s::text[])
+GROUP BY h.sql_executed
+"""
+
+
+@dataclass(frozen=True)
+class Mention:
+    """A history row whose text names a label, and when it ran (None: not recorded)."""
+
+    history_id: int
+    time: dt.datetime | None
+
+
+def _literal(label: str) -> str:
+    return "'" + label.replace("'", "''") + "'"
+
+
+def label_mentions_of(texts: Iterable[tuple[Iterable[Mention], str]],
+                      labels: Iterable[str]) -> dict[str, tuple[Mention, ...]]:
+    """For each label, the rows (by history id) whose texts name it as a string literal
+    outside an enum's label list; from (rows, text) pairs."""
+    wanted = {label: _literal(label) for label in labels}
+    found: dict[str, dict[int, Mention]] = {label: {} for label in wanted}
+    for rows, text in texts:
+        rows = tuple(rows)
+        candidates = [label for label, literal in wanted.items() if literal in text]
+        if not candidates:
+            continue
+        for piece in split(text):
+            statement = without_leading_comments(piece)
+            if _ENUM_LIST.match(statement):
+                continue
+            for label in candidates:
+                if wanted[label] in statement:
+                    found[label].update((row.history_id, row) for row in rows)
+    return {label: tuple(rows[i] for i in sorted(rows)) for label, rows in found.items()}
+
+
+def read_label_mentions(conn: psycopg.Connection[Any],
+                        labels: Iterable[str]) -> dict[str, tuple[Mention, ...]]:
+    """``label_mentions_of`` over the source's whole history (in the reader's
+    transaction); the server only sends the texts that contain one of the literals."""
+    labels = list(labels)
+    if not labels:
+        return {}
+    patterns = ["%" + re.sub(r"([\\%_])", r"\\\1", _literal(label)) + "%" for label in labels]
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(_MENTIONS_SQL, {"patterns": patterns}).fetchall()
+    texts = ((tuple(Mention(i, t) for i, t in zip(row[0], row[1])), _text(row[2])) for row in rows)
+    return label_mentions_of(texts, labels)

@@ -19,6 +19,7 @@ transaction could not be used there). What cannot be repaired stays a failure.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Collection, Mapping
@@ -41,11 +42,20 @@ from pggit_export.read.history import Changeset
 from pggit_export.read.sqlsplit import without_leading_comments
 from pggit_export.render.snapshot import ObjectKey, render_objects
 from pggit_export.restore import load_files
-from pggit_export.shadow.evidence import LaterChanges, OidClock, RecordedCreations
+from pggit_export.shadow.evidence import (
+    LaterChanges,
+    Mention,
+    OidClock,
+    RecordedCreations,
+    read_label_mentions,
+)
 from pggit_export.shadow.replay import REPLAY_ROLE, ReplayFailure, Shadow, Statement
 from pggit_export.shadow.standin import build_stand_in
 
 MAX_ROUNDS = 12  # per changeset; each round must fix something new
+# Changesets less than this apart are one run (one deploy of migrations): see
+# Healer.due_superseded.
+RUN_GAP = dt.timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -141,6 +151,7 @@ class LiveCatalog:
         self.exclude = list(exclude_schemas)
         self._overloads: dict[tuple[str, str], set[str]] = {}
         self._triggers: list[LiveTrigger] | None = None
+        self._mentions: dict[str, tuple[Mention, ...]] = {}
 
     def _rows(self, query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         with self.conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
@@ -192,6 +203,14 @@ class LiveCatalog:
         """Labels in their order, each with its OID (for OID chronology)."""
         return {r[0]: r[1] for r in self._rows(_ENUM_LABELS_SQL, {"schema": schema, "name": name})}
 
+    def label_mentions(self, labels: Collection[str]) -> dict[str, tuple[Mention, ...]]:
+        """History ids of the texts naming each label (shadow/evidence.py; asked once per
+        label: the reader's snapshot does not change)."""
+        unknown = [label for label in labels if label not in self._mentions]
+        if unknown:
+            self._mentions.update(read_label_mentions(self.conn, unknown))
+        return {label: self._mentions[label] for label in labels}
+
     def definition(self, key: ObjectKey) -> str | None:
         """The live object's file, as the snapshot would render it."""
         return render_objects(self.conn, [key], exclude_schemas=self.exclude).files.get(key)
@@ -223,6 +242,22 @@ def _added_later(items: Mapping[str, str]) -> str:
     return ", ".join(f"{name} ({evidence})" for name, evidence in sorted(items.items()))
 
 
+def _add_values(schema: str, name: str, live_labels: list[str], have: list[str],
+                missing: list[str]) -> tuple[str, ...]:
+    """ALTER TYPE ... ADD VALUE statements putting each of `missing` where the live enum
+    has it: BEFORE the next live label the type has by then, else at the end."""
+    have = list(have)
+    statements = []
+    for label in missing:
+        position = live_labels.index(label)
+        before = next((lab for lab in live_labels[position + 1:] if lab in have), None)
+        where = f" BEFORE {quote_literal(before)}" if before is not None else ""
+        statements.append(f"ALTER TYPE {qualified_name(schema, name)} ADD VALUE IF NOT EXISTS "
+                          f"{quote_literal(label)}{where}")
+        have.append(label)
+    return tuple(statements)
+
+
 def _is_drop(statement: str) -> bool:
     return bool(re.match(r"\s*DROP\b", statement, re.I))
 
@@ -251,6 +286,37 @@ FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespa
 WHERE p.proname = ANY (%(names)s::text[]) AND p.prokind = 'f' AND n.nspname !~ '^pg_'
 ORDER BY 1, 2, 3
 """
+# Functions of the shadow whose names start with one of the stems (superseded_versions);
+# an extension's own functions are its extension's business.
+_SHADOW_FUNCTIONS_BY_STEM_SQL = """
+SELECT n.nspname, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid)
+FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = ANY (%(schemas)s::text[]) AND p.prokind = 'f'
+  AND EXISTS (SELECT 1 FROM unnest(%(stems)s::text[]) AS s(stem)
+              WHERE pg_catalog.starts_with(p.proname, s.stem))
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                  WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid
+                    AND d.deptype = 'e')
+ORDER BY 1, 2, 3
+"""
+_SCHEMAS_OF_FUNCTIONS_SQL = """
+SELECT DISTINCT n.nspname FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE p.proname = ANY (%(names)s::text[])
+"""
+# A versioned function name: its stem and version (`f` -1, `f_v1` 1, `f_2` 2).
+_VERSIONED_NAME = re.compile(r"^(?P<stem>.+?)(?:_v(?P<v>\d+)|_(?P<n>\d+))?$", re.S)
+
+
+def name_version(name: str) -> tuple[str, int]:
+    """A function name's stem and version number: ``f_v2`` -> (``f``, 2), ``f`` -> (``f``,
+    -1). Only ``_v<digits>`` and ``_<digits>`` endings count as versions."""
+    m = _VERSIONED_NAME.match(name)
+    assert m is not None  # the pattern matches any non-empty name
+    number = m.group("v") or m.group("n")
+    return (m.group("stem"), int(number)) if number is not None else (name, -1)
+
+
 # Live user triggers (not of pgGit's schemas, system schemas or extension tables).
 _LIVE_TRIGGERS_SQL = """
 SELECT n.nspname, c.relname, t.tgname, fn.nspname, p.proname, pg_catalog.pg_get_triggerdef(t.oid),
@@ -340,6 +406,8 @@ class Healer:
         # whole, so what it or a later one adds is left out (shadow/evidence.py). The
         # exporter sets it.
         self.position: int | None = None
+        self.position_end: int | None = None  # and its last history id
+        self.position_time: dt.datetime | None = None  # and when it ran (None: unknown)
         self.extra: list[Repair] = []  # repairs a repair needed first (see apply)
         # Live triggers no history text creates, waiting for their table and function
         # (schedule_triggers, due_triggers).
@@ -349,6 +417,14 @@ class Healer:
         self.trigger_dated: dict[tuple[str, str, str], int] = {}
         # Each table's columns as v1's metadata last recorded them (postcondition_repairs).
         self.recorded_shapes: dict[tuple[str, str], dict[str, ColumnShape]] = {}
+        # Functions superseded by a later version, waiting for the end of the run of
+        # changes that created it: (schema, name, identity arguments) -> (the new
+        # version's name, the history id creating it); and the last changeset's time.
+        self.superseded: dict[tuple[str, str, str], tuple[str, int]] = {}
+        # Enum labels a repair left out because the evidence dates them later: (schema,
+        # type) -> label -> (the history id they come before, the evidence); due_labels.
+        self.deferred_labels: dict[tuple[str, str], dict[str, tuple[int, str]]] = {}
+        self.run_time: dt.datetime | None = None
 
     # -- before a changeset: the environment it ran in ----------------------------------
 
@@ -577,6 +653,67 @@ class Healer:
             ))
         return repairs
 
+    def note_superseded(self, changeset: Changeset) -> None:
+        """After a changeset replayed whole: note the earlier versions of each function it
+        created under a versioned name (``f_v2`` supersedes ``f_v1`` and ``f``) that the
+        shadow has and the live database lacks; ``due_superseded`` drops them once the run
+        of changes that created the new version is over.
+
+        Migrations that copy a function to a new versioned name drop the old one in the
+        same run or soon after (procrastinate's "post" migrations do it a deploy later),
+        and v1 never records DROP FUNCTION: with one statement per query the old versions
+        would otherwise stay in every later commit. A name the history itself drops, now
+        or later, is left to the history; an overload the live database still has stays.
+        """
+        if self.live is None or not changeset.sql:
+            return
+        first = changeset.history_ids[0]
+        created: dict[str, int] = {}
+        for m in _CREATES_FUNCTION.finditer(changeset.sql):
+            name = catalog_name(m.group("name"))
+            version = name_version(name)[1]
+            if version >= 0:
+                created[name] = version
+        if not created:
+            return
+        stems = sorted({name_version(name)[0] for name in created})
+        with self.shadow.conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
+            cur.execute(_SCHEMAS_OF_FUNCTIONS_SQL, {"names": sorted(created)})
+            schemas = sorted({row[0] for row in cur.fetchall()})
+            cur.execute(_SHADOW_FUNCTIONS_BY_STEM_SQL, {"schemas": schemas, "stems": stems})
+            candidates = [(r[0], r[1], r[2]) for r in cur.fetchall()]
+        for schema, name, arguments in candidates:
+            stem, version = name_version(name)
+            newer = sorted(n for n, v in created.items()
+                           if name_version(n)[0] == stem and v > version and n != name)
+            if not newer or arguments in self.live.overloads(schema, name):
+                continue
+            if self.later.drops_function_from(name, first) is not None:
+                continue
+            self.superseded[schema, name, arguments] = (newer[0], first)
+
+    def due_superseded(self, changeset: Changeset) -> list[Repair]:
+        """Drops of the superseded versions noted, before the first changeset that starts
+        a new run: more than ``RUN_GAP`` after the changeset before it (or of unknown
+        time). The run's own later changesets may still use the old version."""
+        same_run = (self.run_time is not None and not changeset.time_inferred
+                    and changeset.time - self.run_time <= RUN_GAP)
+        self.run_time = None if changeset.time_inferred else changeset.time
+        if same_run or not self.superseded:
+            return []
+        repairs = []
+        for (schema, name, arguments), (newer, created_at) in sorted(self.superseded.items()):
+            repairs.append(Repair(
+                f"dropped function {schema}.{name}({arguments}) before history id "
+                f"{changeset.history_ids[0]}, the first change after the run that created "
+                f"{newer} (history id {created_at}), a later version of it: the live "
+                "database has no such function, v1 never records DROP FUNCTION, and no "
+                "recorded text drops it",
+                sql=(f"DROP FUNCTION IF EXISTS {qualified_name(schema, name)}({arguments})",),
+            ))
+        self.superseded = {}
+        return repairs
+
     def _shadow_overloads(self, names: list[str]) -> list[tuple[str, str, str]]:
         with self.shadow.conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
             cur.execute(_SHADOW_OVERLOADS_SQL, {"names": names})
@@ -696,6 +833,7 @@ class Healer:
             # The live enum minus what later statements add; built from its labels.
             labels = [lab for lab in self.live.enum_labels(key.schema, key.name)
                       if lab not in future_labels]
+            self._defer_labels(key.schema, key.name, future_labels)
             repairs.append(Repair(
                 f"created {_label(key)} from the live database (never created in the recorded "
                 f"history) without {_added_later(future_labels)}",
@@ -725,12 +863,82 @@ class Healer:
                     for c, i in self.later.columns_added_from(name, first).items()}
         later = {label: f"added by history id {i}"
                  for label, i in self.later.labels_added_from(name, first).items()}
-        if self.clock.usable and self.live is not None and schema is not None:
-            for label, oid in self.live.enum_label_oids(schema, name).items():
-                after = self.clock.created_after(oid, first)
-                if after is not None and label not in later:
-                    later[label] = f"its OID {oid} is newer than history id {after}'s"
+        if schema is not None:
+            for label, (_due, why) in self._dated_labels(schema, name, later).items():
+                later[label] = why
         return later
+
+    def _dated_labels(self, schema: str, name: str,
+                      added: Collection[str]) -> dict[str, tuple[int, str]]:
+        """Live labels of enum `schema.name` that the evidence dates after the changeset
+        healed, other than those a recorded statement adds (`added`): each with the
+        history id it comes before and why. With a usable OID clock, by OID; else by the
+        first text naming it, when no text up to this changeset does (evidence.py)."""
+        if self.live is None or self.position is None:
+            return {}
+        first, end = self.position, self.position_end or self.position
+        oids = {label: oid for label, oid in self.live.enum_label_oids(schema, name).items()
+                if label not in added}
+        dated: dict[str, tuple[int, str]] = {}
+        if self.clock.usable:
+            for label, oid in oids.items():
+                after = self.clock.created_after(oid, first)
+                last_older = self.clock.last_older(oid)
+                if after is not None and last_older is not None:
+                    dated[label] = (last_older + 1, f"its OID {oid} is newer than history id "
+                                                    f"{after}'s")
+            return dated
+        for label, mentions in self.live.label_mentions(list(oids)).items():
+            if not mentions or mentions[0].history_id <= end:
+                continue  # never named (no evidence), or named by now: there
+            named = mentions[0]
+            # Named first in the same run of changes: a label of the type from the start.
+            if (self.position_time is None or named.time is None
+                    or named.time - self.position_time <= RUN_GAP):
+                continue
+            dated[label] = (named.history_id, f"first named by history id "
+                                              f"{named.history_id}, a later run of changes")
+        return dated
+
+    def _defer_labels(self, schema: str, name: str, left_out: Collection[str]) -> None:
+        """Remember the labels left out that the evidence dates (not those the history
+        adds itself): due_labels adds each before the changeset it is dated to."""
+        dated = self._dated_labels(schema, name, self.later.labels_added_from(
+            name, self.position or 0))
+        waiting = {label: due for label, due in dated.items() if label in left_out}
+        if waiting:
+            self.deferred_labels.setdefault((schema, name), {}).update(waiting)
+
+    def due_labels(self, changeset: Changeset) -> list[Repair]:
+        """Repairs adding the deferred enum labels dated to this changeset or before it,
+        each in its live place (BEFORE the next live label the shadow has)."""
+        if not self.deferred_labels or self.live is None:
+            return []
+        repairs = []
+        for (schema, name), waiting in sorted(self.deferred_labels.items()):
+            due = {label: why for label, (at, why) in waiting.items()
+                   if at <= changeset.last_id}
+            if not due:
+                continue
+            for label in due:
+                del waiting[label]
+            have = self._shadow_enum_labels(schema, name)
+            if not have:
+                continue  # the type is not there (yet): a later repair creates it whole
+            live_labels = self.live.enum_labels(schema, name)
+            missing = [label for label in live_labels if label in due and label not in have]
+            if not missing:
+                continue
+            statements = _add_values(schema, name, live_labels, have, missing)
+            repairs.append(Repair(
+                f"added value{'s' if len(missing) > 1 else ''} {', '.join(missing)} to enum "
+                f"{schema}.{name} from the live database before history id "
+                f"{changeset.history_ids[0]}: {_added_later({m: due[m] for m in missing})} "
+                "(ALTER TYPE ... ADD VALUE is never recorded)",
+                sql=statements,
+            ))
+        self.deferred_labels = {k: v for k, v in self.deferred_labels.items() if v}
+        return repairs
 
     def _gone_table(self, failure: ReplayFailure, schema: str | None,
                     name: str) -> list[Repair]:
@@ -832,16 +1040,8 @@ class Healer:
         missing = [label for label in live_labels if label not in have]
         if not missing:
             return []
-        statements = []
-        for label in missing:
-            position = live_labels.index(label)
-            before = next((lab for lab in live_labels[position + 1:] if lab in have), None)
-            where = f" BEFORE {quote_literal(before)}" if before is not None else ""
-            statements.append(
-                f"ALTER TYPE {qualified_name(key.schema, key.name)} ADD VALUE IF NOT EXISTS "
-                f"{quote_literal(label)}{where}"
-            )
-            have.append(label)
+        self._defer_labels(key.schema, key.name, future)
+        statements = _add_values(key.schema, key.name, live_labels, have, missing)
         kept_out = f", not {_added_later(future)}" if future else ""
         return [Repair(
             f"added value{'s' if len(missing) > 1 else ''} {', '.join(missing)} to enum "
