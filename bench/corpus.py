@@ -1,6 +1,7 @@
 """Per-point fidelity on the real-history corpus (fixtures/corpus/, issues 13 and 14).
 
-    python bench/corpus.py [--history NAME ...] [--shadow private|source] [--json] [--jobs N]
+    python bench/corpus.py [--history NAME ...] [--shadow private|source] [--source dump|captured]
+                           [--json] [--jobs N]
 
 Every corpus history (``fixtures/corpus/<project>-<mode>-pg<major>/``: real published
 migration sets captured under v1's triggers, with the truth after every transaction; see
@@ -29,6 +30,14 @@ with dumps of the same major. The export replays (``--shadow``):
     whatever the source's version: issue 13's cause 4 shows in the pg15 rows);
 ``source``
     on the source's server, i.e. in the source's major version.
+
+The source (``--source``): ``dump`` (default) loads each history.sql, so the objects get new
+OIDs and the OIDs the rows recorded are stale, as in a source that was dumped and restored
+(the export's OID chronology then says so and is not used); ``captured`` captures the
+project's migrations again, in the history's send mode, into the source database (the
+truths stay steps.json's; the capture must write the same steps): the recorded OIDs are the
+live objects' own, as in a source that kept them, and the OID chronology dates what no row
+records.
 
 Per history the table gives: points (commits compared), points equal to the truth for
 naive, pure and healed, points where healed is farther from the truth (more differing
@@ -397,14 +406,43 @@ def _binaries_for(major: int, overrides: dict[int, Path]) -> Any:
     return fidelity.PostgresBinaries(bindir=bindir, version=match.group(1))
 
 
+def captured_source(server: Any, name: str) -> Any:
+    """A ``make_source`` for bench/fidelity.py that captures history ``name`` again (its
+    project's migrations, its send mode) into the new database, instead of loading its
+    history.sql: the rows then record the OIDs the live objects really have, as in a
+    source that was never dumped and restored (OID chronology usable)."""
+    project, mode = re.fullmatch(r"(.+?)-(batch|psql-f)-pg\d+", name).groups()  # type: ignore[union-attr]
+    module = fidelity.build.load_migration_module(CORPUS / project / "migrations.py")
+
+    def make(admin_dsn: str, fixture: Any, dbname: str) -> str:
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            cluster_sql = getattr(module, "CLUSTER_SQL", "") or ""
+            if cluster_sql:
+                admin.execute(cluster_sql.encode())
+            admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(
+                sql.Identifier(dbname)))
+        capture = fidelity.build.capture_with_truths(server, module, mode, database=dbname,
+                                                     with_truths=False)
+        recorded = [(s.first_id, s.last_id) for s in capture.steps]
+        expected = [(s.first_id, s.last_id) for s in fixture.steps]
+        if recorded != expected:
+            raise SystemExit(f"{name}: the capture's steps differ from steps.json")
+        return fidelity._dsn_for(admin_dsn, dbname)
+
+    return make
+
+
 def run_corpus(
     names: Sequence[str],
     shadow: str = "private",
     jobs: int = 4,
     pg_bins: dict[int, Path] | None = None,
     points: bool = False,
+    source: str = "dump",
 ) -> list[dict[str, Any]]:
-    """Run the fidelity comparison on each named history; one dict per history."""
+    """Run the fidelity comparison on each named history; one dict per history. `source`:
+    ``dump`` loads each history.sql (a source dumped and restored: its recorded OIDs are
+    stale), ``captured`` captures it again (OIDs as recorded; see captured_source)."""
     configs = [fidelity.config_by_name(name) for name in CONFIGS]
     fixtures = {name: fidelity.load_fixture(CORPUS / name) for name in names}
     by_major: dict[int, list[str]] = {}
@@ -423,6 +461,7 @@ def run_corpus(
                     fixtures[name],
                     jobs=jobs,
                     private_shadow=shadow == "private",
+                    make_source=captured_source(server, name) if source == "captured" else None,
                 )
                 exported = time.monotonic()
                 naive = naive_replay(server.conninfo("postgres"), server.binaries, fixtures[name])
@@ -461,13 +500,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="server binaries for sources of that major (default: embedded or the machine's)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON, with every point")
+    parser.add_argument(
+        "--source", choices=["dump", "captured"], default="dump",
+        help="dump: load each history.sql (recorded OIDs stale, as after a dump and restore);"
+             " captured: capture the migrations again (recorded OIDs true)",
+    )
     args = parser.parse_args(argv)
     pg_bins = {}
     for item in args.pg_bin:
         major, _, directory = item.partition("=")
         pg_bins[int(major)] = Path(directory)
     results = run_corpus(
-        args.history or available, args.shadow, args.jobs, pg_bins, points=args.json
+        args.history or available, args.shadow, args.jobs, pg_bins, points=args.json,
+        source=args.source,
     )
     if args.json:
         print(
@@ -476,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
         )
         return
-    print(f"Shadow: {args.shadow}\n")
+    print(f"Shadow: {args.shadow}; source: {args.source}\n")
     print(TABLE_HEADER)
     for r in results:
         print(r["summary"].row())

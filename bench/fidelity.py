@@ -43,7 +43,7 @@ import re
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -418,6 +418,7 @@ def run_fidelity(
     jobs: int = 4,
     repeat: bool = False,
     private_shadow: bool = False,
+    make_source: Callable[[str, Fixture, str], str] | None = None,
 ) -> FidelityResult:
     """Export the fixture once per configuration and compare every commit with its truth.
 
@@ -427,12 +428,13 @@ def run_fidelity(
     second time and the commit ids compared: a clock literal replayed as the replay's own
     'now' changes them (a 'today' only does across midnight). With ``private_shadow`` the
     export replays in its own private server (what a user gets by default; its PostgreSQL
-    version may differ from the source's) instead of ``admin_dsn``'s.
+    version may differ from the source's) instead of ``admin_dsn``'s. ``make_source``
+    (admin dsn, fixture, database name -> the source's dsn) replaces ``load_source``.
     """
     shadow_dsn = None if private_shadow else admin_dsn
     fixture = fixture or load_fixture()
     source_db = f"fidelity_source_{uuid.uuid4().hex[:12]}"
-    source = load_source(admin_dsn, fixture, source_db)
+    source = (make_source or load_source)(admin_dsn, fixture, source_db)
     truth_lines = [normalise_dump(text) for text in fixture.truths]
     with tempfile.TemporaryDirectory(prefix="pggit-fidelity-") as tmp, _dropped(
         admin_dsn, source_db
