@@ -136,15 +136,24 @@ def later_changes_of(texts: Iterable[tuple[int, str]]) -> LaterChanges:
 # OID chronology. OIDs come from one cluster-wide counter, so an object's OID says when it
 # was created relative to others, as long as the database was never dumped and restored
 # (which gives every object a new OID) and the counter did not wrap. v1 records the OID of
-# each table, view and index it sees created (new_metadata.oid).
+# each table, view and index it sees created (new_metadata.oid), and names each function
+# it records by its OID (pggit.objects.object_name): both are points of the clock. Only
+# the relations can be checked against the live catalog (a function's name is its OID).
 _RECORDED_OIDS_SQL = r"""
-SELECT h.id, (h.new_metadata->>'oid')::bigint AS oid, o.schema_name, o.object_name,
+SELECT h.id,
+       CASE WHEN o.object_type::text = 'FUNCTION' THEN o.object_name::bigint
+            ELSE (h.new_metadata->>'oid')::bigint END AS oid,
+       o.object_type::text = 'FUNCTION' AS is_function, o.schema_name, o.object_name,
+       CASE WHEN o.object_type::text <> 'FUNCTION' THEN
        pg_catalog.to_regclass(pg_catalog.quote_ident(o.schema_name) || '.'
-                              || pg_catalog.quote_ident(o.object_name))::oid::bigint AS live_oid
+                              || pg_catalog.quote_ident(o.object_name))::oid::bigint
+       END AS live_oid
 FROM pggit.history AS h
 JOIN pggit.objects AS o ON o.id = h.object_id
-WHERE h.change_type::text = 'CREATE' AND o.object_type::text IN ('TABLE', 'VIEW', 'INDEX')
-  AND h.new_metadata ? 'oid' AND (h.new_metadata->>'oid') ~ '^[0-9]{1,10}$'
+WHERE h.change_type::text = 'CREATE'
+  AND (o.object_type::text IN ('TABLE', 'VIEW', 'INDEX')
+       AND h.new_metadata ? 'oid' AND (h.new_metadata->>'oid') ~ '^[0-9]{1,10}$'
+       OR o.object_type::text = 'FUNCTION' AND o.object_name ~ '^[0-9]{1,10}$')
 ORDER BY h.id
 """
 
@@ -153,25 +162,16 @@ ORDER BY h.id
 class OidClock:
     """Dates a live object by its OID against the OIDs history rows recorded (see above).
 
-    ``usable`` only when the recorded OIDs grow with the history and every recorded object
-    that still exists under its name has its recorded OID; ``reason`` says why or why not.
+    ``usable`` only when the recorded OIDs grow with the history and every recorded
+    relation that still exists under its name has its recorded OID; ``reason`` says why or
+    why not. An object of OID `oid` was created after the row ``last_older(oid)`` and
+    before the row ``first_newer(oid)``.
     """
 
     ids: tuple[int, ...] = ()  # history ids of CREATE rows with an OID, ascending
     oids: tuple[int, ...] = ()  # their OIDs
     usable: bool = False
     reason: str = "no history row records an OID"
-
-    def created_after(self, oid: int, history_id: int) -> int | None:
-        """A history id at or after `history_id` whose recorded object is older than `oid`
-        (a lower OID): the object of `oid` was created after that row's, so not before the
-        changeset starting at `history_id`. None: no such evidence."""
-        if not self.usable:
-            return None
-        for row_id, recorded in zip(self.ids, self.oids):
-            if row_id >= history_id and recorded < oid:
-                return row_id
-        return None
 
     def last_older(self, oid: int) -> int | None:
         """The last history id whose recorded object is older than `oid`: the object of
@@ -180,6 +180,14 @@ class OidClock:
             return None
         older = [row_id for row_id, recorded in zip(self.ids, self.oids) if recorded < oid]
         return max(older) if older else None
+
+    def first_newer(self, oid: int) -> int | None:
+        """The first history id whose recorded object is newer than `oid`: the object of
+        `oid` was created before that row. None: unusable, or newer than every row's."""
+        if not self.usable:
+            return None
+        return next((row_id for row_id, recorded in zip(self.ids, self.oids) if recorded > oid),
+                    None)
 
 
 def read_oid_clock(
@@ -192,14 +200,15 @@ def read_oid_clock(
         rows = cur.execute(_RECORDED_OIDS_SQL).fetchall()
     if not rows:
         return OidClock()
-    # CREATE OR REPLACE of an existing view records its old OID again: date by the first.
+    # CREATE OR REPLACE of an existing view or function records its old OID again: date
+    # by the first.
     first_rows = list({row[1]: row for row in reversed(rows)}.values())
     first_rows.sort(key=lambda row: row[0])
     ids = tuple(row[0] for row in first_rows)
     oids = tuple(row[1] for row in first_rows)
-    # The last CREATE of each name is the object that may still be there.
+    # The last CREATE of each relation's name is the object that may still be there.
     last: dict[tuple[str, str], tuple[int, int | None]] = {
-        (row[2], row[3]): (row[1], row[4]) for row in rows
+        (row[3], row[4]): (row[1], row[5]) for row in rows if not row[2]
     }
     live = [(recorded, now) for recorded, now in last.values() if now is not None]
     if any(later < earlier for earlier, later in zip(oids, oids[1:])):

@@ -876,22 +876,36 @@ class Healer:
         first text naming it, when no text up to this changeset does (evidence.py)."""
         if self.live is None or self.position is None:
             return {}
-        first, end = self.position, self.position_end or self.position
+        end = self.position_end or self.position
         oids = {label: oid for label, oid in self.live.enum_label_oids(schema, name).items()
                 if label not in added}
         dated: dict[str, tuple[int, str]] = {}
+        mentions = self.live.label_mentions(list(oids))
         if self.clock.usable:
+            # Created between two recorded rows; within those bounds, with the first text
+            # that names it, if one does.
             for label, oid in oids.items():
-                after = self.clock.created_after(oid, first)
-                last_older = self.clock.last_older(oid)
-                if after is not None and last_older is not None:
-                    dated[label] = (last_older + 1, f"its OID {oid} is newer than history id "
-                                                    f"{after}'s")
+                older, newer = self.clock.last_older(oid), self.clock.first_newer(oid)
+                if newer is not None and newer <= end:
+                    continue  # older than a row replayed by now: there
+                earliest = older + 1 if older is not None else 0
+                named_at = next((m.history_id for m in mentions[label]
+                                 if m.history_id >= earliest), None)
+                if named_at is not None and (newer is None or named_at <= newer):
+                    due, why = named_at, (f"history id {named_at} names it first, and its OID "
+                                          f"{oid} dates it" + (f" after history id {older}"
+                                                               if older is not None else ""))
+                elif older is not None:
+                    due, why = earliest, f"its OID {oid} is newer than history id {older}'s"
+                else:
+                    continue
+                if due > end:
+                    dated[label] = (due, why)
             return dated
-        for label, mentions in self.live.label_mentions(list(oids)).items():
-            if not mentions or mentions[0].history_id <= end:
+        for label, named_by in mentions.items():
+            if not named_by or named_by[0].history_id <= end:
                 continue  # never named (no evidence), or named by now: there
-            named = mentions[0]
+            named = named_by[0]
             # Named first in the same run of changes: a label of the type from the start.
             if (self.position_time is None or named.time is None
                     or named.time - self.position_time <= RUN_GAP):
