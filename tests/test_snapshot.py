@@ -151,6 +151,26 @@ def test_column_planner_settings_survive_a_round_trip(make_database: MakeDatabas
     assert snapshot_of(target) == snapshot_of(source)
 
 
+def test_not_null_constraint_names_are_written_only_when_chosen(
+    make_database: MakeDatabase,
+) -> None:
+    # PostgreSQL 18 names every NOT NULL constraint; a name it chose itself (shortened to
+    # 63 bytes for a long table and column, as makeObjectName does) is left out, so the
+    # file reads as an older server prints it and restores to the same name.
+    source, target = make_database(), make_database()
+    long_table = "device_lists_changes_converted_stream_position"
+    run(source, f"CREATE TABLE {long_table} (stream_id bigint NOT NULL, "
+                "other bigint CONSTRAINT chosen_by_hand NOT NULL)")
+    text = snapshot_of(source)[ObjectKey("table", "public", long_table)]
+    assert "stream_id bigint NOT NULL," in text
+    with psycopg.connect(source) as conn:
+        named = conn.info.server_version >= 180000
+    assert ("other bigint CONSTRAINT chosen_by_hand NOT NULL" in text) is named
+    with psycopg.connect(target) as conn:
+        assert load_files(conn, files_of(snapshot_of(source))).failures == []
+    assert snapshot_of(target) == snapshot_of(source)
+
+
 def test_partitioned_table(make_database: MakeDatabase) -> None:
     dsn = make_database()
     run(

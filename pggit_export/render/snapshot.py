@@ -574,11 +574,36 @@ def _column(col: Row) -> str:
         parts.append(identity)
     if col["notnull"]:
         named = col.get("notnull_name")  # [name, quoted name], PG 18 on
-        if named and named[0] != f"{col['table_name']}_{col['raw_name']}_not_null":
+        if named and named[0] != default_object_name(col["table_name"], col["raw_name"],
+                                                     "not_null"):
             parts.append(f"CONSTRAINT {named[1]} NOT NULL")
         else:
             parts.append("NOT NULL")
     return " ".join(parts)
+
+
+NAMEDATALEN = 64  # PostgreSQL's, in bytes, with the terminating zero
+
+
+def default_object_name(name1: str, name2: str, label: str) -> str:
+    """The name PostgreSQL gives an unnamed constraint of `name1`'s `name2`
+    (``makeObjectName``): ``name1_name2_label``, the longer of the two names shortened
+    first (by bytes, never inside a character) until it fits in NAMEDATALEN - 1 bytes."""
+    overhead = len(label.encode()) + 2  # the two underscores
+    available = NAMEDATALEN - 1 - overhead
+    first, second = name1.encode(), name2.encode()
+    length1, length2 = len(first), len(second)
+    while length1 + length2 > available:
+        if length1 > length2:
+            length1 -= 1
+        else:
+            length2 -= 1
+    return f"{_clip(first, length1)}_{_clip(second, length2)}_{label}"
+
+
+def _clip(name: bytes, length: int) -> str:
+    """The first `length` bytes of `name`, less any character cut in two (pg_mbcliplen)."""
+    return name[:length].decode("utf-8", "ignore")
 
 
 def _index(index: Row) -> str:
