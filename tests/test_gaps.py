@@ -592,28 +592,33 @@ def test_an_unrecorded_enum_label_comes_with_the_first_later_change_that_names_i
               "AS $$ UPDATE job SET s = 'cancelled' WHERE id = i $$;")
     finish = ("CREATE FUNCTION finish(i int) RETURNS void LANGUAGE sql "
               "AS $$ UPDATE job SET s = 'done' WHERE id = i $$;")
+    shown = ("CREATE FUNCTION shown() RETURNS event LANGUAGE sql "
+             "AS $$ SELECT 'cancelled'::public.event $$;")
     source = make_source(make_database(), [
         Change("CREATE TABLE job (id int, s status DEFAULT 'todo');", at(1, 10),
                objects=[("CREATE", "TABLE", "public", "job")]),
         Change(finish, at(1, 10, 1), objects=[("CREATE", "FUNCTION", "public", "finish")]),
+        # Another enum's label of the same name: not a mention of status's.
+        Change(shown, at(1, 10, 2), objects=[("CREATE", "FUNCTION", "public", "shown")]),
         Change("CREATE INDEX job_id ON job (id);", at(3),
                objects=[("CREATE", "INDEX", "public", "job_id")]),
         Change(cancel, at(5), objects=[("CREATE", "FUNCTION", "public", "cancel")]),
     ], live_sql="CREATE TYPE status AS ENUM ('todo', 'done', 'cancelled');\n"
+                "CREATE TYPE event AS ENUM ('cancelled');\n"
                 "CREATE TABLE job (id int, s status DEFAULT 'todo');\n"
-                f"{finish}\nCREATE INDEX job_id ON job (id);\n{cancel}")
+                f"{finish}\n{shown}\nCREATE INDEX job_id ON job (id);\n{cancel}")
     repo = tmp_path / "repo"
 
     result = cli("export", source, str(repo))
 
     assert result.returncode == 0, result.stdout + result.stderr
-    for day in ("main~3", "main~2", "main~1"):
+    for day in ("main~4", "main~3", "main~2", "main~1"):
         labels = git(repo, "show", f"{day}:public/status.sql")
         assert "'todo'" in labels and "'done'" in labels and "'cancelled'" not in labels
     assert "'cancelled'" in git(repo, "show", "main:public/status.sql")
     body = git(repo, "log", "-1", "--format=%B", "main")
     assert "added value cancelled to enum public.status" in body
-    assert "first named by history id 4, a later run of changes" in body
+    assert "first named by history id 5, a later run of changes" in body
     git(repo, "fsck", "--strict")
 
 

@@ -383,10 +383,15 @@ def _literal(label: str) -> str:
     return "'" + label.replace("'", "''") + "'"
 
 
-def label_mentions_of(texts: Iterable[tuple[Iterable[Mention], str]],
+# A literal followed by a cast: `'x'::type` or `'x'::schema.type`.
+_CAST = re.compile(rf"\s*::\s*(?:{_NAME}\s*\.\s*)?(?P<type>{_NAME})")
+
+
+def label_mentions_of(texts: Iterable[tuple[Iterable[Mention], str]], type_name: str,
                       labels: Iterable[str]) -> dict[str, tuple[Mention, ...]]:
-    """For each label, the rows (by history id) whose texts name it as a string literal
-    outside an enum's label list; from (rows, text) pairs."""
+    """For each label of enum `type_name`, the rows (by history id) whose texts name it as
+    a string literal outside an enum's label list, and not cast to another type
+    (`'cancelled'::other_type` names other_type's label); from (rows, text) pairs."""
     wanted = {label: _literal(label) for label in labels}
     found: dict[str, dict[int, Mention]] = {label: {} for label in wanted}
     for rows, text in texts:
@@ -399,12 +404,24 @@ def label_mentions_of(texts: Iterable[tuple[Iterable[Mention], str]],
             if _ENUM_LIST.match(statement):
                 continue
             for label in candidates:
-                if wanted[label] in statement:
+                if _names_label(statement, wanted[label], type_name):
                     found[label].update((row.history_id, row) for row in rows)
     return {label: tuple(rows[i] for i in sorted(rows)) for label, rows in found.items()}
 
 
-def read_label_mentions(conn: psycopg.Connection[Any],
+def _names_label(statement: str, literal: str, type_name: str) -> bool:
+    """Whether `statement` holds `literal` other than cast to a type not `type_name`."""
+    start = statement.find(literal)
+    while start >= 0:
+        end = start + len(literal)
+        cast = _CAST.match(statement, end)
+        if cast is None or catalog_name(cast.group("type")) == type_name:
+            return True
+        start = statement.find(literal, end)
+    return False
+
+
+def read_label_mentions(conn: psycopg.Connection[Any], type_name: str,
                         labels: Iterable[str]) -> dict[str, tuple[Mention, ...]]:
     """``label_mentions_of`` over the source's whole history (in the reader's
     transaction); the server only sends the texts that contain one of the literals."""
@@ -415,4 +432,4 @@ def read_label_mentions(conn: psycopg.Connection[Any],
     with conn.cursor(row_factory=tuple_row) as cur:
         rows = cur.execute(_MENTIONS_SQL, {"patterns": patterns}).fetchall()
     texts = ((tuple(Mention(i, t) for i, t in zip(row[0], row[1])), _text(row[2])) for row in rows)
-    return label_mentions_of(texts, labels)
+    return label_mentions_of(texts, type_name, labels)

@@ -151,7 +151,7 @@ class LiveCatalog:
         self.exclude = list(exclude_schemas)
         self._overloads: dict[tuple[str, str], set[str]] = {}
         self._triggers: list[LiveTrigger] | None = None
-        self._mentions: dict[str, tuple[Mention, ...]] = {}
+        self._mentions: dict[tuple[str, str], tuple[Mention, ...]] = {}
 
     def _rows(self, query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         with self.conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
@@ -203,13 +203,15 @@ class LiveCatalog:
         """Labels in their order, each with its OID (for OID chronology)."""
         return {r[0]: r[1] for r in self._rows(_ENUM_LABELS_SQL, {"schema": schema, "name": name})}
 
-    def label_mentions(self, labels: Collection[str]) -> dict[str, tuple[Mention, ...]]:
-        """History ids of the texts naming each label (shadow/evidence.py; asked once per
-        label: the reader's snapshot does not change)."""
-        unknown = [label for label in labels if label not in self._mentions]
+    def label_mentions(self, type_name: str,
+                       labels: Collection[str]) -> dict[str, tuple[Mention, ...]]:
+        """History ids of the texts naming each label of enum `type_name`
+        (shadow/evidence.py; asked once per label: the reader's snapshot does not change)."""
+        unknown = [label for label in labels if (type_name, label) not in self._mentions]
         if unknown:
-            self._mentions.update(read_label_mentions(self.conn, unknown))
-        return {label: self._mentions[label] for label in labels}
+            found = read_label_mentions(self.conn, type_name, unknown)
+            self._mentions.update(((type_name, label), m) for label, m in found.items())
+        return {label: self._mentions[type_name, label] for label in labels}
 
     def definition(self, key: ObjectKey) -> str | None:
         """The live object's file, as the snapshot would render it."""
@@ -880,7 +882,7 @@ class Healer:
         oids = {label: oid for label, oid in self.live.enum_label_oids(schema, name).items()
                 if label not in added}
         dated: dict[str, tuple[int, str]] = {}
-        mentions = self.live.label_mentions(list(oids))
+        mentions = self.live.label_mentions(name, list(oids))
         if self.clock.usable:
             # Created between two recorded rows; within those bounds, with the first text
             # that names it, if one does.
