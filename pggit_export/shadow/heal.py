@@ -306,17 +306,15 @@ SELECT DISTINCT n.nspname FROM pg_catalog.pg_proc p
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE p.proname = ANY (%(names)s::text[])
 """
-# A versioned function name: its stem and version (`f` -1, `f_v1` 1, `f_2` 2).
-_VERSIONED_NAME = re.compile(r"^(?P<stem>.+?)(?:_v(?P<v>\d+)|_(?P<n>\d+))?$", re.S)
+# A versioned function name: its stem and version (`f` -1, `f_v1` 1).
+_VERSIONED_NAME = re.compile(r"^(?P<stem>.+?)_v(?P<version>\d+)$", re.S | re.I)
 
 
 def name_version(name: str) -> tuple[str, int]:
     """A function name's stem and version number: ``f_v2`` -> (``f``, 2), ``f`` -> (``f``,
-    -1). Only ``_v<digits>`` and ``_<digits>`` endings count as versions."""
+    -1). Only a ``_v<digits>`` ending counts (``f_2`` is as often a disambiguator)."""
     m = _VERSIONED_NAME.match(name)
-    assert m is not None  # the pattern matches any non-empty name
-    number = m.group("v") or m.group("n")
-    return (m.group("stem"), int(number)) if number is not None else (name, -1)
+    return (m.group("stem"), int(m.group("version"))) if m else (name, -1)
 
 
 # Live user triggers (not of pgGit's schemas, system schemas or extension tables).
