@@ -48,7 +48,7 @@ from pggit_export.shadow.evidence import (
     read_oid_clock,
     read_recorded_creations,
 )
-from pggit_export.shadow.heal import LiveCatalog
+from pggit_export.shadow.heal import LiveCatalog, plan_labels
 from pggit_export.shadow.prehistory import plan_prehistory
 from pggit_export.shadow.replay import (
     DEFAULT_MAX_SQL_BYTES,
@@ -83,6 +83,7 @@ CODES: dict[str, str] = {
     "unused-column": "info",  # an older pgGit's tables lack a column: what is not used
     "pre-history": "info",  # live objects no history row creates: the export's baseline
     "unrecorded-trigger": "info",  # live triggers no text creates: made when they can be
+    "unrecorded-label": "info",  # enum labels no text adds, dated by OIDs or the texts
     "hidden-ddl": "info",  # objects changed by SELECT/CALL/DO only
     "unsupported-kind": "warning",  # created, replayed, but not rendered in snapshots
     "missing-object-row": "warning",  # history row whose pggit.objects row is gone
@@ -325,8 +326,8 @@ def _plan_findings(conn: psycopg.Connection[Any], clock: OidClock,
     the pre-history baseline, and the triggers it creates when their parts exist. Also
     the baseline's objects, as v1 names them (their missing CREATE is no error)."""
     recorded = read_recorded_creations(conn, columns)
-    plan = plan_prehistory(conn, recorded, read_later_changes(conn), DEFAULT_EXCLUDED_SCHEMAS,
-                           clock)
+    later = read_later_changes(conn)
+    plan = plan_prehistory(conn, recorded, later, DEFAULT_EXCLUDED_SCHEMAS, clock)
     findings = []
     if plan.dated:
         findings.append(Finding(
@@ -357,6 +358,15 @@ def _plan_findings(conn: psycopg.Connection[Any], clock: OidClock,
                 f"as the table and {trigger.function_schema}.{trigger.function} exist",
                 [], {"trigger": trigger.name, "table": f"{trigger.schema}.{trigger.table}"},
             ))
+    for (schema, name), labels in sorted(plan_labels(live, later, clock).items()):
+        dated = ", ".join(f"{label} ({why})" for label, (_, why) in sorted(labels.items()))
+        findings.append(Finding(
+            "unrecorded-label", CODES["unrecorded-label"],
+            f"enum {schema}.{name}: labels {dated} are in no recorded text (ALTER TYPE ... ADD "
+            "VALUE alone writes no row); the export adds each before the history id dating it",
+            sorted({due for due, _ in labels.values()}),
+            {"type": f"{schema}.{name}", "labels": {label: due for label, (due, _) in labels.items()}},
+        ))
     baseline = {(key.kind.upper(), key.schema, key.name) for key in plan.objects}
     return findings, baseline
 

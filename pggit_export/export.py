@@ -930,6 +930,7 @@ def export_history(
             if options.repair:
                 recorded = read_recorded_creations(reader.conn, reader.columns)
                 healer.schedule_triggers(recorded)
+                healer.schedule_labels()
             if writer.tip is not None:
                 tip = writer.tip_commit()
                 assert tip is not None

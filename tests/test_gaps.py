@@ -654,3 +654,37 @@ def test_a_function_superseded_by_a_later_version_goes_once_that_run_is_over(
     assert "dropped function public.price(i integer) before history id 5" in body
     assert "created price_v1 (history id 3), a later version of it" in body
     git(repo, "fsck", "--strict")
+
+
+def test_a_label_added_by_a_migration_v1_left_no_row_for_comes_when_first_named(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # Whole files as one query: the type is created in a recorded text, and a later
+    # migration made only of ALTER TYPE ... ADD VALUE wrote no row. A PL/pgSQL body is not
+    # checked when created, so no statement fails for want of the label: only the text
+    # that first names it, days later, dates it.
+    from history import cli
+
+    cheer = ("CREATE FUNCTION cheer() RETURNS mood LANGUAGE plpgsql "
+             "AS $$ BEGIN RETURN 'great'; END $$;")
+    source = make_source(make_database(), [
+        Change("CREATE TYPE mood AS ENUM ('ok');\nCREATE TABLE diary (m mood);", at(1),
+               objects=[("CREATE", "TABLE", "public", "diary")]),
+        Change("CREATE INDEX diary_m ON diary (m);", at(2),
+               objects=[("CREATE", "INDEX", "public", "diary_m")]),
+        Change(cheer, at(6), objects=[("CREATE", "FUNCTION", "public", "cheer")]),
+    ], live_sql="CREATE TYPE mood AS ENUM ('ok', 'great');\nCREATE TABLE diary (m mood);\n"
+                f"CREATE INDEX diary_m ON diary (m);\n{cheer}")
+    repo = tmp_path / "repo"
+
+    checked = cli("check", source)
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ("enum public.mood: labels great (first named by history id 3, a later run of "
+            "changes) are in no recorded text") in checked.stdout
+    for day in ("main~2", "main~1"):
+        assert "'great'" not in git(repo, "show", f"{day}:public/mood.sql")
+    assert "'great'" in git(repo, "show", "main:public/mood.sql")
+    body = git(repo, "log", "-1", "--format=%B", "main")
+    assert "added value great to enum public.mood from the live database before history id 3" in body

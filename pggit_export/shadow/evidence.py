@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,11 @@ _ADD_COLUMN = re.compile(
     rf"(?:^|,)\s*ADD\s+(?:COLUMN\s+)?(?:IF\s+NOT\s+EXISTS\s+)?(?P<column>{_NAME})",
     re.I,
 )
+_CREATE_ENUM = re.compile(
+    rf"^\s*CREATE\s+TYPE\s+{_QUALIFIED}\s+AS\s+ENUM\s*\((?P<labels>(?:[^')]|'(?:[^']|'')*')*)\)",
+    re.I | re.S,
+)
+_LABEL = re.compile(r"'((?:[^']|'')*)'")
 _NOT_COLUMNS = {"constraint", "primary", "unique", "check", "foreign", "exclude", "column"}
 _DROP_FUNCTION = re.compile(
     rf"\bDROP\s+(?:FUNCTION|PROCEDURE)\s+(?:IF\s+EXISTS\s+)?{_QUALIFIED}", re.I)
@@ -64,7 +69,7 @@ _DROP_TABLE = re.compile(rf"\bDROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?{_QUALIFIED}", r
 _CANDIDATES_SQL = r"""
 SELECT min(h.id) AS id, h.sql_executed
 FROM pggit.history AS h
-WHERE h.sql_executed ~* 'ADD\s+VALUE|ALTER\s+TABLE|DROP\s+(FUNCTION|PROCEDURE|TABLE)'
+WHERE h.sql_executed ~* 'ADD\s+VALUE|AS\s+ENUM|ALTER\s+TABLE|DROP\s+(FUNCTION|PROCEDURE|TABLE)'
 GROUP BY h.sql_executed
 ORDER BY min(h.id)
 """
@@ -81,6 +86,8 @@ class LaterChanges:
     function_drops: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     # table name -> history ids of the texts that drop a table of that name
     table_drops: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    # enum type name -> (first history id creating it with CREATE TYPE ... AS ENUM, labels)
+    enum_creations: Mapping[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
 
     def drops_table_from(self, name: str, history_id: int) -> int | None:
         """The first history id at or after `history_id` whose text drops a table `name`."""
@@ -109,6 +116,7 @@ def later_changes_of(texts: Iterable[tuple[int, str]]) -> LaterChanges:
     columns: dict[str, dict[str, int]] = {}
     drops: dict[str, list[int]] = {}
     table_drops: dict[str, list[int]] = {}
+    created: dict[str, tuple[int, tuple[str, ...]]] = {}
     for history_id, text in texts:
         # Searched whole: a DROP inside a DO block counts too.
         for pattern, found in ((_DROP_FUNCTION, drops), (_DROP_TABLE, table_drops)):
@@ -122,6 +130,9 @@ def later_changes_of(texts: Iterable[tuple[int, str]]) -> LaterChanges:
             if m := _ADD_VALUE.match(statement):
                 label = m.group("label").replace("''", "'")
                 labels.setdefault(catalog_name(m.group("name")), {}).setdefault(label, history_id)
+            elif m := _CREATE_ENUM.match(statement):
+                created.setdefault(catalog_name(m.group("name")), (history_id, tuple(
+                    label.replace("''", "'") for label in _LABEL.findall(m.group("labels")))))
             elif m := _ALTER_TABLE.match(statement):
                 table = columns.setdefault(catalog_name(m.group("name")), {})
                 for action in _ADD_COLUMN.finditer(m.group("actions")):
@@ -130,7 +141,8 @@ def later_changes_of(texts: Iterable[tuple[int, str]]) -> LaterChanges:
                         table.setdefault(catalog_name(column), history_id)
     return LaterChanges(enum_labels=labels, columns={t: c for t, c in columns.items() if c},
                         function_drops={name: tuple(ids) for name, ids in drops.items()},
-                        table_drops={name: tuple(ids) for name, ids in table_drops.items()})
+                        table_drops={name: tuple(ids) for name, ids in table_drops.items()},
+                        enum_creations=created)
 
 
 # OID chronology. OIDs come from one cluster-wide counter, so an object's OID says when it
@@ -433,3 +445,41 @@ def read_label_mentions(conn: psycopg.Connection[Any], type_name: str,
         rows = cur.execute(_MENTIONS_SQL, {"patterns": patterns}).fetchall()
     texts = ((tuple(Mention(i, t) for i, t in zip(row[0], row[1])), _text(row[2])) for row in rows)
     return label_mentions_of(texts, type_name, labels)
+
+
+# Changesets less than this apart are one run (one deploy of migrations).
+RUN_GAP = dt.timedelta(minutes=10)
+
+
+def date_label(oid: int, mentions: Sequence[Mention], clock: OidClock, end: int,
+               since: dt.datetime | None) -> tuple[int, str] | None:
+    """The history id before which a live enum label (OID `oid`, named by `mentions`) was
+    added, and why, when the evidence dates it after the changeset ending at history id
+    `end` (run at `since`); None: it was there by then, or nothing dates it.
+
+    With a usable OID clock: between the last row recording an older OID and the first
+    recording a newer one, at the first text naming it within those bounds, else just after
+    the lower bound. Without: at the first text naming it, when no text up to `end` does
+    and that text ran in a later run (more than RUN_GAP after `since`); a label named in the
+    same run was one of the type's from the start."""
+    if clock.usable:
+        older, newer = clock.last_older(oid), clock.first_newer(oid)
+        if newer is not None and newer <= end:
+            return None  # older than a row replayed by now: there
+        earliest = older + 1 if older is not None else 0
+        named_at = next((m.history_id for m in mentions if m.history_id >= earliest), None)
+        if named_at is not None and (newer is None or named_at <= newer):
+            due, why = named_at, (f"history id {named_at} names it first, and its OID {oid} "
+                                  "dates it" + (f" after history id {older}"
+                                                if older is not None else ""))
+        elif older is not None:
+            due, why = earliest, f"its OID {oid} is newer than history id {older}'s"
+        else:
+            return None
+        return (due, why) if due > end else None
+    if not mentions or mentions[0].history_id <= end:
+        return None  # never named (no evidence), or named by now: there
+    named = mentions[0]
+    if since is None or named.time is None or named.time - since <= RUN_GAP:
+        return None
+    return named.history_id, f"first named by history id {named.history_id}, a later run of changes"

@@ -43,19 +43,18 @@ from pggit_export.read.sqlsplit import without_leading_comments
 from pggit_export.render.snapshot import ObjectKey, render_objects
 from pggit_export.restore import load_files
 from pggit_export.shadow.evidence import (
+    RUN_GAP,
     LaterChanges,
     Mention,
     OidClock,
     RecordedCreations,
+    date_label,
     read_label_mentions,
 )
 from pggit_export.shadow.replay import REPLAY_ROLE, ReplayFailure, Shadow, Statement
 from pggit_export.shadow.standin import build_stand_in
 
 MAX_ROUNDS = 12  # per changeset; each round must fix something new
-# Changesets less than this apart are one run (one deploy of migrations): see
-# Healer.due_superseded.
-RUN_GAP = dt.timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -117,6 +116,19 @@ WHERE n.nspname = %(schema)s AND c.relname = %(name)s AND a.attnum > 0 AND NOT a
 ORDER BY a.attnum
 """
 
+_LIVE_ENUMS_SQL = """
+SELECT n.nspname, t.typname
+FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+WHERE t.typtype = 'e' AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+  AND n.nspname <> ALL (%(exclude)s::text[])
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                  WHERE d.classid = 'pg_catalog.pg_type'::regclass AND d.objid = t.oid
+                    AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+_HISTORY_TIME_SQL = """
+SELECT h.created_at FROM pggit.history AS h WHERE h.id = %(id)s
+"""
 _ENUM_LABELS_SQL = """
 SELECT e.enumlabel, e.oid::bigint
 FROM pg_catalog.pg_enum e
@@ -202,6 +214,16 @@ class LiveCatalog:
     def enum_label_oids(self, schema: str, name: str) -> dict[str, int]:
         """Labels in their order, each with its OID (for OID chronology)."""
         return {r[0]: r[1] for r in self._rows(_ENUM_LABELS_SQL, {"schema": schema, "name": name})}
+
+    def enum_types(self) -> list[tuple[str, str]]:
+        """(schema, name) of every live enum type outside the excluded schemas and
+        extensions."""
+        return [(r[0], r[1]) for r in self._rows(_LIVE_ENUMS_SQL, {"exclude": self.exclude})]
+
+    def history_time(self, history_id: int) -> dt.datetime | None:
+        """When history row `history_id` ran (None: not recorded)."""
+        rows = self._rows(_HISTORY_TIME_SQL, {"id": history_id})
+        return rows[0][0] if rows else None
 
     def label_mentions(self, type_name: str,
                        labels: Collection[str]) -> dict[str, tuple[Mention, ...]]:
@@ -386,6 +408,33 @@ def _type_sql(recorded: str) -> str:
     if not re.fullmatch(r"[a-z_][a-z0-9_]*(\(\d+\))?", name):
         name = quote_identifier(name)
     return name + ("[]" if array else "")
+
+
+def plan_labels(live: LiveCatalog, later: LaterChanges,
+                clock: OidClock) -> dict[tuple[str, str], dict[str, tuple[int, str]]]:
+    """Labels of live enums that a recorded CREATE TYPE ... AS ENUM did not list and no
+    recorded ADD VALUE adds, that the evidence dates after the type's creation
+    (evidence.date_label, from the creating row): (schema, type) -> label -> (the history
+    id it comes before, why). A migration made only of ``ALTER TYPE ... ADD VALUE``
+    leaves no row; without a date such a label waits until a statement needs it."""
+    plan: dict[tuple[str, str], dict[str, tuple[int, str]]] = {}
+    for schema, name in live.enum_types():
+        creation = later.enum_creations.get(name)
+        if creation is None:
+            continue  # never created by a recorded text: a repair creates it (_from_live)
+        created_at, listed = creation
+        added = later.enum_labels.get(name, {})
+        oids = {label: oid for label, oid in live.enum_label_oids(schema, name).items()
+                if label not in listed and label not in added}
+        if not oids:
+            continue
+        mentions = live.label_mentions(name, list(oids))
+        since = live.history_time(created_at)
+        for label, oid in oids.items():
+            when = date_label(oid, mentions[label], clock, created_at, since)
+            if when is not None:
+                plan.setdefault((schema, name), {})[label] = when
+    return plan
 
 
 class Healer:
@@ -879,39 +928,12 @@ class Healer:
         end = self.position_end or self.position
         oids = {label: oid for label, oid in self.live.enum_label_oids(schema, name).items()
                 if label not in added}
-        dated: dict[str, tuple[int, str]] = {}
         mentions = self.live.label_mentions(name, list(oids))
-        if self.clock.usable:
-            # Created between two recorded rows; within those bounds, with the first text
-            # that names it, if one does.
-            for label, oid in oids.items():
-                older, newer = self.clock.last_older(oid), self.clock.first_newer(oid)
-                if newer is not None and newer <= end:
-                    continue  # older than a row replayed by now: there
-                earliest = older + 1 if older is not None else 0
-                named_at = next((m.history_id for m in mentions[label]
-                                 if m.history_id >= earliest), None)
-                if named_at is not None and (newer is None or named_at <= newer):
-                    due, why = named_at, (f"history id {named_at} names it first, and its OID "
-                                          f"{oid} dates it" + (f" after history id {older}"
-                                                               if older is not None else ""))
-                elif older is not None:
-                    due, why = earliest, f"its OID {oid} is newer than history id {older}'s"
-                else:
-                    continue
-                if due > end:
-                    dated[label] = (due, why)
-            return dated
-        for label, named_by in mentions.items():
-            if not named_by or named_by[0].history_id <= end:
-                continue  # never named (no evidence), or named by now: there
-            named = named_by[0]
-            # Named first in the same run of changes: a label of the type from the start.
-            if (self.position_time is None or named.time is None
-                    or named.time - self.position_time <= RUN_GAP):
-                continue
-            dated[label] = (named.history_id, f"first named by history id "
-                                              f"{named.history_id}, a later run of changes")
+        dated = {}
+        for label, oid in oids.items():
+            when = date_label(oid, mentions[label], self.clock, end, self.position_time)
+            if when is not None:
+                dated[label] = when
         return dated
 
     def _defer_labels(self, schema: str, name: str, left_out: Collection[str]) -> None:
@@ -922,6 +944,13 @@ class Healer:
         waiting = {label: due for label, due in dated.items() if label in left_out}
         if waiting:
             self.deferred_labels.setdefault((schema, name), {}).update(waiting)
+
+    def schedule_labels(self) -> None:
+        """Defer the labels of enums the history creates that it never adds but the
+        evidence dates (plan_labels): due_labels adds each when its changeset comes."""
+        if self.live is not None:
+            for key, labels in plan_labels(self.live, self.later, self.clock).items():
+                self.deferred_labels.setdefault(key, {}).update(labels)
 
     def due_labels(self, changeset: Changeset) -> list[Repair]:
         """Repairs adding the deferred enum labels dated to this changeset or before it,
