@@ -555,9 +555,8 @@ class _Exporter:
         # What the next due_triggers must look at: this changeset's SQL and repairs.
         self.since_triggers = "\n".join([changeset.sql or "", *(r.description for r in repairs)])
         if self.options.repair:
-            single = result.ok and len(result.statements) == 1
             # Applied before the changeset is handed in: its take includes them.
-            repairs += [r for r in healer.postcondition_repairs(changeset, result.ok, single)
+            repairs += [r for r in healer.postcondition_repairs(changeset, result.ok, result.ok)
                         if healer.apply(r) is None]
             if result.ok:
                 healer.note_superseded(changeset)

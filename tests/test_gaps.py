@@ -688,3 +688,36 @@ def test_a_label_added_by_a_migration_v1_left_no_row_for_comes_when_first_named(
     assert "'great'" in git(repo, "show", "main:public/mood.sql")
     body = git(repo, "log", "-1", "--format=%B", "main")
     assert "added value great to enum public.mood from the live database before history id 3" in body
+
+
+def test_v1_metadata_in_a_whole_file_repairs_a_rename_a_rowless_migration_made(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # Captured by the v1 triggers, whole files as one query: the migration that renamed
+    # the column held nothing else and wrote no row. The next file names t in one statement
+    # only, so its row's metadata (after that statement) is t after the whole file: the
+    # rename shows there. A file naming t twice is not judged (a later statement of it
+    # could have changed t after the row was written).
+    from conftest import FIXTURES, run_sql_file
+    from history import cli
+
+    source = make_database()
+    run_sql_file(source, FIXTURES / "pggit_v1_schema.sql")
+    run_sql_file(source, FIXTURES / "v1_capture.sql")
+    with psycopg.connect(source, autocommit=True) as conn:
+        for text in ["CREATE TABLE t (a int, note text);\nCREATE TABLE u (id int);",
+                     "ALTER TABLE t RENAME COLUMN a TO id;",
+                     "CREATE TABLE v (id int);\nALTER TABLE t ADD COLUMN seen timestamptz;"]:
+            conn.execute(text)  # type: ignore[arg-type]
+        rows = conn.execute("SELECT id, sql_executed FROM pggit.history ORDER BY id").fetchall()
+    add_id = max(i for i, text in rows if "ADD COLUMN" in text)  # its ALTER TABLE row
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = git(repo, "show", "main:public/t.sql")
+    assert "id integer" in text and "a integer" not in text and "seen timestamp" in text
+    assert "a integer" in git(repo, "show", "main~1:public/t.sql")
+    assert (f"renamed column public.t.a to id: v1's metadata of history id {add_id} records "
+            "the table so right after it") in git(repo, "log", "-1", "--format=%B", "main")

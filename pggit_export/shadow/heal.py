@@ -39,7 +39,7 @@ from pggit_export.identifiers import (
 )
 from pggit_export.read.environment import search_path_schemas
 from pggit_export.read.history import Changeset
-from pggit_export.read.sqlsplit import without_leading_comments
+from pggit_export.read.sqlsplit import split, without_leading_comments
 from pggit_export.render.snapshot import ObjectKey, render_objects
 from pggit_export.restore import load_files
 from pggit_export.shadow.evidence import (
@@ -264,6 +264,11 @@ def _label(key: ObjectKey) -> str:
 def _added_later(items: Mapping[str, str]) -> str:
     """`x (added by history id 12)`, for a repair's description: each with its evidence."""
     return ", ".join(f"{name} ({evidence})" for name, evidence in sorted(items.items()))
+
+
+def _names_word(text: str, name: str) -> bool:
+    """Whether `text` names `name` as a word (quoted or not, any case)."""
+    return re.search(r'(?<![\w$])"?' + re.escape(name) + r'"?(?![\w$])', text, re.I) is not None
 
 
 def _add_values(schema: str, name: str, live_labels: list[str], have: list[str],
@@ -566,13 +571,17 @@ class Healer:
         column added in a DO block, ...) and is repaired here, at that point, not when a
         later statement trips over it.
 
-        Only with `check` (a changeset of one statement that replayed): in a text of several
-        statements a row's metadata holds after its own command, not after the text. Every
-        changeset's metadata is remembered, though, and the shadow is only asked when the
-        metadata cannot be explained without it (``_needs_look``): one catalog query per
-        changeset would cost a third of the export's time. A changeset that did not
-        replay (`replayed` false) leaves its tables unknown: the shadow may differ.
+        Only with `check` (the changeset replayed whole). In a text of several statements a
+        row's metadata holds after its own command, not after the text: a table is checked
+        there only when one statement of the text names it (no later one can have changed
+        it since). Every changeset's metadata is remembered, though, and the shadow is only
+        asked when the metadata cannot be explained without it (``_needs_look``): one
+        catalog query per changeset would cost a third of the export's time. A changeset
+        that did not replay (`replayed` false) leaves its tables unknown: the shadow may
+        differ.
         """
+        # Each table's recorded shape before this changeset, and its last row's in it.
+        start: dict[tuple[str, str], dict[str, ColumnShape] | None] = {}
         wanted: dict[tuple[str, str], tuple[int, dict[str, ColumnShape]]] = {}
         for row in changeset.rows:
             if row.object_type != "TABLE" or not row.new_metadata or not row.schema_name:
@@ -585,13 +594,26 @@ class Healer:
                 key = (row.schema_name, row.object_name or "")
                 shape = {str(name): (str(c.get("type")), bool(c.get("nullable")), c.get("default"))
                          for name, c in columns.items() if isinstance(c, dict)}
-                before = self.recorded_shapes.get(key)
+                start.setdefault(key, self.recorded_shapes.get(key))
                 if not replayed:
                     self.recorded_shapes.pop(key, None)
                     continue
                 self.recorded_shapes[key] = shape
-                if check and self._needs_look(before, shape, changeset.sql or ""):
+                if check:
                     wanted[key] = (row.id, shape)
+        text = changeset.sql or ""
+        wanted = {key: item for key, item in wanted.items()
+                  if self._needs_look(start[key], item[1], text)}
+        if wanted:
+            statements = [piece for piece in (without_leading_comments(p) for p in split(text))
+                          if piece.strip()]
+            if len(statements) > 1:
+                # Only a table one statement names, and judged by that statement.
+                naming = {key: [st for st in statements if _names_word(st, key[1])]
+                          for key in wanted}
+                wanted = {key: item for key, item in wanted.items()
+                          if len(naming[key]) == 1
+                          and self._needs_look(start[key], item[1], naming[key][0])}
         if not wanted:
             return []
         have: dict[tuple[str, str], dict[str, ColumnShape]] = {}
@@ -620,8 +642,7 @@ class Healer:
         now, then = _shape(after), _shape(before)
         touched = (now.keys() ^ then.keys()) | {c for c in now.keys() & then.keys()
                                                  if now[c] != then[c]}
-        return any(not re.search(r'(?<![\w$])"?' + re.escape(name) + r'"?(?![\w$])',
-                                 statement, re.I) for name in touched)
+        return any(not _names_word(statement, name) for name in touched)
 
     def _match_columns(self, key: tuple[str, str], history_id: int,
                        have: dict[str, ColumnShape], recorded: dict[str, ColumnShape]
