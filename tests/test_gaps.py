@@ -334,6 +334,20 @@ def test_a_trigger_v1_never_recorded_appears_once_its_table_and_function_exist(
     assert "CREATE TRIGGER u_touch" in git(repo, "show", "main:public/u.sql")
 
 
+def _captured(source: str, texts: list[str]) -> tuple[str, list[tuple[int, str]]]:
+    """Send each text to `source` under pgGit v1's real capture triggers, each its own
+    query (autocommit); the source, and its history's (id, sql_executed) rows."""
+    from conftest import FIXTURES, run_sql_file
+
+    run_sql_file(source, FIXTURES / "pggit_v1_schema.sql")
+    run_sql_file(source, FIXTURES / "v1_capture.sql")
+    with psycopg.connect(source, autocommit=True) as conn:
+        for text in texts:
+            conn.execute(text)  # type: ignore[arg-type]
+        rows = conn.execute("SELECT id, sql_executed FROM pggit.history ORDER BY id").fetchall()
+    return source, [(int(row[0]), str(row[1])) for row in rows]
+
+
 def test_v1_metadata_after_a_statement_repairs_a_rename_it_never_recorded(
     make_database: Callable[[], str], tmp_path: Path
 ) -> None:
@@ -341,19 +355,12 @@ def test_v1_metadata_after_a_statement_repairs_a_rename_it_never_recorded(
     # writes no row, but the next ALTER TABLE row's new_metadata lists the columns as they
     # were right after it. The commit of that row must show the rename, not wait for the
     # reconcile at the end.
-    from conftest import FIXTURES, run_sql_file
     from history import cli
 
-    source = make_database()
-    run_sql_file(source, FIXTURES / "pggit_v1_schema.sql")
-    run_sql_file(source, FIXTURES / "v1_capture.sql")
-    with psycopg.connect(source, autocommit=True) as conn:
-        for statement in ["CREATE TABLE t (a int, note text)",
-                          "ALTER TABLE t RENAME COLUMN a TO id",
-                          "ALTER TABLE t ADD COLUMN seen timestamptz",
-                          "CREATE INDEX t_seen ON t (seen)"]:
-            conn.execute(statement)  # type: ignore[arg-type]
-        rows = conn.execute("SELECT id, sql_executed FROM pggit.history ORDER BY id").fetchall()
+    source, rows = _captured(make_database(), ["CREATE TABLE t (a int, note text)",
+                                               "ALTER TABLE t RENAME COLUMN a TO id",
+                                               "ALTER TABLE t ADD COLUMN seen timestamptz",
+                                               "CREATE INDEX t_seen ON t (seen)"])
     add_id = next(i for i, text in rows if "ADD COLUMN" in text)
     repo = tmp_path / "repo"
 
@@ -698,18 +705,12 @@ def test_v1_metadata_in_a_whole_file_repairs_a_rename_a_rowless_migration_made(
     # only, so its row's metadata (after that statement) is t after the whole file: the
     # rename shows there. A file naming t twice is not judged (a later statement of it
     # could have changed t after the row was written).
-    from conftest import FIXTURES, run_sql_file
     from history import cli
 
-    source = make_database()
-    run_sql_file(source, FIXTURES / "pggit_v1_schema.sql")
-    run_sql_file(source, FIXTURES / "v1_capture.sql")
-    with psycopg.connect(source, autocommit=True) as conn:
-        for text in ["CREATE TABLE t (a int, note text);\nCREATE TABLE u (id int);",
-                     "ALTER TABLE t RENAME COLUMN a TO id;",
-                     "CREATE TABLE v (id int);\nALTER TABLE t ADD COLUMN seen timestamptz;"]:
-            conn.execute(text)  # type: ignore[arg-type]
-        rows = conn.execute("SELECT id, sql_executed FROM pggit.history ORDER BY id").fetchall()
+    source, rows = _captured(make_database(), [
+        "CREATE TABLE t (a int, note text);\nCREATE TABLE u (id int);",
+        "ALTER TABLE t RENAME COLUMN a TO id;",
+        "CREATE TABLE v (id int);\nALTER TABLE t ADD COLUMN seen timestamptz;"])
     add_id = max(i for i, text in rows if "ADD COLUMN" in text)  # its ALTER TABLE row
     repo = tmp_path / "repo"
 
