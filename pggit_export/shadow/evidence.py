@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -483,3 +483,16 @@ def date_label(oid: int, mentions: Sequence[Mention], clock: OidClock, end: int,
     if since is None or named.time is None or named.time - since <= RUN_GAP:
         return None
     return named.history_id, f"first named by history id {named.history_id}, a later run of changes"
+
+
+def sorted_last(order: Sequence[str], later: Collection[str]) -> set[str]:
+    """The labels of `later` that sort after every label not in it (`order`: the live
+    enum's). ADD VALUE appends unless told BEFORE or AFTER, so without OIDs a label that
+    sorts before one the type had all along is taken to have been there all along too:
+    the texts first naming a label late is weaker evidence than its place."""
+    kept: set[str] = set()
+    for label in reversed(order):
+        if label not in later:
+            break
+        kept.add(label)
+    return kept

@@ -50,6 +50,7 @@ from pggit_export.shadow.evidence import (
     RecordedCreations,
     date_label,
     read_label_mentions,
+    sorted_last,
 )
 from pggit_export.shadow.replay import REPLAY_ROLE, ReplayFailure, Shadow, Statement
 from pggit_export.shadow.standin import build_stand_in
@@ -435,10 +436,16 @@ def plan_labels(live: LiveCatalog, later: LaterChanges,
             continue
         mentions = live.label_mentions(name, list(oids))
         since = live.history_time(created_at)
+        dated = {}
         for label, oid in oids.items():
             when = date_label(oid, mentions[label], clock, created_at, since)
             if when is not None:
-                plan.setdefault((schema, name), {})[label] = when
+                dated[label] = when
+        if not clock.usable:
+            last = sorted_last(live.enum_labels(schema, name), {*dated, *added})
+            dated = {label: when for label, when in dated.items() if label in last}
+        if dated:
+            plan[schema, name] = dated
     return plan
 
 
@@ -955,6 +962,9 @@ class Healer:
             when = date_label(oid, mentions[label], self.clock, end, self.position_time)
             if when is not None:
                 dated[label] = when
+        if not self.clock.usable:
+            last = sorted_last(self.live.enum_labels(schema, name), {*dated, *added})
+            dated = {label: when for label, when in dated.items() if label in last}
         return dated
 
     def _defer_labels(self, schema: str, name: str, left_out: Collection[str]) -> None:
