@@ -725,3 +725,31 @@ def test_v1_metadata_in_a_whole_file_repairs_a_rename_a_rowless_migration_made(
     assert "a integer" in git(repo, "show", "main~1:public/t.sql")
     assert (f"renamed column public.t.a to id: v1's metadata of history id {add_id} records "
             "the table so right after it") in git(repo, "log", "-1", "--format=%B", "main")
+
+
+def test_a_column_renamed_unrecorded_is_found_through_a_table_alias(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # RENAME COLUMN writes no row; the view re-created next names the column through an
+    # alias, and PostgreSQL's message says only "column r.full_name does not exist".
+    from history import cli
+
+    view = ("CREATE VIEW who AS SELECT t.id, r.full_name FROM tickets t "
+            "JOIN requesters r ON r.id = t.requester_id;")
+    source = make_source(make_database(), [
+        Change("CREATE TABLE requesters (id int PRIMARY KEY, name text NOT NULL);", at(1),
+               objects=[("CREATE", "TABLE", "public", "requesters")]),
+        Change("CREATE TABLE tickets (id int, requester_id int);", at(2),
+               objects=[("CREATE", "TABLE", "public", "tickets")]),
+        Change(view, at(3), objects=[("CREATE", "VIEW", "public", "who")]),
+    ], live_sql="CREATE TABLE requesters (id int PRIMARY KEY, full_name text NOT NULL);\n"
+                f"CREATE TABLE tickets (id int, requester_id int);\n{view}")
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "full_name" in git(repo, "show", "main:public/who.sql")
+    assert "full_name text" in git(repo, "show", "main:public/requesters.sql")
+    assert ("renamed column name to full_name in table public.requesters, as in the live "
+            "database") in git(repo, "log", "-1", "--format=%B", "main")

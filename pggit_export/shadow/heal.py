@@ -247,6 +247,9 @@ _NAME = r'"((?:[^"]|"")+)"'
 
 
 _SEARCH_PATH = re.compile(r"\bsearch_path\b", re.I)
+# "column r.full_name does not exist": a qualified reference, as the statement wrote it.
+_QUALIFIED_COLUMN = re.compile(
+    r'column (?:(?:"(?:[^"]|"")+"|[^\s."]+)\.)+(?P<column>"(?:[^"]|"")+"|[^\s."]+) does not exist$')
 
 
 def _split_name(text: str) -> tuple[str | None, str]:
@@ -1051,10 +1054,15 @@ class Healer:
     def _missing_column(self, failure: ReplayFailure) -> list[Repair]:
         m = re.match(r"column " + _NAME + r"(?: of relation " + _NAME + r")? does not exist",
                      failure.message)
-        if not m:
+        if m:
+            column = m.group(1).replace('""', '"')
+        elif q := _QUALIFIED_COLUMN.match(failure.message):
+            # A reference through a table or an alias (`r.full_name`): PostgreSQL prints it
+            # as written, unquoted; the tables the statement names are looked at.
+            column = q.group("column").strip('"')
+        else:
             return []
-        column = m.group(1).replace('""', '"')
-        if m.group(2) and re.search(r"\bDROP\s+(COLUMN\s+)?" + re.escape(quote_identifier_if_needed(column)),
+        if m and m.group(2) and re.search(r"\bDROP\s+(COLUMN\s+)?" + re.escape(quote_identifier_if_needed(column)),
                                     failure.statement, re.I):
             rewritten = re.sub(r"\bDROP\s+(COLUMN\s+)?(?!IF\b)", r"DROP \1IF EXISTS ",
                                failure.statement, count=1, flags=re.I)
@@ -1063,7 +1071,7 @@ class Healer:
                            override=(failure.statement_index, rewritten))]
         if self.live is None:
             return []
-        tables = ([_split_name(m.group(2).replace('""', '"'))] if m.group(2)
+        tables = ([_split_name(m.group(2).replace('""', '"'))] if m and m.group(2)
                   else self._tables_named_in(failure.statement))
         for schema, table in tables:
             key = self.live.find_relation(schema, table)
