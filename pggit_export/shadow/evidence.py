@@ -485,14 +485,13 @@ def date_label(oid: int, mentions: Sequence[Mention], clock: OidClock, end: int,
     return named.history_id, f"first named by history id {named.history_id}, a later run of changes"
 
 
-def sorted_last(order: Sequence[str], later: Collection[str]) -> set[str]:
-    """The labels of `later` that sort after every label not in it (`order`: the live
-    enum's). ADD VALUE appends unless told BEFORE or AFTER, so without OIDs a label that
-    sorts before one the type had all along is taken to have been there all along too:
-    the texts first naming a label late is weaker evidence than its place."""
-    kept: set[str] = set()
-    for label in reversed(order):
-        if label not in later:
-            break
-        kept.add(label)
-    return kept
+def sorted_last(order: Sequence[str], later: Collection[str],
+                present: Collection[str]) -> set[str]:
+    """The labels of `later` that sort after every label of `present` (`order`: the live
+    enum's; `present`: labels known to be there by then, listed by the type's recorded
+    CREATE or named by a text and not dated late). ADD VALUE appends unless told BEFORE or AFTER, so
+    without OIDs a label that sorts before one the type had all along is taken to have been
+    there all along too: its place is better evidence than a late first mention. A label no
+    text names is evidence of nothing and does not count."""
+    last_present = max((order.index(label) for label in present if label in order), default=-1)
+    return {label for label in later if label in order and order.index(label) > last_present}

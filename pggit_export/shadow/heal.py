@@ -439,14 +439,13 @@ def plan_labels(live: LiveCatalog, later: LaterChanges,
             continue
         mentions = live.label_mentions(name, list(oids))
         since = live.history_time(created_at)
+        # Not in the recorded list: certainly added later, wherever it sorts (unlike a
+        # label of an enum created unrecorded: Healer._dated_labels).
         dated = {}
         for label, oid in oids.items():
             when = date_label(oid, mentions[label], clock, created_at, since)
             if when is not None:
                 dated[label] = when
-        if not clock.usable:
-            last = sorted_last(live.enum_labels(schema, name), {*dated, *added})
-            dated = {label: when for label, when in dated.items() if label in last}
         if dated:
             plan[schema, name] = dated
     return plan
@@ -966,7 +965,9 @@ class Healer:
             if when is not None:
                 dated[label] = when
         if not self.clock.usable:
-            last = sorted_last(self.live.enum_labels(schema, name), {*dated, *added})
+            # Named, and not dated late: there from the start (the run rule).
+            named = {label for label, by in mentions.items() if by and label not in dated}
+            last = sorted_last(self.live.enum_labels(schema, name), dated, named)
             dated = {label: when for label, when in dated.items() if label in last}
         return dated
 
