@@ -514,8 +514,7 @@ class _Exporter:
         repairs: list[Repair] = []
         seen: set[tuple[str | None, str, int, str | None]] = set()
         healer = self.healer
-        healer.position, healer.position_end = changeset.history_ids[0], changeset.last_id
-        healer.position_time = None if changeset.time_inferred else changeset.time
+        healer.start(changeset)
         before = healer.environment_repairs(changeset)
         if self.options.repair:
             before += (healer.due_triggers(self.since_triggers) + healer.replaced_overloads(changeset)

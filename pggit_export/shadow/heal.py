@@ -488,6 +488,7 @@ class Healer:
         # type) -> label -> (the history id they come before, the evidence); due_labels.
         self.deferred_labels: dict[tuple[str, str], dict[str, tuple[int, str]]] = {}
         self.run_time: dt.datetime | None = None
+        self.new_run = True  # the changeset healed starts a run (start)
 
     # -- before a changeset: the environment it ran in ----------------------------------
 
@@ -771,14 +772,21 @@ class Healer:
                 continue
             self.superseded[schema, name, arguments] = (newer[0], first)
 
+    def start(self, changeset: Changeset) -> None:
+        """Note the changeset about to be healed: its history ids and time, and whether it
+        starts a new *run*: more than ``RUN_GAP`` after the changeset before it (or of
+        unknown time)."""
+        self.position, self.position_end = changeset.history_ids[0], changeset.last_id
+        time = None if changeset.time_inferred else changeset.time
+        self.position_time = time
+        self.new_run = (self.run_time is None or time is None
+                        or time - self.run_time > RUN_GAP)
+        self.run_time = time
+
     def due_superseded(self, changeset: Changeset) -> list[Repair]:
         """Drops of the superseded versions noted, before the first changeset that starts
-        a new run: more than ``RUN_GAP`` after the changeset before it (or of unknown
-        time). The run's own later changesets may still use the old version."""
-        same_run = (self.run_time is not None and not changeset.time_inferred
-                    and changeset.time - self.run_time <= RUN_GAP)
-        self.run_time = None if changeset.time_inferred else changeset.time
-        if same_run or not self.superseded:
+        a new run. The run's own later changesets may still use the old version."""
+        if not self.new_run or not self.superseded:
             return []
         repairs = []
         for (schema, name, arguments), (newer, created_at) in sorted(self.superseded.items()):
