@@ -350,7 +350,7 @@ def _plan_findings(conn: psycopg.Connection[Any], clock: OidClock,
         ))
     live = LiveCatalog(conn, DEFAULT_EXCLUDED_SCHEMAS)
     for trigger in live.triggers():
-        if recorded.created("trigger", trigger.name) is None:
+        if not recorded.creates_trigger(trigger.name, trigger.table):
             findings.append(Finding(
                 "unrecorded-trigger", CODES["unrecorded-trigger"],
                 f"trigger {trigger.name} on {trigger.schema}.{trigger.table}: no history text "

@@ -753,3 +753,33 @@ def test_a_column_renamed_unrecorded_is_found_through_a_table_alias(
     assert "full_name text" in git(repo, "show", "main:public/requesters.sql")
     assert ("renamed column name to full_name in table public.requesters, as in the live "
             "database") in git(repo, "log", "-1", "--format=%B", "main")
+
+
+def test_a_trigger_a_function_makes_when_called_unrecorded_is_scheduled(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # The function that creates the trigger is recorded, but its body assembles CREATE
+    # TRIGGER at run time, and the call that made the live trigger (SELECT enable('t'))
+    # wrote no row: the name in the body is not a creation of the trigger on t.
+    from history import cli
+
+    enable = ("CREATE FUNCTION enable(p regclass) RETURNS void LANGUAGE plpgsql AS $$ BEGIN "
+              "EXECUTE format('CREATE TRIGGER t_audit AFTER INSERT ON %s FOR EACH ROW "
+              "EXECUTE FUNCTION touch()', p); END $$;")
+    source = make_source(make_database(), [
+        Change("CREATE TABLE t (id int);", at(1), objects=[("CREATE", "TABLE", "public", "t")]),
+        Change(f"{TOUCH}\n{enable}", at(2), objects=[("CREATE", "FUNCTION", "public", "touch"),
+                                                     ("CREATE", "FUNCTION", "public", "enable")]),
+        Change("CREATE INDEX t_id ON t (id);", at(3),
+               objects=[("CREATE", "INDEX", "public", "t_id")]),
+    ], live_sql=f"CREATE TABLE t (id int);\n{TOUCH}\n{enable}\nSELECT enable('t');\n"
+                "CREATE INDEX t_id ON t (id);")
+    repo = tmp_path / "repo"
+
+    checked = cli("check", source)
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "trigger t_audit on public.t: no history text creates it" in checked.stdout
+    assert "CREATE TRIGGER t_audit" in git(repo, "show", "main:public/t.sql")
+    assert "CREATE TRIGGER t_audit" not in git(repo, "show", "main~2:public/t.sql")

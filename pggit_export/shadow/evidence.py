@@ -274,6 +274,13 @@ _COMMENTS = re.compile(
     rf"|COLUMN\s+(?:{_NAME}\s*\.\s*)?(?P<table>{_NAME})\s*\.\s*(?P<column>{_NAME}))\s+IS\b",
     re.I,
 )
+# CREATE TRIGGER name ... ON [schema.]table, written out (not assembled at run time: a
+# function body's `'... ON %s'` names no table and does not match).
+_CREATES_TRIGGER_ON = re.compile(
+    rf"\bCREATE\s+(?:OR\s+REPLACE\s+)?(?:CONSTRAINT\s+)?TRIGGER\s+(?P<name>{_NAME})\s"
+    rf"[^;']*?\bON\s+(?:{_NAME}\s*\.\s*)?(?P<table>{_NAME})(?![\w$%])",
+    re.I,
+)
 _KIND_FAMILY = {"table": "relation", "view": "relation", "index": "index",
                 "sequence": "relation", "function": "function", "procedure": "function",
                 "trigger": "trigger", "type": "type"}
@@ -311,6 +318,15 @@ class RecordedCreations:
     with the first history id that creates it."""
 
     names: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    # trigger name -> the tables a text creates a trigger of that name on, written out
+    triggers_on: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def creates_trigger(self, name: str, table: str) -> bool:
+        """Whether a text creates trigger `name` on `table` (by their names), written out.
+        A trigger a function body assembles at run time (``EXECUTE format('CREATE TRIGGER
+        ... ON %s', t)``) is created only when something calls it, which v1 may never
+        have recorded (``SELECT audit.enable('t')`` sent alone): it does not count."""
+        return table in self.triggers_on.get(name, frozenset())
 
     def created(self, family: str, name: str) -> int | None:
         """The first history id creating `name` in `family`, or None: never created."""
@@ -334,7 +350,11 @@ def recorded_creations_of(
         first = names.setdefault(family, {})
         first[name] = min(first.get(name, history_id), history_id)
 
+    triggers_on: dict[str, set[str]] = {}
     for history_id, text in texts:
+        for m in _CREATES_TRIGGER_ON.finditer(text):
+            triggers_on.setdefault(catalog_name(m.group("name")), set()).add(
+                catalog_name(m.group("table")))
         for m in _CREATES.finditer(text):
             note(_KIND_FAMILY[m.group("kind").lower()], catalog_name(m.group("name")), history_id)
         for m in _RENAMES.finditer(text):
@@ -350,7 +370,8 @@ def recorded_creations_of(
         if family is not None:
             # A table's object name can be schema-qualified or `table.column`: the last part.
             note(family, name.rsplit(".", 1)[-1] if family != "relation" else name, history_id)
-    return RecordedCreations(names)
+    return RecordedCreations(names, {name: frozenset(tables)
+                                     for name, tables in triggers_on.items()})
 
 
 def read_recorded_creations(

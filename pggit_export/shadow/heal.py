@@ -517,7 +517,7 @@ class Healer:
         both exist in the replay (due_triggers)."""
         if self.live is not None:
             self.scheduled_triggers = [t for t in self.live.triggers()
-                                       if recorded.created("trigger", t.name) is None]
+                                       if not recorded.creates_trigger(t.name, t.table)]
 
     def due_triggers(self, since: str | None = None) -> list[Repair]:
         """Repairs creating the scheduled triggers whose table and function now exist;
