@@ -109,3 +109,19 @@ def test_demo_command_runs_from_the_cli(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "as 58 commits" in result.stdout and "git log -p --follow" in result.stdout
     assert git(tmp_path / "shop", "rev-list", "--count", "main").strip() == "58"
+
+
+def test_the_readme_shows_the_head_the_demo_export_makes(
+    demo_source: str, demo_repo: Path
+) -> None:
+    # The README and the user guide quote the demo's commit ids from a real run: an export
+    # that changes them (on purpose or not) must come with new docs.
+    import re
+
+    with psycopg.connect(demo_source) as conn:
+        if conn.info.server_version // 10000 != 18:
+            pytest.skip("the README's demo ran on PostgreSQL 18 (ids depend on its dialect)")
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
+    documented = re.search(r"^  head:   ([0-9a-f]{40})$", readme, re.M)
+    assert documented is not None
+    assert git(demo_repo, "rev-parse", "main").strip() == documented.group(1)

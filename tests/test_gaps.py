@@ -767,13 +767,18 @@ def test_a_trigger_a_function_makes_when_called_unrecorded_is_scheduled(
               "EXECUTE format('CREATE TRIGGER t_audit AFTER INSERT ON %s FOR EACH ROW "
               "EXECUTE FUNCTION touch()', p); END $$;")
     source = make_source(make_database(), [
-        Change("CREATE TABLE t (id int);", at(1), objects=[("CREATE", "TABLE", "public", "t")]),
+        Change("CREATE TABLE t (id int);\nCREATE TABLE u (id int);", at(1),
+               objects=[("CREATE", "TABLE", "public", "t"), ("CREATE", "TABLE", "public", "u")]),
         Change(f"{TOUCH}\n{enable}", at(2), objects=[("CREATE", "FUNCTION", "public", "touch"),
                                                      ("CREATE", "FUNCTION", "public", "enable")]),
         Change("CREATE INDEX t_id ON t (id);", at(3),
                objects=[("CREATE", "INDEX", "public", "t_id")]),
-    ], live_sql=f"CREATE TABLE t (id int);\n{TOUCH}\n{enable}\nSELECT enable('t');\n"
-                "CREATE INDEX t_id ON t (id);")
+        # A recorded call makes u's: the replay runs it, nothing is scheduled for u.
+        Change("CREATE INDEX u_id ON u (id);\nSELECT enable('public.u');", at(4),
+               objects=[("CREATE", "INDEX", "public", "u_id")]),
+    ], live_sql=f"CREATE TABLE t (id int);\nCREATE TABLE u (id int);\n{TOUCH}\n{enable}\n"
+                "SELECT enable('t');\nCREATE INDEX t_id ON t (id);\n"
+                "CREATE INDEX u_id ON u (id);\nSELECT enable('public.u');")
     repo = tmp_path / "repo"
 
     checked = cli("check", source)
@@ -781,5 +786,9 @@ def test_a_trigger_a_function_makes_when_called_unrecorded_is_scheduled(
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "trigger t_audit on public.t: no history text creates it" in checked.stdout
-    assert "CREATE TRIGGER t_audit" in git(repo, "show", "main:public/t.sql")
-    assert "CREATE TRIGGER t_audit" not in git(repo, "show", "main~2:public/t.sql")
+    assert "CREATE TRIGGER t_audit" in git(repo, "show", "main~1:public/t.sql")
+    assert "CREATE TRIGGER t_audit" not in git(repo, "show", "main~3:public/t.sql")
+    assert "trigger t_audit on public.u" not in checked.stdout
+    assert "CREATE TRIGGER t_audit" not in git(repo, "show", "main~1:public/u.sql")
+    assert "CREATE TRIGGER t_audit" in git(repo, "show", "main:public/u.sql")
+    assert "t_audit on public.u" not in git(repo, "log", "--format=%B", "main")

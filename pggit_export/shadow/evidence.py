@@ -322,10 +322,11 @@ class RecordedCreations:
     triggers_on: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def creates_trigger(self, name: str, table: str) -> bool:
-        """Whether a text creates trigger `name` on `table` (by their names), written out.
-        A trigger a function body assembles at run time (``EXECUTE format('CREATE TRIGGER
-        ... ON %s', t)``) is created only when something calls it, which v1 may never
-        have recorded (``SELECT audit.enable('t')`` sent alone): it does not count."""
+        """Whether a text creates trigger `name` on `table` (by their names): written out,
+        or by calling with the table's name a function whose body assembles it at run time
+        (``EXECUTE format('CREATE TRIGGER ... ON %s', t)``, then ``SELECT
+        audit.enable('t')``). The function alone does not count: the call that made a live
+        trigger may have left no row (sent alone)."""
         return table in self.triggers_on.get(name, frozenset())
 
     def created(self, family: str, name: str) -> int | None:
@@ -374,17 +375,78 @@ def recorded_creations_of(
                                      for name, tables in triggers_on.items()})
 
 
+_CREATES_FUNCTION_NAMED = re.compile(
+    rf"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:FUNCTION|PROCEDURE)\s+{_QUALIFIED}\s*\(", re.I)
+_TRIGGER_NAMED = re.compile(rf"\bCREATE\s+(?:OR\s+REPLACE\s+)?TRIGGER\s+(?P<name>{_NAME})",
+                            re.I)
+
+
+def trigger_makers_of(texts: Iterable[tuple[int, str]]) -> dict[str, set[str]]:
+    """Functions whose bodies create triggers at run time: function name -> trigger
+    names (from CREATE FUNCTION texts)."""
+    makers: dict[str, set[str]] = {}
+    for _, text in texts:
+        for piece in split(text):
+            statement = without_leading_comments(piece)
+            if (m := _CREATES_FUNCTION_NAMED.match(statement)) is None:
+                continue
+            names = {catalog_name(t.group("name")) for t in _TRIGGER_NAMED.finditer(statement)}
+            if names:
+                makers.setdefault(catalog_name(m.group("name")), set()).update(names)
+    return makers
+
+
+def trigger_calls_of(texts: Iterable[tuple[int, str]],
+                     makers: Mapping[str, set[str]]) -> dict[str, set[str]]:
+    """Triggers the texts make by calling a maker with a table's name as a literal
+    (``SELECT audit.enable('billing.payments')``): trigger name -> table names."""
+    made: dict[str, set[str]] = {}
+    calls = re.compile(rf"(?<![\w$])(?:{_NAME}\s*\.\s*)?(?P<name>{_NAME})\s*\(\s*"
+                       r"'(?P<table>(?:[^']|'')*)'", re.I)
+    for _, text in texts:
+        for m in calls.finditer(text):
+            function = catalog_name(m.group("name"))
+            if function in makers:
+                table = m.group("table").replace("''", "'").rsplit(".", 1)[-1]
+                for trigger in makers[function]:
+                    made.setdefault(trigger, set()).add(catalog_name(table))
+    return made
+
+
 def read_recorded_creations(
     conn: psycopg.Connection[Any], columns: HistoryColumns = ALL_COLUMNS
 ) -> RecordedCreations:
     """What the source's whole history creates, in the reader's transaction. Without
-    change types (an older pgGit), from the texts alone."""
+    change types (an older pgGit), from the texts alone. A trigger a function body makes
+    at run time counts on the tables recorded texts call that function for."""
     with conn.cursor(row_factory=tuple_row) as cur:
         texts = [(row[0], _text(row[1])) for row in cur.execute(_CREATED_TEXTS_SQL)]
         objects = [(row[0], _text(row[1]), _text(row[2]))
                    for row in cur.execute(_CREATED_OBJECTS_SQL)] \
             if columns.has("history", "change_type") else []
-    return recorded_creations_of(texts, objects)
+        makers = trigger_makers_of(texts)
+        callers = [(row[0], _text(row[1])) for row in cur.execute(
+            _CALLING_TEXTS_SQL, {"names": sorted(makers)})] if makers else []
+    recorded = recorded_creations_of(texts, objects)
+    made = trigger_calls_of(callers, makers)
+    if not made:
+        return recorded
+    triggers_on = {name: frozenset(tables | made.get(name, set()))
+                   for name, tables in recorded.triggers_on.items()}
+    triggers_on.update({name: frozenset(tables) for name, tables in made.items()
+                        if name not in triggers_on})
+    return RecordedCreations(recorded.names, triggers_on)
+
+
+# Texts naming one of the functions (by name, any case): the server filters.
+_CALLING_TEXTS_SQL = r"""
+SELECT min(h.id) AS id, h.sql_executed
+FROM pggit.history AS h
+WHERE EXISTS (SELECT 1 FROM unnest(%(names)s::text[]) AS f(name)
+              WHERE strpos(lower(h.sql_executed), lower(f.name)) > 0)
+GROUP BY h.sql_executed
+ORDER BY min(h.id)
+"""
 
 
 # Enum labels named by the history. One statement per query loses every ALTER TYPE ... ADD
