@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -195,19 +196,30 @@ def test_oversized_text_is_refused_unparsed_and_reported(
     git(tmp_path / "repo", "fsck", "--strict")
 
 
-def test_a_ref_lock_left_by_a_killed_export_does_not_block_the_rerun(
+def test_locks_left_by_a_killed_export_do_not_block_the_rerun(
     make_database: Callable[[], str], tmp_path: Path
 ) -> None:
     source = make_source(make_database(), synthetic_history(4))
     repo = tmp_path / "repo"
     assert run_export(source, repo).wait(timeout=300) == 0
     head = git(repo, "rev-parse", "main")
-    # What a kill during the ref update, or during the final checkout, leaves behind.
-    (repo / ".git" / "refs" / "heads" / "main.lock").write_text(head)
-    (repo / ".git" / "refs" / "notes" / "pggit.lock").write_text(head)
-    (repo / ".git" / "index.lock").write_bytes((repo / ".git" / "index").read_bytes()[:100])
+    twin = tmp_path / "twin"
+    shutil.copytree(repo, twin)
     with psycopg.connect(source) as conn:
         append_changes(conn, [Change("CREATE TABLE later (id int);", at(9))])
+    # The rerun's pack has the same name in both (the same objects): learnt from the twin.
+    packs = repo / ".git" / "objects" / "pack"
+    assert run_export(source, twin).wait(timeout=300) == 0
+    rerun_indexes = {p.name for p in (twin / ".git" / "objects" / "pack").glob("*.idx")} - {
+        p.name for p in packs.glob("*.idx")}
+    assert rerun_indexes
+    # What a kill during the ref update, while writing a pack's index, or during the final
+    # checkout, leaves behind.
+    (repo / ".git" / "refs" / "heads" / "main.lock").write_text(head)
+    (repo / ".git" / "refs" / "notes" / "pggit.lock").write_text(head)
+    for name in rerun_indexes:
+        (packs / f"{name}.lock").write_bytes(b"\0" * 100)
+    (repo / ".git" / "index.lock").write_bytes((repo / ".git" / "index").read_bytes()[:100])
     result = run_export(source, repo)
     assert result.wait(timeout=300) == 0, result.stderr.read() if result.stderr else ""
     assert git(repo, "rev-list", "--count", "main").strip() == "5"

@@ -315,19 +315,25 @@ class GitWriter:
             ) from None
 
     def _remove_stale_ref_locks(self) -> None:
-        """Remove lock files a killed export left on the refs and the index it writes.
+        """Remove lock files a killed export left on the refs, the pack indexes and the
+        index it writes.
 
         A process killed while moving a ref leaves `<ref>.lock`, which would make
-        every later compare-and-swap fail; killed during the final checkout, it
+        every later compare-and-swap fail; killed while writing a pack's index, it
+        leaves `pack-<sum>.idx.lock`, and the rerun, writing the same objects into a
+        pack of the same name, could not take it; killed during the final checkout, it
         leaves `index.lock`, which would make every later checkout fail. We hold the
         repository's export lock, so no other export can own them: they are stale.
-        (A git command of the user's running in the working tree right now would
-        lose its index update, as with git's own advice to delete a stale lock.)
+        (git itself writes pack indexes under other names, `tmp_idx_*`. A git command
+        of the user's running in the working tree right now would lose its index
+        update, as with git's own advice to delete a stale lock.)
         """
         assert self.repo is not None
         control = Path(self.repo.controldir())
         for ref in (self.ref, self.notes_ref):
             (control / (ref.decode() + ".lock")).unlink(missing_ok=True)
+        for stale in Path(self.repo.object_store.pack_dir).glob("pack-*.idx.lock"):
+            stale.unlink(missing_ok=True)
         if not self.bare:
             (control / "index.lock").unlink(missing_ok=True)
 
