@@ -555,7 +555,7 @@ class _Exporter:
         self.since_triggers = "\n".join([changeset.sql or "", *(r.description for r in repairs)])
         if self.options.repair:
             # Applied before the changeset is handed in: its take includes them.
-            repairs += [r for r in healer.postcondition_repairs(changeset, result.ok, result.ok)
+            repairs += [r for r in healer.postcondition_repairs(changeset, result.ok)
                         if healer.apply(r) is None]
             if result.ok:
                 healer.note_superseded(changeset)

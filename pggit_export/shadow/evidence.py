@@ -341,17 +341,20 @@ class RecordedCreations:
 
 
 def recorded_creations_of(
-    texts: Iterable[tuple[int, str]], objects: Iterable[tuple[int, str, str]] = ()
+    texts: Iterable[tuple[int, str]], objects: Iterable[tuple[int, str, str]] = (),
+    made_by_calls: Mapping[str, Iterable[str]] | None = None,
 ) -> RecordedCreations:
-    """From (history id, text) pairs in id order, and v1's (history id, object type,
-    object name) CREATE rows."""
+    """From (history id, text) pairs in id order, v1's (history id, object type, object
+    name) CREATE rows, and the triggers recorded calls make (trigger name -> tables:
+    ``trigger_calls_of``)."""
     names: dict[str, dict[str, int]] = {}
 
     def note(family: str, name: str, history_id: int) -> None:
         first = names.setdefault(family, {})
         first[name] = min(first.get(name, history_id), history_id)
 
-    triggers_on: dict[str, set[str]] = {}
+    triggers_on: dict[str, set[str]] = {name: set(tables)
+                                        for name, tables in (made_by_calls or {}).items()}
     for history_id, text in texts:
         for m in _CREATES_TRIGGER_ON.finditer(text):
             triggers_on.setdefault(catalog_name(m.group("name")), set()).add(
@@ -375,10 +378,9 @@ def recorded_creations_of(
                                      for name, tables in triggers_on.items()})
 
 
-_CREATES_FUNCTION_NAMED = re.compile(
-    rf"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:FUNCTION|PROCEDURE)\s+{_QUALIFIED}\s*\(", re.I)
-_TRIGGER_NAMED = re.compile(rf"\bCREATE\s+(?:OR\s+REPLACE\s+)?TRIGGER\s+(?P<name>{_NAME})",
-                            re.I)
+# A call of a function with a string literal first: `audit.enable('billing.payments')`.
+_CALL_WITH_LITERAL = re.compile(rf"(?<![\w$])(?:{_NAME}\s*\.\s*)?(?P<name>{_NAME})\s*\(\s*"
+                                r"'(?P<table>(?:[^']|'')*)'", re.I)
 
 
 def trigger_makers_of(texts: Iterable[tuple[int, str]]) -> dict[str, set[str]]:
@@ -388,9 +390,11 @@ def trigger_makers_of(texts: Iterable[tuple[int, str]]) -> dict[str, set[str]]:
     for _, text in texts:
         for piece in split(text):
             statement = without_leading_comments(piece)
-            if (m := _CREATES_FUNCTION_NAMED.match(statement)) is None:
+            m = _CREATES.match(statement)
+            if m is None or m.group("kind").lower() not in ("function", "procedure"):
                 continue
-            names = {catalog_name(t.group("name")) for t in _TRIGGER_NAMED.finditer(statement)}
+            names = {catalog_name(t.group("name")) for t in _CREATES.finditer(statement)
+                     if t.group("kind").lower() == "trigger"}
             if names:
                 makers.setdefault(catalog_name(m.group("name")), set()).update(names)
     return makers
@@ -401,10 +405,8 @@ def trigger_calls_of(texts: Iterable[tuple[int, str]],
     """Triggers the texts make by calling a maker with a table's name as a literal
     (``SELECT audit.enable('billing.payments')``): trigger name -> table names."""
     made: dict[str, set[str]] = {}
-    calls = re.compile(rf"(?<![\w$])(?:{_NAME}\s*\.\s*)?(?P<name>{_NAME})\s*\(\s*"
-                       r"'(?P<table>(?:[^']|'')*)'", re.I)
     for _, text in texts:
-        for m in calls.finditer(text):
+        for m in _CALL_WITH_LITERAL.finditer(text):
             function = catalog_name(m.group("name"))
             if function in makers:
                 table = m.group("table").replace("''", "'").rsplit(".", 1)[-1]
@@ -427,15 +429,7 @@ def read_recorded_creations(
         makers = trigger_makers_of(texts)
         callers = [(row[0], _text(row[1])) for row in cur.execute(
             _CALLING_TEXTS_SQL, {"names": sorted(makers)})] if makers else []
-    recorded = recorded_creations_of(texts, objects)
-    made = trigger_calls_of(callers, makers)
-    if not made:
-        return recorded
-    triggers_on = {name: frozenset(tables | made.get(name, set()))
-                   for name, tables in recorded.triggers_on.items()}
-    triggers_on.update({name: frozenset(tables) for name, tables in made.items()
-                        if name not in triggers_on})
-    return RecordedCreations(recorded.names, triggers_on)
+    return recorded_creations_of(texts, objects, trigger_calls_of(callers, makers))
 
 
 # Texts naming one of the functions (by name, any case): the server filters.
@@ -528,6 +522,18 @@ def read_label_mentions(conn: psycopg.Connection[Any], type_name: str,
         rows = cur.execute(_MENTIONS_SQL, {"patterns": patterns}).fetchall()
     texts = ((tuple(Mention(i, t) for i, t in zip(row[0], row[1])), _text(row[2])) for row in rows)
     return label_mentions_of(texts, type_name, labels)
+
+
+def date_labels(oids: Mapping[str, int], mentions: Mapping[str, Sequence[Mention]],
+                clock: OidClock, end: int, since: dt.datetime | None
+                ) -> dict[str, tuple[int, str]]:
+    """``date_label`` for each label (label -> its OID), the labels it dates only."""
+    dated = {}
+    for label, oid in oids.items():
+        when = date_label(oid, mentions[label], clock, end, since)
+        if when is not None:
+            dated[label] = when
+    return dated
 
 
 # Changesets less than this apart are one run (one deploy of migrations).

@@ -48,7 +48,7 @@ from pggit_export.shadow.evidence import (
     Mention,
     OidClock,
     RecordedCreations,
-    date_label,
+    date_labels,
     read_label_mentions,
     sorted_last,
 )
@@ -319,23 +319,20 @@ FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespa
 WHERE p.proname = ANY (%(names)s::text[]) AND p.prokind = 'f' AND n.nspname !~ '^pg_'
 ORDER BY 1, 2, 3
 """
-# Functions of the shadow whose names start with one of the stems (superseded_versions);
-# an extension's own functions are its extension's business.
+# Functions of the shadow whose names start with one of the stems, in the schemas of the
+# functions named (note_superseded); an extension's own functions are its extension's.
 _SHADOW_FUNCTIONS_BY_STEM_SQL = """
 SELECT n.nspname, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid)
 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-WHERE n.nspname = ANY (%(schemas)s::text[]) AND p.prokind = 'f'
+WHERE p.prokind = 'f'
+  AND p.pronamespace IN (SELECT q.pronamespace FROM pg_catalog.pg_proc q
+                         WHERE q.proname = ANY (%(names)s::text[]))
   AND EXISTS (SELECT 1 FROM unnest(%(stems)s::text[]) AS s(stem)
               WHERE pg_catalog.starts_with(p.proname, s.stem))
   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
                   WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid
                     AND d.deptype = 'e')
 ORDER BY 1, 2, 3
-"""
-_SCHEMAS_OF_FUNCTIONS_SQL = """
-SELECT DISTINCT n.nspname FROM pg_catalog.pg_proc p
-JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-WHERE p.proname = ANY (%(names)s::text[])
 """
 # A versioned function name: its stem and version (`f` -1, `f_v1` 1).
 _VERSIONED_NAME = re.compile(r"^(?P<stem>.+?)_v(?P<version>\d+)$", re.S | re.I)
@@ -441,11 +438,7 @@ def plan_labels(live: LiveCatalog, later: LaterChanges,
         since = live.history_time(created_at)
         # Not in the recorded list: certainly added later, wherever it sorts (unlike a
         # label of an enum created unrecorded: Healer._dated_labels).
-        dated = {}
-        for label, oid in oids.items():
-            when = date_label(oid, mentions[label], clock, created_at, since)
-            if when is not None:
-                dated[label] = when
+        dated = date_labels(oids, mentions, clock, created_at, since)
         if dated:
             plan[schema, name] = dated
     return plan
@@ -573,18 +566,17 @@ class Healer:
         self.trigger_dated = {k: due for k, due in self.trigger_dated.items() if k in keys}
         return repairs
 
-    def postcondition_repairs(self, changeset: Changeset, replayed: bool,
-                              check: bool) -> list[Repair]:
+    def postcondition_repairs(self, changeset: Changeset, replayed: bool) -> list[Repair]:
         """After a changeset replayed: make each table v1 recorded in it look as the row's
         ``new_metadata.columns`` says it was right after that statement (a post-condition
         at a known point). A difference is something v1 never recorded (RENAME COLUMN, a
         column added in a DO block, ...) and is repaired here, at that point, not when a
         later statement trips over it.
 
-        Only with `check` (the changeset replayed whole). In a text of several statements a
-        row's metadata holds after its own command, not after the text: a table is checked
-        there only when one statement of the text names it (no later one can have changed
-        it since). Every changeset's metadata is remembered, though, and the shadow is only
+        Only for a changeset that replayed whole (`replayed`). In a text of several
+        statements a row's metadata holds after its own command, not after the text: a
+        table is checked there only when one statement of the text names it (no later one
+        can have changed it since). Every changeset's metadata is remembered, though, and the shadow is only
         asked when the metadata cannot be explained without it (``_needs_look``): one
         catalog query per changeset would cost a third of the export's time. A changeset
         that did not replay (`replayed` false) leaves its tables unknown: the shadow may
@@ -609,8 +601,7 @@ class Healer:
                     self.recorded_shapes.pop(key, None)
                     continue
                 self.recorded_shapes[key] = shape
-                if check:
-                    wanted[key] = (row.id, shape)
+                wanted[key] = (row.id, shape)
         text = changeset.sql or ""
         wanted = {key: item for key, item in wanted.items()
                   if self._needs_look(start[key], item[1], text)}
@@ -758,9 +749,8 @@ class Healer:
             return
         stems = sorted({name_version(name)[0] for name in created})
         with self.shadow.conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
-            cur.execute(_SCHEMAS_OF_FUNCTIONS_SQL, {"names": sorted(created)})
-            schemas = sorted({row[0] for row in cur.fetchall()})
-            cur.execute(_SHADOW_FUNCTIONS_BY_STEM_SQL, {"schemas": schemas, "stems": stems})
+            cur.execute(_SHADOW_FUNCTIONS_BY_STEM_SQL, {"names": sorted(created),
+                                                        "stems": stems})
             candidates = [(r[0], r[1], r[2]) for r in cur.fetchall()]
         for schema, name, arguments in candidates:
             stem, version = name_version(name)
@@ -915,12 +905,13 @@ class Healer:
         if not self._shadow_has_schema(key.schema):
             repairs.append(Repair(f"created schema {key.schema} (never recorded)",
                                   sql=(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(key.schema)}",)))
-        future_labels = self._later("labels", key.name, key.schema) if key.kind == "type" else {}
+        future_labels, dated = (self._later_labels(key.schema, key.name)
+                                if key.kind == "type" else ({}, {}))
         if future_labels:
             # The live enum minus what later statements add; built from its labels.
             labels = [lab for lab in self.live.enum_labels(key.schema, key.name)
                       if lab not in future_labels]
-            self._defer_labels(key.schema, key.name, future_labels)
+            self._defer_labels(key.schema, key.name, dated)
             repairs.append(Repair(
                 f"created {_label(key)} from the live database (never created in the recorded "
                 f"history) without {_added_later(future_labels)}",
@@ -928,7 +919,7 @@ class Healer:
                      f"({', '.join(quote_literal(lab) for lab in labels)})",),
             ))
             return repairs
-        future_columns = self._later("columns", key.name) if key.kind == "table" else {}
+        future_columns = self._later_columns(key.name) if key.kind == "table" else {}
         table = qualified_name(key.schema, key.name)
         repairs.append(Repair(
             f"created {_label(key)} from the live database (never created in the recorded "
@@ -939,21 +930,26 @@ class Healer:
         ))
         return repairs
 
-    def _later(self, what: str, name: str, schema: str | None = None) -> dict[str, str]:
-        """Labels or columns of `name` that came after the changeset healed, each with its
-        evidence: a later recorded statement adds it, or (labels) its OID dates it later."""
+    def _later_columns(self, name: str) -> dict[str, str]:
+        """Columns of table `name` that a later recorded statement adds, each with its
+        evidence."""
         if self.position is None:
             return {}
-        first = self.position
-        if what == "columns":
-            return {c: f"added by history id {i}"
-                    for c, i in self.later.columns_added_from(name, first).items()}
+        return {c: f"added by history id {i}"
+                for c, i in self.later.columns_added_from(name, self.position).items()}
+
+    def _later_labels(self, schema: str, name: str
+                      ) -> tuple[dict[str, str], dict[str, tuple[int, str]]]:
+        """Labels of enum `schema.name` that came after the changeset healed, each with
+        its evidence: a later recorded statement adds it, or the evidence dates it later
+        (`_dated_labels`, also returned: the history id each dated label comes before)."""
+        if self.position is None:
+            return {}, {}
         later = {label: f"added by history id {i}"
-                 for label, i in self.later.labels_added_from(name, first).items()}
-        if schema is not None:
-            for label, (_due, why) in self._dated_labels(schema, name, later).items():
-                later[label] = why
-        return later
+                 for label, i in self.later.labels_added_from(name, self.position).items()}
+        dated = self._dated_labels(schema, name, later)
+        later.update((label, why) for label, (_due, why) in dated.items())
+        return later, dated
 
     def _dated_labels(self, schema: str, name: str,
                       added: Collection[str]) -> dict[str, tuple[int, str]]:
@@ -964,29 +960,22 @@ class Healer:
         if self.live is None or self.position is None:
             return {}
         end = self.position_end or self.position
-        oids = {label: oid for label, oid in self.live.enum_label_oids(schema, name).items()
-                if label not in added}
+        live_oids = self.live.enum_label_oids(schema, name)  # in the enum's order
+        oids = {label: oid for label, oid in live_oids.items() if label not in added}
         mentions = self.live.label_mentions(name, list(oids))
-        dated = {}
-        for label, oid in oids.items():
-            when = date_label(oid, mentions[label], self.clock, end, self.position_time)
-            if when is not None:
-                dated[label] = when
+        dated = date_labels(oids, mentions, self.clock, end, self.position_time)
         if not self.clock.usable:
             # Named, and not dated late: there from the start (the run rule).
             named = {label for label, by in mentions.items() if by and label not in dated}
-            last = sorted_last(self.live.enum_labels(schema, name), dated, named)
+            last = sorted_last(list(live_oids), dated, named)
             dated = {label: when for label, when in dated.items() if label in last}
         return dated
 
-    def _defer_labels(self, schema: str, name: str, left_out: Collection[str]) -> None:
-        """Remember the labels left out that the evidence dates (not those the history
-        adds itself): due_labels adds each before the changeset it is dated to."""
-        dated = self._dated_labels(schema, name, self.later.labels_added_from(
-            name, self.position or 0))
-        waiting = {label: due for label, due in dated.items() if label in left_out}
-        if waiting:
-            self.deferred_labels.setdefault((schema, name), {}).update(waiting)
+    def _defer_labels(self, schema: str, name: str, dated: Mapping[str, tuple[int, str]]) -> None:
+        """Remember the labels a repair left out that the evidence dates (not those the
+        history adds itself): due_labels adds each before the changeset it is dated to."""
+        if dated:
+            self.deferred_labels.setdefault((schema, name), {}).update(dated)
 
     def schedule_labels(self) -> None:
         """Defer the labels of enums the history creates that it never adds but the
@@ -1123,15 +1112,16 @@ class Healer:
         if key is None or key.kind != "type":
             return []
         # Not what a later statement adds, unless the failing statement needs it now.
-        future = {lab: why for lab, why in self._later("labels", key.name, key.schema).items()
-                  if lab != needed}
+        later, dated = self._later_labels(key.schema, key.name)
+        future = {lab: why for lab, why in later.items() if lab != needed}
         live_labels = [lab for lab in self.live.enum_labels(key.schema, key.name)
                        if lab not in future]
         have = self._shadow_enum_labels(key.schema, key.name)
         missing = [label for label in live_labels if label not in have]
         if not missing:
             return []
-        self._defer_labels(key.schema, key.name, future)
+        self._defer_labels(key.schema, key.name,
+                           {lab: due for lab, due in dated.items() if lab != needed})
         statements = _add_values(key.schema, key.name, live_labels, have, missing)
         kept_out = f", not {_added_later(future)}" if future else ""
         return [Repair(
