@@ -475,13 +475,14 @@ class Healer:
         self.recorded_shapes: dict[tuple[str, str], dict[str, ColumnShape]] = {}
         # Functions superseded by a later version, waiting for the end of the run of
         # changes that created it: (schema, name, identity arguments) -> (the new
-        # version's name, the history id creating it); and the last changeset's time.
+        # version's name, the history id creating it).
         self.superseded: dict[tuple[str, str, str], tuple[str, int]] = {}
         # Enum labels a repair left out because the evidence dates them later: (schema,
         # type) -> label -> (the history id they come before, the evidence); due_labels.
         self.deferred_labels: dict[tuple[str, str], dict[str, tuple[int, str]]] = {}
+        # The time of the last changeset healed, and whether the current one starts a run.
         self.run_time: dt.datetime | None = None
-        self.new_run = True  # the changeset healed starts a run (start)
+        self.new_run = True
 
     # -- before a changeset: the environment it ran in ----------------------------------
 
