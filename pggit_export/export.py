@@ -35,6 +35,7 @@ from pggit_export.git.writer import GitWriter, RepositoryError, Signature
 from pggit_export.identifiers import IDENTIFIER_PATTERN, catalog_name, strip_identifier_quotes
 from pggit_export.progress import Progress, ProgressEvent
 from pggit_export.read.history import Changeset, HistoryReader, HistoryRow, group_changesets
+from pggit_export.render.dialect import Dialect, read_keywords
 from pggit_export.render.snapshot import (
     DEFAULT_EXCLUDED_SCHEMAS,
     ObjectKey,
@@ -234,9 +235,12 @@ class ExportReport:
         if self.stopped_early:
             lines.append("  --strict: stopped at the first changeset that failed to replay")
         lines.append(f"  head:   {self.head or '(no commits)'}")
-        lines.append(f"  shadow: {self.shadow}; source: PostgreSQL "
-                     f"{self.source_server_version // 10000}; files in PostgreSQL "
-                     f"{self.shadow_server_version // 10000}'s dialect")
+        source_major = self.source_server_version // 10000
+        shadow_major = self.shadow_server_version // 10000
+        dialect = (f"files in PostgreSQL {shadow_major}'s dialect" if shadow_major == source_major
+                   else f"files in PostgreSQL {source_major}'s dialect for names, "
+                        f"{shadow_major}'s for deparsed expressions")
+        lines.append(f"  shadow: {self.shadow}; source: PostgreSQL {source_major}; {dialect}")
         lines += [f"  replayed under the source's {setting}" for setting in self.environment]
         lines += [f"  {line}" for line in self.evidence]
         if self.not_replayed:
@@ -395,6 +399,8 @@ class _Exporter:
     last_time: dt.datetime | None = None
     # SQL and repairs since the last look for due triggers (None: look at the next changeset).
     since_triggers: str | None = None
+    # The source's dialect, when the shadow runs another major (render/dialect.py).
+    dialect: Dialect | None = None
 
     def pipeline(self, prepare: Prepare | None = None) -> ChangesetPipeline:
         """The changeset pipeline of this run: it renders and commits each changeset
@@ -419,13 +425,15 @@ class _Exporter:
         transaction that will not wait for the replay's locks."""
         admin = self.shadow.admin
         if admin is None:
-            rendered = render_objects(self.shadow.conn, keys, exclude_schemas=self.excluded)
+            rendered = render_objects(self.shadow.conn, keys, exclude_schemas=self.excluded,
+                                      dialect=self.dialect)
         else:
             if prefetched and keys is not None and all(map(prefetched.covers, keys)):
                 queries = ALONE  # no query to make
             with queries.run():
                 rendered = render_objects(admin, keys, exclude_schemas=self.excluded,
-                                          stable_session=True, prefetched=prefetched)
+                                          stable_session=True, prefetched=prefetched,
+                                          dialect=self.dialect)
         return rendered.in_schemas(self.options.schemas) if self.options.schemas else rendered
 
     def start(self) -> None:
@@ -897,11 +905,18 @@ def export_history(
                 )
             elif shadow_major > source_major:
                 report.warnings.append(
-                    f"the files are in PostgreSQL {shadow_major}'s dialect, not the source's "
-                    f"{source_major}: restore into PostgreSQL {source_major} may fail and drift "
-                    f"may see differences; install PostgreSQL {source_major} or point "
+                    f"the shadow runs PostgreSQL {shadow_major}, not the source's "
+                    f"{source_major}: names are quoted as PostgreSQL {source_major} quotes "
+                    f"them, but views, indexes and defaults read as PostgreSQL {shadow_major} "
+                    f"prints them, so restore into PostgreSQL {source_major} and drift may see "
+                    f"differences; install PostgreSQL {source_major} or point "
                     "PGGIT_EXPORT_PG_BIN at its binaries"
                 )
+            dialect = None
+            if shadow_major != source_major:
+                dialect = Dialect.between(
+                    source_major, read_keywords(reader.conn),
+                    shadow_major, read_keywords(shadow.admin or shadow.conn))
             if shadow.admin is not None:
                 prepare_render_session(shadow.admin)
             if options.incremental and not _install_tracker(shadow, options):
@@ -923,7 +938,8 @@ def export_history(
             # only turns off the healing of failures (options.repair).
             later = read_later_changes(reader.conn)
             healer = Healer(live, shadow, later, clock)
-            exporter = _Exporter(shadow, writer, options, report, healer=healer)
+            exporter = _Exporter(shadow, writer, options, report, healer=healer,
+                                 dialect=dialect)
             recorded = RecordedCreations()
             if options.repair:
                 recorded = read_recorded_creations(reader.conn, reader.columns)

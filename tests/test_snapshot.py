@@ -711,3 +711,44 @@ def test_load_defers_until_dependencies_exist(make_database: MakeDatabase) -> No
 @pytest.mark.parametrize("text", ["", "-- nothing\n", ";\n"])
 def test_split_ignores_empty_statements(text: str) -> None:
     assert file_statements(text) == []
+
+
+def test_a_dialect_unquotes_only_names_that_the_newer_server_made_keywords(
+    make_database: MakeDatabase,
+) -> None:
+    # The rendering server's own keywords; the "source" is the same major without `json`
+    # as a keyword, as PostgreSQL 15 was. Only quoted names are rewritten: string
+    # constants (standard, E'' with escapes), dollar-quoted bodies, comments and U&"..."
+    # names keep every character.
+    from pggit_export.render.dialect import Dialect, read_keywords
+
+    dsn = make_database()
+    with psycopg.connect(dsn) as conn:
+        rendering = read_keywords(conn)
+        major = conn.info.server_version // 10000
+    if rendering.get("json", "U") == "U":
+        pytest.skip("json is not a keyword of this server")
+    older = {word: category for word, category in rendering.items() if word != "json"}
+    dialect = Dialect.between(major - 3, older, major, rendering)
+    assert "json" in dialect.unquoted and "select" not in dialect.unquoted
+
+    rendered = (
+        "CREATE TABLE public.t (\n    \"json\" jsonb DEFAULT '{\"json\": 1}'::jsonb,\n"
+        "    \"Json\" text, \"select\" int, \"json\"\"x\" int\n);\n"
+        "COMMENT ON COLUMN public.t.\"json\" IS E'it''s the \\'\"json\"\\' one';\n"
+        "CREATE FUNCTION public.f() RETURNS jsonb LANGUAGE sql AS $body$ SELECT \"json\" "
+        "FROM t $body$;\n-- a \"json\" comment\nSELECT U&\"json\" FROM t$x;\n"
+    )
+    assert dialect.in_source_dialect(rendered) == (
+        "CREATE TABLE public.t (\n    json jsonb DEFAULT '{\"json\": 1}'::jsonb,\n"
+        "    \"Json\" text, \"select\" int, \"json\"\"x\" int\n);\n"
+        "COMMENT ON COLUMN public.t.json IS E'it''s the \\'\"json\"\\' one';\n"
+        "CREATE FUNCTION public.f() RETURNS jsonb LANGUAGE sql AS $body$ SELECT \"json\" "
+        "FROM t $body$;\n-- a \"json\" comment\nSELECT U&\"json\" FROM t$x;\n"
+    )
+    # The result is what the rendering server reads: the same table.
+    with psycopg.connect(dsn) as conn:
+        conn.execute(dialect.in_source_dialect(  # type: ignore[arg-type]
+            "CREATE TABLE t (\"json\" jsonb DEFAULT '{\"json\": 1}');"))
+        assert conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = 't'::regclass "
+                            "AND attnum > 0").fetchall() == [("json",)]

@@ -36,6 +36,7 @@ from psycopg import sql
 from psycopg.rows import dict_row, tuple_row
 
 from pggit_export.identifiers import quote_literal
+from pggit_export.render.dialect import Dialect
 
 
 @dataclass(frozen=True, order=True)
@@ -1026,6 +1027,7 @@ def render_objects(
     exclude_schemas: Collection[str] = DEFAULT_EXCLUDED_SCHEMAS,
     stable_session: bool = False,
     prefetched: Prefetched | None = None,
+    dialect: Dialect | None = None,
 ) -> Rendered:
     """Render the objects `keys` names (None: every user object of the database).
 
@@ -1034,7 +1036,8 @@ def render_objects(
     With `stable_session`, the connection went through `prepare_render_session`
     and its settings are left as they are. The rows of `prefetched` (rendered
     in the same session and state) stand for their keys: only the other keys
-    are queried.
+    are queried. With `dialect`, the files are written in the source's dialect
+    (render/dialect.py): for a shadow of another major version than the source.
     """
     version = conn.info.server_version
     files: list[tuple[ObjectKey, str]] = []
@@ -1093,6 +1096,8 @@ def render_objects(
             key = ObjectKey("type", row["schema"], row["name"])
             files.append((key, _render_type(row)))
             own(key, PG_TYPE, row)
+    if dialect is not None:
+        files = [(key, dialect.in_source_dialect(text)) for key, text in files]
     return Rendered(files=dict(sorted(files)), owners=owners, parents=parents)
 
 
