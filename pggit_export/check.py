@@ -47,8 +47,9 @@ from pggit_export.shadow.evidence import (
     read_later_changes,
     read_oid_clock,
     read_recorded_creations,
+    read_unrecorded_objects,
 )
-from pggit_export.shadow.heal import LiveCatalog, plan_labels
+from pggit_export.shadow.heal import LiveCatalog, plan_dated_objects, plan_labels
 from pggit_export.shadow.prehistory import plan_prehistory
 from pggit_export.shadow.replay import (
     DEFAULT_MAX_SQL_BYTES,
@@ -84,6 +85,7 @@ CODES: dict[str, str] = {
     "pre-history": "info",  # live objects no history row creates: the export's baseline
     "unrecorded-trigger": "info",  # live triggers no text creates: made when they can be
     "unrecorded-label": "info",  # enum labels no text adds, dated by OIDs or the texts
+    "unrecorded-object": "info",  # sequences and types no text creates, dated by their OIDs
     "hidden-ddl": "info",  # objects changed by SELECT/CALL/DO only
     "unsupported-kind": "warning",  # created, replayed, but not rendered in snapshots
     "missing-object-row": "warning",  # history row whose pggit.objects row is gone
@@ -366,6 +368,15 @@ def _plan_findings(conn: psycopg.Connection[Any], clock: OidClock,
             "VALUE alone writes no row); the export adds each before the history id dating it",
             sorted({due for due, _ in labels.values()}),
             {"type": f"{schema}.{name}", "labels": {label: due for label, (due, _) in labels.items()}},
+        ))
+    objects = read_unrecorded_objects(conn, DEFAULT_EXCLUDED_SCHEMAS)
+    for item in plan_dated_objects(objects, recorded, clock):
+        findings.append(Finding(
+            "unrecorded-object", CODES["unrecorded-object"],
+            f"{item.key.kind} {item.key.schema}.{item.key.name}: no history text creates it; "
+            f"{item.evidence()}: the export creates it before history id {item.before_id}",
+            [item.before_id], {"object": f"{item.key.kind} {item.key.schema}.{item.key.name}",
+                               "before": item.before_id, "after": item.after_id},
         ))
     baseline = {(key.kind.upper(), key.schema, key.name) for key in plan.objects}
     return findings, baseline

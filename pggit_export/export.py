@@ -54,6 +54,7 @@ from pggit_export.shadow.evidence import (
     read_later_changes,
     read_oid_clock,
     read_recorded_creations,
+    read_unrecorded_objects,
 )
 from pggit_export.shadow.heal import MAX_ROUNDS, Healer, LiveCatalog, Repair
 from pggit_export.shadow.pipeline import (
@@ -525,8 +526,9 @@ class _Exporter:
         healer.start(changeset)
         before = healer.environment_repairs(changeset)
         if self.options.repair:
-            before += (healer.due_triggers(self.since_triggers) + healer.replaced_overloads(changeset)
-                       + healer.due_superseded(changeset) + healer.due_labels(changeset))
+            before += (healer.due_objects(changeset) + healer.due_triggers(self.since_triggers)
+                       + healer.replaced_overloads(changeset) + healer.due_superseded(changeset)
+                       + healer.due_labels(changeset))
         if before:
             pipeline.settle()  # the changeset before is taken without these repairs
         for repair in before:
@@ -945,6 +947,8 @@ def export_history(
                 recorded = read_recorded_creations(reader.conn, reader.columns)
                 healer.schedule_triggers(recorded)
                 healer.schedule_labels()
+                healer.schedule_objects(
+                    read_unrecorded_objects(reader.conn, _own_schemas(options)), recorded)
             if writer.tip is not None:
                 tip = writer.tip_commit()
                 assert tip is not None

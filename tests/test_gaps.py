@@ -792,3 +792,47 @@ def test_a_trigger_a_function_makes_when_called_unrecorded_is_scheduled(
     assert "CREATE TRIGGER t_audit" not in git(repo, "show", "main~1:public/u.sql")
     assert "CREATE TRIGGER t_audit" in git(repo, "show", "main:public/u.sql")
     assert "t_audit on public.u" not in git(repo, "log", "--format=%B", "main")
+
+
+def test_oids_date_sequences_and_types_a_rowless_migration_made(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # A migration made only of CREATE SEQUENCE / CREATE TYPE leaves no row, and nothing
+    # in the history needs the objects: without the OIDs they would appear only with a
+    # reconcile commit. Made between history ids 2 and 3, they belong to id 3's commit.
+    from history import cli
+
+    dsn = make_database()
+    with psycopg.connect(dsn, autocommit=True) as conn:  # the live objects, in history order
+        conn.execute("CREATE TABLE jobs (id int)")  # history id 1
+        conn.execute("CREATE TABLE audit (id int)")  # history id 2
+        conn.execute("CREATE SEQUENCE ticket_seq")  # never recorded
+        conn.execute("CREATE TYPE priority AS ENUM ('low', 'high')")  # never recorded
+        conn.execute("CREATE TABLE later (id int)")  # history id 3
+    make_source(dsn, [
+        Change("CREATE TABLE jobs (id int);", at(2), objects=[("CREATE", "TABLE", "public", "jobs")]),
+        Change("CREATE TABLE audit (id int);", at(3),
+               objects=[("CREATE", "TABLE", "public", "audit")]),
+        Change("CREATE TABLE later (id int);", at(4),
+               objects=[("CREATE", "TABLE", "public", "later")]),
+    ])
+    _record_oids(dsn, {1: "jobs", 2: "audit", 3: "later"})
+    repo = tmp_path / "repo"
+
+    result = cli("export", dsn, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OID chronology: usable" in result.stdout
+    before = git(repo, "ls-tree", "-r", "--name-only", "main~1").split()
+    assert "public/ticket_seq.sql" not in before and "public/priority.sql" not in before
+    assert "CREATE SEQUENCE public.ticket_seq" in git(repo, "show", "main:public/ticket_seq.sql")
+    assert "'low',\n    'high'" in git(repo, "show", "main:public/priority.sql")
+    message = git(repo, "log", "-1", "--format=%B", "main")
+    assert ("created sequence public.ticket_seq from the live database (its OID "
+            ) in message
+    assert ("is newer than history id 2's object and older than history id 3's (OID "
+            "chronology), and v1 never records CREATE SEQUENCE)") in message
+    assert "created type public.priority from the live database (its OID" in message
+    checked = cli("check", dsn)
+    assert "sequence public.ticket_seq: no history text creates it; its OID" in checked.stdout
+    assert "the export creates it before history id 3" in checked.stdout

@@ -237,6 +237,53 @@ def read_oid_clock(
                     "objects and grow with the history")
 
 
+# Live objects of kinds v1 never writes a row for, with their OIDs for the clock: standalone
+# sequences (not a column's) and types (enum, domain, range, composite; not a table's row
+# type), outside extensions; for an enum, also its newest label's OID.
+_UNRECORDED_KINDS_SQL = r"""
+SELECT 'sequence', n.nspname, c.relname, c.oid::bigint, NULL::bigint
+FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE c.relkind = 'S'
+  AND n.nspname <> ALL (%(exclude)s::text[]) AND n.nspname !~ '^pg_'
+  AND n.nspname <> 'information_schema'
+  AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend AS d
+                  WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+                    AND d.deptype IN ('a', 'i', 'e'))
+UNION ALL
+SELECT 'type', n.nspname, t.typname, t.oid::bigint,
+       (SELECT max(e.oid::bigint) FROM pg_catalog.pg_enum AS e WHERE e.enumtypid = t.oid)
+FROM pg_catalog.pg_type AS t JOIN pg_catalog.pg_namespace AS n ON n.oid = t.typnamespace
+WHERE t.typtype IN ('e', 'd', 'r', 'c')
+  AND (t.typtype <> 'c' OR (SELECT r.relkind FROM pg_catalog.pg_class AS r
+                            WHERE r.oid = t.typrelid) = 'c')
+  AND n.nspname <> ALL (%(exclude)s::text[]) AND n.nspname !~ '^pg_'
+  AND n.nspname <> 'information_schema'
+  AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend AS d
+                  WHERE d.classid = 'pg_catalog.pg_type'::regclass AND d.objid = t.oid
+                    AND d.deptype IN ('e', 'i'))
+ORDER BY 1, 2, 3
+"""
+
+
+@dataclass(frozen=True)
+class UnrecordedObject:
+    """A live sequence or type: a kind v1 never records, so only its OID can date it."""
+
+    kind: str  # sequence, type (an ObjectKey's kind)
+    schema: str
+    name: str
+    oid: int
+    newest_label: int | None  # an enum's newest label's OID (labels can be added later)
+
+
+def read_unrecorded_objects(conn: psycopg.Connection[Any],
+                            exclude_schemas: Collection[str]) -> list[UnrecordedObject]:
+    """The live sequences and types of `conn` (read only), by kind, schema and name."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(_UNRECORDED_KINDS_SQL, {"exclude": list(exclude_schemas)}).fetchall()
+    return [UnrecordedObject(*row) for row in rows]
+
+
 def read_later_changes(conn: psycopg.Connection[Any]) -> LaterChanges:
     """The read-ahead over the source's whole history, in the reader's transaction."""
     with conn.cursor(row_factory=tuple_row) as cur:

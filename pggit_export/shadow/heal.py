@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,7 @@ from pggit_export.shadow.evidence import (
     Mention,
     OidClock,
     RecordedCreations,
+    UnrecordedObject,
     date_labels,
     read_label_mentions,
     sorted_last,
@@ -313,6 +314,9 @@ _CREATES_FUNCTION = re.compile(
     rf"(?P<name>{IDENTIFIER_PATTERN})\s*\(",
     re.I,
 )
+_SHADOW_RELATION_SQL = "SELECT pg_catalog.to_regclass(%(name)s) IS NOT NULL"
+_SHADOW_TYPE_SQL = "SELECT pg_catalog.to_regtype(%(name)s) IS NOT NULL"
+
 _SHADOW_OVERLOADS_SQL = """
 SELECT n.nspname, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid)
 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
@@ -444,6 +448,46 @@ def plan_labels(live: LiveCatalog, later: LaterChanges,
     return plan
 
 
+@dataclass(frozen=True)
+class DatedObject:
+    """A live sequence or type that no history text creates, dated by its OID: created
+    after history row `after_id` (None: before every row recording an OID) and before row
+    `before_id`."""
+
+    key: ObjectKey
+    oid: int
+    after_id: int | None
+    before_id: int
+
+    def evidence(self) -> str:
+        newer = (f"newer than history id {self.after_id}'s object and "
+                 if self.after_id is not None else "")
+        return (f"its OID {self.oid} is {newer}older than history id {self.before_id}'s "
+                f"(OID chronology), and v1 never records CREATE {self.key.kind.upper()}")
+
+
+def plan_dated_objects(objects: Iterable[UnrecordedObject], recorded: RecordedCreations,
+                       clock: OidClock) -> list[DatedObject]:
+    """Live sequences and types (read_unrecorded_objects) that no recorded text creates and
+    that the usable OID clock dates inside the history: each is created before the
+    changeset of the first row newer than it (a migration made only of ``CREATE
+    SEQUENCE``/``CREATE TYPE`` leaves no row; without this it would wait until a statement
+    needs it, or forever). Older than every recorded creation: the pre-history's
+    (shadow/prehistory.py); newer than every one: nothing dates it inside the history."""
+    if not clock.usable or not clock.oids:
+        return []
+    bound = min(clock.oids)
+    planned = []
+    for item in objects:
+        if item.oid < bound or recorded.created_object(item.kind, item.name) is not None:
+            continue
+        before = clock.first_newer(item.oid)
+        if before is not None:
+            planned.append(DatedObject(ObjectKey(item.kind, item.schema, item.name), item.oid,
+                                       clock.last_older(item.oid), before))
+    return planned
+
+
 class Healer:
     """Turns a replay failure into repairs, using the statement and the live catalog."""
 
@@ -483,6 +527,9 @@ class Healer:
         # The time of the last changeset healed, and whether the current one starts a run.
         self.run_time: dt.datetime | None = None
         self.new_run = True
+        # Live sequences and types the OID clock dates inside the history, waiting for
+        # their changeset (schedule_objects, due_objects).
+        self.scheduled_objects: list[DatedObject] = []
 
     # -- before a changeset: the environment it ran in ----------------------------------
 
@@ -899,6 +946,13 @@ class Healer:
         key = finder(schema, name)
         if key is None:
             return []
+        return self._live_object_repairs(key, "never created in the recorded history")
+
+    def _live_object_repairs(self, key: ObjectKey, why: str) -> list[Repair]:
+        """Repairs creating live object `key` in the shadow (and its schema if missing),
+        without what the evidence dates after the changeset healed; `why` says why it is
+        created from the live database."""
+        assert self.live is not None
         text = self.live.definition(key)
         if text is None:
             return []
@@ -914,8 +968,8 @@ class Healer:
                       if lab not in future_labels]
             self._defer_labels(key.schema, key.name, dated)
             repairs.append(Repair(
-                f"created {_label(key)} from the live database (never created in the recorded "
-                f"history) without {_added_later(future_labels)}",
+                f"created {_label(key)} from the live database ({why}) without "
+                f"{_added_later(future_labels)}",
                 sql=(f"CREATE TYPE {qualified_name(key.schema, key.name)} AS ENUM "
                      f"({', '.join(quote_literal(lab) for lab in labels)})",),
             ))
@@ -923,8 +977,8 @@ class Healer:
         future_columns = self._later_columns(key.name) if key.kind == "table" else {}
         table = qualified_name(key.schema, key.name)
         repairs.append(Repair(
-            f"created {_label(key)} from the live database (never created in the recorded "
-            "history)" + (f" without {_added_later(future_columns)}" if future_columns else ""),
+            f"created {_label(key)} from the live database ({why})"
+            + (f" without {_added_later(future_columns)}" if future_columns else ""),
             load={f"{key.schema}/{key.name}.{key.kind}.sql": text},
             after_load=tuple(f"ALTER TABLE {table} DROP COLUMN IF EXISTS {quote_identifier(c)}"
                              for c in future_columns),
@@ -984,6 +1038,26 @@ class Healer:
         if self.live is not None:
             for key, labels in plan_labels(self.live, self.later, self.clock).items():
                 self.deferred_labels.setdefault(key, {}).update(labels)
+
+    def schedule_objects(self, objects: Iterable[UnrecordedObject],
+                         recorded: RecordedCreations) -> None:
+        """Note the live sequences and types the OID clock dates inside the history
+        (plan_dated_objects): due_objects creates each before its changeset."""
+        self.scheduled_objects = plan_dated_objects(objects, recorded, self.clock)
+
+    def due_objects(self, changeset: Changeset) -> list[Repair]:
+        """Repairs creating the dated sequences and types due by this changeset (the first
+        row newer than the object is in it or before it) that the shadow does not have
+        yet (a statement that needed one earlier had it created then)."""
+        due = [item for item in self.scheduled_objects if item.before_id <= changeset.last_id]
+        if not due or self.live is None:
+            return []
+        self.scheduled_objects = [item for item in self.scheduled_objects if item not in due]
+        repairs = []
+        for item in due:
+            if not self._shadow_has_object(item.key):
+                repairs += self._live_object_repairs(item.key, item.evidence())
+        return repairs
 
     def due_labels(self, changeset: Changeset) -> list[Repair]:
         """Repairs adding the deferred enum labels dated to this changeset or before it,
@@ -1257,6 +1331,11 @@ class Healer:
         schema, bare = _split_name(name)
         found = self._one(query, {"n": bare, "s": schema})
         return (found, bare) if found else ("", None)
+
+    def _shadow_has_object(self, key: ObjectKey) -> bool:
+        """Whether the shadow has sequence or type `key` (by its qualified name)."""
+        query = _SHADOW_TYPE_SQL if key.kind == "type" else _SHADOW_RELATION_SQL
+        return bool(self._one(query, {"name": qualified_name(key.schema, key.name)}))
 
     def _shadow_kind(self, schema: str, rel: str) -> str | None:
         relkind = self._one(

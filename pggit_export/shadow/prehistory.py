@@ -36,7 +36,12 @@ from psycopg.rows import tuple_row
 from pggit_export.identifiers import qualified_name, quote_identifier
 from pggit_export.render.snapshot import ObjectKey, render_objects
 from pggit_export.restore import LoadFailure, load_files
-from pggit_export.shadow.evidence import LaterChanges, OidClock, RecordedCreations
+from pggit_export.shadow.evidence import (
+    LaterChanges,
+    OidClock,
+    RecordedCreations,
+    read_unrecorded_objects,
+)
 from pggit_export.shadow.heal import Healer
 
 # Live tables, views and functions, outside excluded and system schemas, not members of an
@@ -58,36 +63,6 @@ WHERE p.prokind IN ('f', 'w')
   AND n.nspname <> 'information_schema'
   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend AS d
                   WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid
-                    AND d.deptype IN ('e', 'i'))
-ORDER BY 1, 2, 3
-"""
-
-# Objects of kinds v1 never records, older (by OID) than every object the history records
-# as created: standalone sequences (not a column's) and types (enum, domain, range,
-# composite; not a table's row type), outside extensions. An enum with a label newer than
-# that bound is left to the healer, which builds it without the later labels (PostgreSQL
-# cannot drop a label after loading it).
-_OID_DATED_SQL = r"""
-SELECT 'sequence', n.nspname, c.relname
-FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
-WHERE c.relkind = 'S' AND c.oid::bigint < %(bound)s
-  AND n.nspname <> ALL (%(exclude)s::text[]) AND n.nspname !~ '^pg_'
-  AND n.nspname <> 'information_schema'
-  AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend AS d
-                  WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
-                    AND d.deptype IN ('a', 'i', 'e'))
-UNION ALL
-SELECT 'type', n.nspname, t.typname
-FROM pg_catalog.pg_type AS t JOIN pg_catalog.pg_namespace AS n ON n.oid = t.typnamespace
-WHERE t.typtype IN ('e', 'd', 'r', 'c') AND t.oid::bigint < %(bound)s
-  AND (t.typtype <> 'c' OR (SELECT r.relkind FROM pg_catalog.pg_class AS r
-                            WHERE r.oid = t.typrelid) = 'c')
-  AND (t.typtype <> 'e' OR (SELECT max(e.oid::bigint) FROM pg_catalog.pg_enum AS e
-                            WHERE e.enumtypid = t.oid) < %(bound)s)
-  AND n.nspname <> ALL (%(exclude)s::text[]) AND n.nspname !~ '^pg_'
-  AND n.nspname <> 'information_schema'
-  AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend AS d
-                  WHERE d.classid = 'pg_catalog.pg_type'::regclass AND d.objid = t.oid
                     AND d.deptype IN ('e', 'i'))
 ORDER BY 1, 2, 3
 """
@@ -200,12 +175,15 @@ def plan_prehistory(
     history records as created."""
     dated: list[ObjectKey] = []
     if clock is not None and clock.usable and clock.oids:
-        with conn.cursor(row_factory=tuple_row) as cur:
-            rows = cur.execute(_OID_DATED_SQL, {"bound": min(clock.oids),
-                                                "exclude": list(exclude_schemas)}).fetchall()
-        dated = [ObjectKey(kind, schema, name) for kind, schema, name in rows
-                 if recorded.created_object(kind, name) is None
-                 and not (kind == "type" and later.labels_added_from(name, 0))]
+        # Older than every object the history records as created; an enum also by its
+        # newest label (else the healer builds it without the later labels: PostgreSQL
+        # cannot drop a label after loading it).
+        bound = min(clock.oids)
+        dated = [ObjectKey(o.kind, o.schema, o.name)
+                 for o in read_unrecorded_objects(conn, exclude_schemas)
+                 if o.oid < bound and (o.newest_label is None or o.newest_label < bound)
+                 and recorded.created_object(o.kind, o.name) is None
+                 and not (o.kind == "type" and later.labels_added_from(o.name, 0))]
     with conn.cursor(row_factory=tuple_row) as cur:
         rows = cur.execute(_CANDIDATES_SQL, {"exclude": list(exclude_schemas)}).fetchall()
         # A function file holds every overload of a name: one created later keeps it out.
