@@ -14,6 +14,7 @@ Format (docs/ARCHITECTURE.md, "Commit format")::
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter
 
@@ -152,7 +153,9 @@ def _columns(text: str) -> dict[str, str]:
     match = _CREATE_TABLE.search(text)
     body = text[match.end():] if match else ""
     columns = {}
-    for line in body.split("\n);", 1)[0].splitlines():
+    # Column lines are indented; the list ends at the first line that is not, whatever
+    # follows the parenthesis (`);`, `) WITH (fillfactor=70);`, `) PARTITION BY ...`).
+    for line in itertools.takewhile(lambda line: line[:1].isspace(), body.split("\n")[1:]):
         line = line.strip().rstrip(",")
         if line and not line.startswith("CONSTRAINT "):
             name = line.split(" ", 1)[0]
