@@ -669,13 +669,15 @@ class _Exporter:
         ]
         body = "".join(f"\n{title}:\n" + "".join(f"  {line}\n" for line in lines)
                        for title, lines in sections if lines)
+        one = len(plan.objects) == 1
         objects = self.commit_root(
             when,
             lambda count: "Baseline from the live database\n\n"
             "The schema as it was before the recorded history: "
-            + (f"{plan.describe()} that\nexist in the live database and that no history row "
-               "creates. v1 records every\nCREATE TABLE, CREATE VIEW and CREATE FUNCTION it "
-               "sees, so they existed before\npgGit was installed"
+            + (f"{plan.describe()} that\n{'exists' if one else 'exist'} in the live database "
+               "and that no history row creates. v1 records every\nCREATE TABLE, CREATE VIEW "
+               f"and CREATE FUNCTION it sees, so {'it' if one else 'they'} existed before\n"
+               "pgGit was installed"
                if plan.objects else "objects of kinds v1 never records")
             + (f"; {plan.describe(plan.dated)} whose OIDs are older than every object the "
                "history records as created" if plan.dated else "")
