@@ -836,3 +836,33 @@ def test_oids_date_sequences_and_types_a_rowless_migration_made(
     checked = cli("check", dsn)
     assert "sequence public.ticket_seq: no history text creates it; its OID" in checked.stdout
     assert "the export creates it before history id 3" in checked.stdout
+
+
+def test_a_table_older_than_the_history_waits_for_the_options_a_later_row_sets(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # Planner statistics and storage parameters set by a recorded ALTER TABLE are that
+    # row's change: the table before it must not have them already (the live one has).
+    from history import cli
+
+    stats = ("ALTER TABLE legacy ALTER COLUMN feeling SET (n_distinct = -0.5), "
+             "SET (fillfactor = 70);")
+    source = make_source(make_database(), [
+        Change(stats, at(2), objects=[("ALTER", "TABLE", "public", "legacy")]),
+    ], live_sql=LEGACY + stats.replace("legacy", "public.legacy", 1))
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    root = git(repo, "rev-list", "--max-parents=0", "main").strip()
+    before = git(repo, "show", f"{root}:public/legacy.sql")
+    assert "n_distinct" not in before and "fillfactor" not in before
+    message = git(repo, "log", "-1", "--format=%B", root)
+    assert "n_distinct on column public.legacy.feeling (set by history id 1)" in message
+    assert "fillfactor on table public.legacy (set by history id 1)" in message
+    after = git(repo, "show", "main:public/legacy.sql")
+    assert "ALTER COLUMN feeling SET (n_distinct=-0.5)" in after
+    assert ") WITH (fillfactor=70);" in after
+    # The parenthesis closing the columns is not a column (it once read "Add column )").
+    assert git(repo, "log", "-1", "--format=%s", "main").strip() == "Alter table public.legacy"

@@ -321,6 +321,13 @@ _COMMENTS = re.compile(
     rf"|COLUMN\s+(?:{_NAME}\s*\.\s*)?(?P<table>{_NAME})\s*\.\s*(?P<column>{_NAME}))\s+IS\b",
     re.I,
 )
+# ALTER TABLE [s.]t ... SET (storage parameters) and ALTER [COLUMN] c SET (attribute
+# options, n_distinct say): noted as "t" and "t.c" (family "options"). The actions are read
+# up to the statement's end.
+_ALTERS_TABLE = re.compile(
+    rf"\bALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?{_QUALIFIED}(?P<actions>[^;]*)", re.I)
+_SETS_OPTIONS = re.compile(
+    rf"(?:^|,)\s*(?:ALTER\s+(?:COLUMN\s+)?(?P<column>{_NAME})\s+)?SET\s*\(", re.I)
 # CREATE TRIGGER name ... ON [schema.]table, written out (not assembled at run time: a
 # function body's `'... ON %s'` names no table and does not match).
 _CREATES_TRIGGER_ON = re.compile(
@@ -335,7 +342,7 @@ _KIND_FAMILY = {"table": "relation", "view": "relation", "index": "index",
 _CREATED_TEXTS_SQL = r"""
 SELECT min(h.id) AS id, h.sql_executed
 FROM pggit.history AS h
-WHERE h.sql_executed ~* '(CREATE|RENAME\s+TO|ADD\s+CONSTRAINT|COMMENT\s+ON)'
+WHERE h.sql_executed ~* '(CREATE|RENAME\s+TO|ADD\s+CONSTRAINT|COMMENT\s+ON|SET\s*\()'
 GROUP BY h.sql_executed
 ORDER BY min(h.id)
 """
@@ -361,8 +368,9 @@ _OBJECT_FAMILY = {"table": "relation", "view": "relation", "partition": "relatio
 @dataclass(frozen=True)
 class RecordedCreations:
     """Names the history creates, per family (relation, index, function, constraint,
-    trigger, type; and comment: the tables and ``table.column``s a text comments on), each
-    with the first history id that creates it."""
+    trigger, type; comment: the tables and ``table.column``s a text comments on; options:
+    those a text sets storage parameters or attribute options of), each with the first
+    history id that creates it."""
 
     names: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     # trigger name -> the tables a text creates a trigger of that name on, written out
@@ -416,6 +424,12 @@ def recorded_creations_of(
             target = (catalog_name(m.group("name")) if m.group("kind") else
                       f"{catalog_name(m.group('table'))}.{catalog_name(m.group('column'))}")
             note("comment", target, history_id)
+        for m in _ALTERS_TABLE.finditer(text):
+            table = catalog_name(m.group("name"))
+            for action in _SETS_OPTIONS.finditer(m.group("actions")):
+                column = action.group("column")
+                note("options", f"{table}.{catalog_name(column)}" if column else table,
+                     history_id)
     for history_id, object_type, name in objects:
         family = _OBJECT_FAMILY.get(object_type)
         if family is not None:
