@@ -941,7 +941,7 @@ def export_history(
             # Always: the session environment is reproduced even with --no-repair, which
             # only turns off the healing of failures (options.repair).
             later = read_later_changes(reader.conn)
-            healer = Healer(live, shadow, later, clock)
+            healer = Healer(live, shadow, later, clock, dialect)
             exporter = _Exporter(shadow, writer, options, report, healer=healer,
                                  dialect=dialect)
             recorded = RecordedCreations()

@@ -166,13 +166,15 @@ def test_an_extension_the_shadow_lacks_is_stood_in_from_the_source(
 
 # `json` became a keyword in PostgreSQL 16: a PostgreSQL 18 server quotes it wherever it
 # writes the name (its quote_ident and every deparsed index and default), a
-# PostgreSQL 15 server does not (json_table, from PostgreSQL 17, likewise). String constants and function bodies that spell "json"
+# PostgreSQL 15 server does not (json_table, from PostgreSQL 17, likewise; system_user, a
+# reserved word from 16, cannot even be parsed there written bare). String constants and function bodies that spell "json"
 # are text, not names, and must keep their quotes.
 KEYWORD_NAMES = """
 CREATE TABLE events (
     id int PRIMARY KEY,
     json jsonb NOT NULL DEFAULT '{"json": 1}',
-    json_table text
+    json_table text,
+    SYSTEM_USER text
 );
 CREATE INDEX events_json_idx ON events ((json ->> 'kind'));
 CREATE FUNCTION event_json(e events) RETURNS jsonb LANGUAGE sql
@@ -209,7 +211,13 @@ def test_names_that_became_keywords_are_written_as_the_source_writes_them(
             f"{bundled.major}'s for deparsed expressions") in exported.stdout
     events = git(repo, "show", "main:public/events.sql")
     assert "    json jsonb DEFAULT '{\"json\": 1}'::jsonb NOT NULL," in events
-    assert "    json_table text" in events
+    assert "    json_table text," in events
+    # Reserved from PostgreSQL 16 on: the 18 shadow could not parse the source's statement
+    # until the name was quoted, which the commit says.
+    assert "    system_user text," in events
+    assert ("Pggit-Repaired: quoted the name system_user in statement 1: a keyword of the "
+            f"shadow's PostgreSQL {bundled.major}, no keyword of the source's {OTHER.major}"
+            ) in git(repo, "log", "-1", "--format=%B", "main")
     assert "ON public.events USING btree (((json ->> 'kind'::text)))" in events
     assert "COMMENT ON COLUMN public.events.json IS 'the \"json\" column';" in events
     assert 'SELECT e."json"' in git(repo, "show", "main:public/event_json.sql")

@@ -746,6 +746,17 @@ def test_a_dialect_unquotes_only_names_that_the_newer_server_made_keywords(
         "CREATE FUNCTION public.f() RETURNS jsonb LANGUAGE sql AS $body$ SELECT \"json\" "
         "FROM t $body$;\n-- a \"json\" comment\nSELECT U&\"json\" FROM t$x;\n"
     )
+    # The other way, for the replay: a statement of the source that writes the word bare
+    # writes a name (the word was no keyword there); quoted, the shadow parses the same.
+    statement = "CREATE TABLE q (JSON json, note text DEFAULT 'json') -- json"
+    assert dialect.names_quoted(statement, "JSON") == (
+        "CREATE TABLE q (\"json\" \"json\", note text DEFAULT 'json') -- json")
+    assert dialect.names_quoted(statement, "select") is None  # a keyword in both
+    with psycopg.connect(dsn) as conn:
+        conn.execute(dialect.names_quoted(statement, "JSON"))  # type: ignore[arg-type]
+        assert conn.execute("SELECT format_type(atttypid, NULL) FROM pg_attribute "
+                            "WHERE attrelid = 'q'::regclass AND attname = 'json'"
+                            ).fetchall() == [("json",)]
     # The result is what the rendering server reads: the same table.
     with psycopg.connect(dsn) as conn:
         conn.execute(dialect.in_source_dialect(  # type: ignore[arg-type]

@@ -18,6 +18,13 @@ PostgreSQL's lexical rules (string constants, ``E''`` strings, dollar-quoted bod
 comments are left as they are), so a function body or a comment text is never touched.
 The words come from both servers' own ``pg_get_keywords()``, never from a list kept here.
 
+The replay meets the same words from the other side: a statement the source ran may write
+such a word bare as a name (a PostgreSQL 15 column ``system_user``, a keyword reserved from
+16 on), which the newer shadow cannot parse. ``Dialect.names_quoted`` writes it as the
+quoted name it was, which means the same thing to the source's major (where the word is no
+keyword at all) and can be parsed by the shadow's; the healer does it for a statement that
+failed with a syntax error at that word, and says so.
+
 What it does not do: a name that the source's major quotes and the rendering server does
 not (a shadow older than the source, already warned about: newer syntax may not even
 replay) stays bare; and the deparse of expressions and views is the rendering server's,
@@ -52,7 +59,7 @@ _TOKEN = re.compile(
     r"""|(?P<dollar>\$(?:[A-Za-z_\x80-\uffff][\w\x80-\uffff]*)?\$).*?(?P=dollar)"""
     r"""|--[^\n]*"""
     r"""|/\*.*?\*/"""
-    r"""|[A-Za-z_\x80-\uffff][\w$\x80-\uffff]*""",
+    r"""|(?P<word>[A-Za-z_\x80-\uffff][\w$\x80-\uffff]*)""",
     re.S,
 )
 
@@ -73,6 +80,9 @@ class Dialect:
     # bare: keywords (other than unreserved) of the rendering major that the source's
     # major does not reserve.
     unquoted: frozenset[str] = frozenset()
+    # Of those, the ones that are no keyword at all of the source's major: written bare in
+    # a statement the source ran, such a word can only be a name.
+    new_keywords: frozenset[str] = frozenset()
 
     @classmethod
     def between(cls, source_major: int, source_keywords: Mapping[str, str],
@@ -81,7 +91,25 @@ class Dialect:
             word for word, category in rendering_keywords.items()
             if category != _UNRESERVED and source_keywords.get(word, _UNRESERVED) == _UNRESERVED
         )
-        return cls(source_major, rendering_major, unquoted)
+        return cls(source_major, rendering_major, unquoted,
+                   frozenset(word for word in unquoted if word not in source_keywords))
+
+    def names_quoted(self, statement: str, word: str) -> str | None:
+        """A statement the source ran, with each bare `word` (any case) written as the
+        quoted name it was there (``system_user`` -> ``"system_user"``): for a shadow of a
+        newer major that reserves the word and cannot parse the statement. None when the
+        word is a keyword of the source's major too (it may be syntax there) or the
+        statement never writes it bare. Strings, bodies and comments are not touched."""
+        name = word.lower()
+        if name not in self.new_keywords:
+            return None
+
+        def token(match: re.Match[str]) -> str:
+            bare = match.group("word")
+            return f'"{name}"' if bare is not None and bare.lower() == name else match.group(0)
+
+        quoted = _TOKEN.sub(token, statement)
+        return quoted if quoted != statement else None
 
     def in_source_dialect(self, text: str) -> str:
         """`text` (rendered SQL) with each ``"word"`` of `unquoted` written ``word``."""

@@ -40,6 +40,7 @@ from pggit_export.identifiers import (
 from pggit_export.read.environment import search_path_schemas
 from pggit_export.read.history import Changeset
 from pggit_export.read.sqlsplit import split, without_leading_comments
+from pggit_export.render.dialect import Dialect
 from pggit_export.render.snapshot import ObjectKey, render_objects
 from pggit_export.restore import load_files
 from pggit_export.shadow.evidence import (
@@ -497,11 +498,14 @@ class Healer:
         shadow: Shadow,
         later: LaterChanges | None = None,
         clock: OidClock | None = None,
+        dialect: Dialect | None = None,
     ) -> None:
         self.live = live
         self.shadow = shadow
         self.later = later or LaterChanges()  # what later recorded statements add
         self.clock = clock or OidClock()  # when live objects were created, by their OIDs
+        # The source's major against the shadow's, when they differ (render/dialect.py).
+        self.dialect = dialect
         # The first history id of the changeset being healed: a repair runs before it replays
         # whole, so what it or a later one adds is left out (shadow/evidence.py). The
         # exporter sets it.
@@ -861,6 +865,9 @@ class Healer:
             # the repairs look names up under the default one: one could drop public.a for
             # a failing CREATE TABLE app.a. No evidence, no repair: it stays a failure.
             return []
+        if code == "42601" and self.dialect is not None and (
+                m := re.match(r'syntax error at or near "([^"]+)"', msg)):
+            return self._new_keyword(failure, m.group(1))
         if code in ("0A000", "58P01") and (m := _EXTENSION_UNAVAILABLE.match(msg)):
             return self._stand_in(m.group(1) or m.group(2))
         if code in ("42704", "22023") and (m := re.match(r"role " + _NAME + " does not exist", msg)):
@@ -898,6 +905,19 @@ class Healer:
         if code in ("2BP01", "0A000"):
             return self._blocking_dependents(failure)
         return []
+
+    def _new_keyword(self, failure: ReplayFailure, word: str) -> list[Repair]:
+        """A name of the source's that the shadow's newer major reserves (``system_user``
+        from PostgreSQL 16 on), written as the quoted name it was (Dialect.names_quoted)."""
+        assert self.dialect is not None
+        rewritten = self.dialect.names_quoted(failure.statement, word)
+        if rewritten is None:
+            return []
+        return [Repair(
+            f"quoted the name {word.lower()} in statement {failure.statement_index}: a keyword "
+            f"of the shadow's PostgreSQL {self.dialect.rendering_major}, no keyword of the "
+            f"source's {self.dialect.source_major}, where the statement ran",
+            override=(failure.statement_index, rewritten))]
 
     def _create_role(self, role: str) -> list[Repair]:
         """A role the history names and the shadow lacks: create it, powerless.
