@@ -653,9 +653,7 @@ class _Exporter:
                           recorded: RecordedCreations, when: dt.datetime) -> None:
         """Load the live objects no history row creates and commit them as the root
         commit: the schema before the history (shadow/prehistory.py)."""
-        # Before every history row: what any row adds (a label, a column) is left out of
-        # what the objects need, as of a repair before the first changeset.
-        self.healer.position, self.healer.position_end = 0, 0
+        self.healer.start_before_history()
         result = load_prehistory(self.healer, live, plan, recorded, _own_schemas(self.options))
         sections = [
             ("Objects", [f"{key.kind} {key.schema}.{key.name}" for key in plan.objects]),

@@ -825,6 +825,12 @@ class Healer:
                         or time - self.run_time > RUN_GAP)
         self.run_time = time
 
+    def start_before_history(self) -> None:
+        """Note that what is healed comes before every history row (the pre-history's
+        needs): what any row adds (a label, a column) is left out, as of a repair before
+        the first changeset."""
+        self.position, self.position_end, self.position_time = 0, 0, None
+
     def due_superseded(self, changeset: Changeset) -> list[Repair]:
         """Drops of the superseded versions noted, before the first changeset that starts
         a new run. The run's own later changesets may still use the old version."""
