@@ -85,7 +85,7 @@ CODES: dict[str, str] = {
     "pre-history": "info",  # live objects no history row creates: the export's baseline
     "unrecorded-trigger": "info",  # live triggers no text creates: made when they can be
     "unrecorded-label": "info",  # enum labels no text adds, dated by OIDs or the texts
-    "unrecorded-object": "info",  # sequences and types no text creates, dated by their OIDs
+    "unrecorded-object": "info",  # sequences, types, matviews, procedures dated by their OIDs
     "hidden-ddl": "info",  # objects changed by SELECT/CALL/DO only
     "unsupported-kind": "warning",  # created, replayed, but not rendered in snapshots
     "missing-object-row": "warning",  # history row whose pggit.objects row is gone

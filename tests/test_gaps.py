@@ -448,6 +448,8 @@ def test_oids_put_unrecorded_sequences_and_types_older_than_the_history_at_its_s
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("CREATE SEQUENCE ticket_seq")
         conn.execute("CREATE TYPE mood AS ENUM ('ok', 'great')")
+        conn.execute("CREATE MATERIALIZED VIEW moods AS SELECT unnest(enum_range(NULL::mood))")
+        conn.execute("CREATE PROCEDURE tidy() LANGUAGE sql AS $$ SELECT 1 $$")
         conn.execute("CREATE TABLE jobs (id int)")  # history id 1
         conn.execute("CREATE SEQUENCE later_seq")
         conn.execute("CREATE TABLE archive (id int)")  # history id 2
@@ -464,13 +466,16 @@ def test_oids_put_unrecorded_sequences_and_types_older_than_the_history_at_its_s
     assert result.returncode == 0, result.stdout + result.stderr
     root = git(repo, "rev-list", "--max-parents=0", "main").strip()
     files = git(repo, "ls-tree", "-r", "--name-only", root).split()
-    assert "public/ticket_seq.sql" in files and "public/mood.sql" in files
+    assert {"public/ticket_seq.sql", "public/mood.sql", "public/moods.sql",
+            "public/tidy.sql"} <= set(files)
     assert "public/later_seq.sql" not in files
     body = git(repo, "log", "-1", "--format=%B", root)
-    assert "1 sequence and 1 type whose OIDs are older than every object the history" in body
+    assert ("1 function, 1 matview, 1 sequence and 1 type whose OIDs are older than every "
+            "object the history") in " ".join(body.split())
     assert "  sequence public.ticket_seq\n" in body
     checked = cli("check", dsn)
-    assert "1 sequence and 1 type that no history creates have OIDs older" in checked.stdout
+    assert ("1 function, 1 matview, 1 sequence and 1 type that no history creates have OIDs "
+            "older") in " ".join(checked.stdout.split())
 
 
 def test_an_unrecorded_type_named_as_an_array_in_a_signature_comes_from_live(
@@ -794,12 +799,13 @@ def test_a_trigger_a_function_makes_when_called_unrecorded_is_scheduled(
     assert "t_audit on public.u" not in git(repo, "log", "--format=%B", "main")
 
 
-def test_oids_date_sequences_and_types_a_rowless_migration_made(
+def test_oids_date_objects_of_kinds_v1_never_records_that_a_rowless_migration_made(
     make_database: Callable[[], str], tmp_path: Path
 ) -> None:
-    # A migration made only of CREATE SEQUENCE / CREATE TYPE leaves no row, and nothing
-    # in the history needs the objects: without the OIDs they would appear only with a
-    # reconcile commit. Made between history ids 2 and 3, they belong to id 3's commit.
+    # A migration made only of CREATE SEQUENCE / TYPE / MATERIALIZED VIEW / PROCEDURE leaves
+    # no row, and nothing in the history needs the objects: without the OIDs they would
+    # appear only with a reconcile commit. Made between history ids 2 and 3, they belong to
+    # id 3's commit.
     from history import cli
 
     dsn = make_database()
@@ -808,6 +814,8 @@ def test_oids_date_sequences_and_types_a_rowless_migration_made(
         conn.execute("CREATE TABLE audit (id int)")  # history id 2
         conn.execute("CREATE SEQUENCE ticket_seq")  # never recorded
         conn.execute("CREATE TYPE priority AS ENUM ('low', 'high')")  # never recorded
+        conn.execute("CREATE MATERIALIZED VIEW audit_count AS SELECT count(*) FROM audit")
+        conn.execute("CREATE PROCEDURE purge() LANGUAGE sql AS $$ DELETE FROM audit $$")
         conn.execute("CREATE TABLE later (id int)")  # history id 3
     make_source(dsn, [
         Change("CREATE TABLE jobs (id int);", at(2), objects=[("CREATE", "TABLE", "public", "jobs")]),
@@ -824,7 +832,11 @@ def test_oids_date_sequences_and_types_a_rowless_migration_made(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OID chronology: usable" in result.stdout
     before = git(repo, "ls-tree", "-r", "--name-only", "main~1").split()
-    assert "public/ticket_seq.sql" not in before and "public/priority.sql" not in before
+    assert not {"public/ticket_seq.sql", "public/priority.sql", "public/audit_count.sql",
+                "public/purge.sql"} & set(before)
+    assert "CREATE MATERIALIZED VIEW public.audit_count" in git(
+        repo, "show", "main:public/audit_count.sql")
+    assert "PROCEDURE public.purge()" in git(repo, "show", "main:public/purge.sql")
     assert "CREATE SEQUENCE public.ticket_seq" in git(repo, "show", "main:public/ticket_seq.sql")
     assert "'low',\n    'high'" in git(repo, "show", "main:public/priority.sql")
     message = git(repo, "log", "-1", "--format=%B", "main")
@@ -833,6 +845,8 @@ def test_oids_date_sequences_and_types_a_rowless_migration_made(
     assert ("is newer than history id 2's object and older than history id 3's (OID "
             "chronology), and v1 never records CREATE SEQUENCE)") in message
     assert "created type public.priority from the live database (its OID" in message
+    assert "v1 never records CREATE MATERIALIZED VIEW)" in message
+    assert "v1 never records CREATE PROCEDURE)" in message
     checked = cli("check", dsn)
     assert "sequence public.ticket_seq: no history text creates it; its OID" in checked.stdout
     assert "the export creates it before history id 3" in checked.stdout

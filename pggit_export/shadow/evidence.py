@@ -238,12 +238,14 @@ def read_oid_clock(
 
 
 # Live objects of kinds v1 never writes a row for, with their OIDs for the clock: standalone
-# sequences (not a column's) and types (enum, domain, range, composite; not a table's row
-# type), outside extensions; for an enum, also its newest label's OID.
+# sequences (not a column's), types (enum, domain, range, composite; not a table's row
+# type), materialized views and procedures (one row per name: the oldest overload), outside
+# extensions; for an enum, also its newest label's OID.
 _UNRECORDED_KINDS_SQL = r"""
-SELECT 'sequence', n.nspname, c.relname, c.oid::bigint, NULL::bigint
+SELECT CASE c.relkind WHEN 'S' THEN 'sequence' ELSE 'matview' END,
+       n.nspname, c.relname, c.oid::bigint, NULL::bigint
 FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
-WHERE c.relkind = 'S'
+WHERE c.relkind IN ('S', 'm')
   AND n.nspname <> ALL (%(exclude)s::text[]) AND n.nspname !~ '^pg_'
   AND n.nspname <> 'information_schema'
   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend AS d
@@ -261,24 +263,52 @@ WHERE t.typtype IN ('e', 'd', 'r', 'c')
   AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend AS d
                   WHERE d.classid = 'pg_catalog.pg_type'::regclass AND d.objid = t.oid
                     AND d.deptype IN ('e', 'i'))
+UNION ALL
+SELECT 'procedure', n.nspname, p.proname, min(p.oid::bigint), NULL
+FROM pg_catalog.pg_proc AS p JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
+WHERE p.prokind = 'p'
+  AND n.nspname <> ALL (%(exclude)s::text[]) AND n.nspname !~ '^pg_'
+  AND n.nspname <> 'information_schema'
+  AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend AS d
+                  WHERE d.classid = 'pg_catalog.pg_proc'::regclass AND d.objid = p.oid
+                    AND d.deptype = 'e')
+GROUP BY n.nspname, p.proname
 ORDER BY 1, 2, 3
 """
+
+# Each kind's snapshot file (an ObjectKey's kind: a procedure is in its name's function
+# file) and the statement v1 never records.
+_UNRECORDED_KINDS = {"sequence": ("sequence", "CREATE SEQUENCE"), "type": ("type", "CREATE TYPE"),
+                     "matview": ("matview", "CREATE MATERIALIZED VIEW"),
+                     "procedure": ("function", "CREATE PROCEDURE")}
 
 
 @dataclass(frozen=True)
 class UnrecordedObject:
-    """A live sequence or type: a kind v1 never records, so only its OID can date it."""
+    """A live object of a kind v1 never records (sequence, type, materialized view,
+    procedure): only its OID can date it."""
 
-    kind: str  # sequence, type (an ObjectKey's kind)
+    kind: str  # sequence, type, matview, procedure
     schema: str
     name: str
     oid: int
     newest_label: int | None  # an enum's newest label's OID (labels can be added later)
 
+    @property
+    def key_kind(self) -> str:
+        """The kind of its snapshot file (render.snapshot.ObjectKey)."""
+        return _UNRECORDED_KINDS[self.kind][0]
+
+    @property
+    def statement(self) -> str:
+        """The statement that makes it, which v1 never records."""
+        return _UNRECORDED_KINDS[self.kind][1]
+
 
 def read_unrecorded_objects(conn: psycopg.Connection[Any],
                             exclude_schemas: Collection[str]) -> list[UnrecordedObject]:
-    """The live sequences and types of `conn` (read only), by kind, schema and name."""
+    """The live objects of kinds v1 never records, of `conn` (read only), by kind, schema
+    and name."""
     with conn.cursor(row_factory=tuple_row) as cur:
         rows = cur.execute(_UNRECORDED_KINDS_SQL, {"exclude": list(exclude_schemas)}).fetchall()
     return [UnrecordedObject(*row) for row in rows]

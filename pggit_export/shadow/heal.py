@@ -317,6 +317,11 @@ _CREATES_FUNCTION = re.compile(
 )
 _SHADOW_RELATION_SQL = "SELECT pg_catalog.to_regclass(%(name)s) IS NOT NULL"
 _SHADOW_TYPE_SQL = "SELECT pg_catalog.to_regtype(%(name)s) IS NOT NULL"
+_SHADOW_FUNCTION_SQL = """
+SELECT EXISTS (SELECT FROM pg_catalog.pg_proc AS p
+               JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
+               WHERE n.nspname = %(schema)s AND p.proname = %(name)s)
+"""
 
 _SHADOW_OVERLOADS_SQL = """
 SELECT n.nspname, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid)
@@ -451,11 +456,12 @@ def plan_labels(live: LiveCatalog, later: LaterChanges,
 
 @dataclass(frozen=True)
 class DatedObject:
-    """A live sequence or type that no history text creates, dated by its OID: created
-    after history row `after_id` (None: before every row recording an OID) and before row
-    `before_id`."""
+    """A live object of a kind v1 never records (evidence.UnrecordedObject) that no history
+    text creates, dated by its OID: created after history row `after_id` (None: before
+    every row recording an OID) and before row `before_id`."""
 
     key: ObjectKey
+    statement: str  # what makes it, never recorded: CREATE SEQUENCE, ...
     oid: int
     after_id: int | None
     before_id: int
@@ -464,28 +470,29 @@ class DatedObject:
         newer = (f"newer than history id {self.after_id}'s object and "
                  if self.after_id is not None else "")
         return (f"its OID {self.oid} is {newer}older than history id {self.before_id}'s "
-                f"(OID chronology), and v1 never records CREATE {self.key.kind.upper()}")
+                f"(OID chronology), and v1 never records {self.statement}")
 
 
 def plan_dated_objects(objects: Iterable[UnrecordedObject], recorded: RecordedCreations,
                        clock: OidClock) -> list[DatedObject]:
-    """Live sequences and types (read_unrecorded_objects) that no recorded text creates and
-    that the usable OID clock dates inside the history: each is created before the
-    changeset of the first row newer than it (a migration made only of ``CREATE
-    SEQUENCE``/``CREATE TYPE`` leaves no row; without this it would wait until a statement
-    needs it, or forever). Older than every recorded creation: the pre-history's
+    """Live objects of kinds v1 never records (read_unrecorded_objects: sequences, types,
+    materialized views, procedures) that no recorded text creates and that the usable OID
+    clock dates inside the history: each is created before the changeset of the first row
+    newer than it (a migration made only of ``CREATE SEQUENCE``/``CREATE TYPE``/...
+    leaves no row; without this it would wait until a statement needs it, or forever). Older than every recorded creation: the pre-history's
     (shadow/prehistory.py); newer than every one: nothing dates it inside the history."""
     if not clock.usable or not clock.oids:
         return []
     bound = min(clock.oids)
     planned = []
     for item in objects:
-        if item.oid < bound or recorded.created_object(item.kind, item.name) is not None:
+        if item.oid < bound or recorded.created_object(item.key_kind, item.name) is not None:
             continue
         before = clock.first_newer(item.oid)
         if before is not None:
-            planned.append(DatedObject(ObjectKey(item.kind, item.schema, item.name), item.oid,
-                                       clock.last_older(item.oid), before))
+            planned.append(DatedObject(ObjectKey(item.key_kind, item.schema, item.name),
+                                       item.statement, item.oid, clock.last_older(item.oid),
+                                       before))
     return planned
 
 
@@ -1067,14 +1074,14 @@ class Healer:
 
     def schedule_objects(self, objects: Iterable[UnrecordedObject],
                          recorded: RecordedCreations) -> None:
-        """Note the live sequences and types the OID clock dates inside the history
-        (plan_dated_objects): due_objects creates each before its changeset."""
+        """Note the live objects of kinds v1 never records that the OID clock dates inside
+        the history (plan_dated_objects): due_objects creates each before its changeset."""
         self.scheduled_objects = plan_dated_objects(objects, recorded, self.clock)
 
     def due_objects(self, changeset: Changeset) -> list[Repair]:
-        """Repairs creating the dated sequences and types due by this changeset (the first
-        row newer than the object is in it or before it) that the shadow does not have
-        yet (a statement that needed one earlier had it created then)."""
+        """Repairs creating the dated objects due by this changeset (the first row newer
+        than the object is in it or before it) that the shadow does not have yet (a
+        statement that needed one earlier had it created then)."""
         due = [item for item in self.scheduled_objects if item.before_id <= changeset.last_id]
         if not due or self.live is None:
             return []
@@ -1359,7 +1366,9 @@ class Healer:
         return (found, bare) if found else ("", None)
 
     def _shadow_has_object(self, key: ObjectKey) -> bool:
-        """Whether the shadow has sequence or type `key` (by its qualified name)."""
+        """Whether the shadow has the sequence, type, materialized view or function `key`."""
+        if key.kind == "function":
+            return bool(self._one(_SHADOW_FUNCTION_SQL, {"schema": key.schema, "name": key.name}))
         query = _SHADOW_TYPE_SQL if key.kind == "type" else _SHADOW_RELATION_SQL
         return bool(self._one(query, {"name": qualified_name(key.schema, key.name)}))
 

@@ -17,11 +17,12 @@ types, sequences and schemas they need (found by the healer, from the same live 
 before the first changeset replays. The exporter commits the result as the root commit
 (``Pggit-Baseline: live database``).
 
-Objects of kinds v1 does not record (types, sequences, materialized views, triggers) give
-no such evidence on their own: they come as something a pre-history object needs, or, when
-the recorded OIDs can be trusted (``OidClock``), as sequences and types whose OID is older
-than every object the history records as created; otherwise they stay with the healer,
-which creates them when the history first needs them.
+Objects of kinds v1 does not record (types, sequences, materialized views, procedures,
+triggers) give no such evidence on their own: they come as something a pre-history object
+needs, or, when the recorded OIDs can be trusted (``OidClock``), as sequences, types,
+materialized views and procedures whose OID is older than every object the history records
+as created; otherwise they stay with the healer, which creates them when the history first
+needs them, or when their OID dates them (``heal.plan_dated_objects``).
 """
 
 from __future__ import annotations
@@ -203,11 +204,11 @@ def plan_prehistory(
         # newest label (else the healer builds it without the later labels: PostgreSQL
         # cannot drop a label after loading it).
         bound = min(clock.oids)
-        dated = [ObjectKey(o.kind, o.schema, o.name)
-                 for o in read_unrecorded_objects(conn, exclude_schemas)
-                 if o.oid < bound and (o.newest_label is None or o.newest_label < bound)
-                 and recorded.created_object(o.kind, o.name) is None
-                 and not (o.kind == "type" and later.labels_added_from(o.name, 0))]
+        dated = sorted({ObjectKey(o.key_kind, o.schema, o.name)
+                        for o in read_unrecorded_objects(conn, exclude_schemas)
+                        if o.oid < bound and (o.newest_label is None or o.newest_label < bound)
+                        and recorded.created_object(o.key_kind, o.name) is None
+                        and not (o.kind == "type" and later.labels_added_from(o.name, 0))})
     with conn.cursor(row_factory=tuple_row) as cur:
         rows = cur.execute(_CANDIDATES_SQL, {"exclude": list(exclude_schemas)}).fetchall()
         # A function file holds every overload of a name: one created later keeps it out.
@@ -232,6 +233,8 @@ def plan_prehistory(
     left_out.sort(key=lambda item: (_LEAVE_OUT_ORDER[item.kind], item.schema, item.table,
                                     item.name))
     keys = sorted({ObjectKey(kind, schema, name) for kind, schema, name, _ in picked})
+    # A procedure shares its name's function file, which may be a pre-history object already.
+    dated = [key for key in dated if key not in keys]
     return PrehistoryPlan(tuple(keys), tuple(left_out), tuple(dated))
 
 
