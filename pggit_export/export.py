@@ -939,12 +939,12 @@ def export_history(
             # Always: the session environment is reproduced even with --no-repair, which
             # only turns off the healing of failures (options.repair).
             later = read_later_changes(reader.conn)
-            healer = Healer(live, shadow, later, clock, dialect)
+            recorded = (read_recorded_creations(reader.conn, reader.columns) if options.repair
+                        else RecordedCreations())
+            healer = Healer(live, shadow, later, clock, dialect, recorded)
             exporter = _Exporter(shadow, writer, options, report, healer=healer,
                                  dialect=dialect)
-            recorded = RecordedCreations()
             if options.repair:
-                recorded = read_recorded_creations(reader.conn, reader.columns)
                 healer.schedule_triggers(recorded)
                 healer.schedule_labels()
                 healer.schedule_objects(

@@ -880,3 +880,41 @@ def test_a_table_older_than_the_history_waits_for_the_options_a_later_row_sets(
     assert ") WITH (fillfactor=70);" in after
     # The parenthesis closing the columns is not a column (it once read "Add column )").
     assert git(repo, "log", "-1", "--format=%s", "main").strip() == "Alter table public.legacy"
+
+
+def test_a_table_made_from_the_live_database_waits_for_what_later_rows_add(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # The recorded CREATE TABLE cannot replay (its column's domain is gone from the live
+    # database), so the next statement on the table has it made from the live definition:
+    # without the index and the comment a later row adds, or they would show a change early.
+    from history import cli
+
+    live = ("CREATE TABLE orders (id int PRIMARY KEY, total numeric);\n"
+            "CREATE INDEX orders_total ON orders (total);\n"
+            "COMMENT ON TABLE orders IS 'Orders';\n")
+    source = make_source(make_database(), [
+        Change("CREATE TABLE orders (id int PRIMARY KEY, total legacy_money);", at(2),
+               objects=[("CREATE", "TABLE", "public", "orders")]),
+        Change("ALTER TABLE orders ALTER COLUMN total TYPE numeric;", at(3),
+               objects=[("ALTER", "TABLE", "public", "orders")]),
+        Change("CREATE INDEX orders_total ON orders (total);\n"
+               "COMMENT ON TABLE orders IS 'Orders';", at(4),
+               objects=[("CREATE", "INDEX", "public", "orders_total")]),
+    ], live_sql=live)
+    repo = tmp_path / "repo"
+
+    cli("export", source, str(repo))
+
+    made = git(repo, "show", "main~1:public/orders.sql")
+    assert "total numeric" in made
+    assert "orders_total" not in made and "COMMENT" not in made
+    message = git(repo, "log", "-1", "--format=%B", "main~1")
+    assert ("created table public.orders from the live database (never created in the "
+            "recorded history) without comment on table public.orders (added by history id "
+            "3), index orders_total on public.orders (added by history id 3)") in " ".join(
+                message.split())
+    last = git(repo, "show", "main:public/orders.sql")
+    assert "CREATE INDEX orders_total ON public.orders" in last
+    assert "COMMENT ON TABLE public.orders IS 'Orders';" in last
+    assert "Pggit-Repaired" not in git(repo, "log", "-1", "--format=%B", "main")

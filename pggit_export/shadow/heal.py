@@ -54,6 +54,7 @@ from pggit_export.shadow.evidence import (
     read_label_mentions,
     sorted_last,
 )
+from pggit_export.shadow.later_parts import LeftOut, later_parts
 from pggit_export.shadow.replay import REPLAY_ROLE, ReplayFailure, Shadow, Statement
 from pggit_export.shadow.standin import build_stand_in
 
@@ -105,6 +106,8 @@ ORDER BY in_public DESC, n.nspname
 _EXTENSION_UNAVAILABLE = re.compile(
     r'extension "([^"]+)" is not available|could not open extension control file ".*/([^/"]+)\.control"'
 )
+
+_RELATION_OID_SQL = "SELECT pg_catalog.to_regclass(%(name)s)::oid::bigint"
 
 _SCHEMA_EXISTS_SQL = "SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = %(name)s)"
 
@@ -204,6 +207,10 @@ class LiveCatalog:
             self._overloads[schema, name] = {
                 r[0] for r in self._rows(_LIVE_OVERLOADS_SQL, {"schema": schema, "name": name})}
         return self._overloads[schema, name]
+
+    def relation_oid(self, schema: str, name: str) -> int | None:
+        rows = self._rows(_RELATION_OID_SQL, {"name": qualified_name(schema, name)})
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def has_schema(self, name: str) -> bool:
         return bool(self._rows(_SCHEMA_EXISTS_SQL, {"name": name})[0][0])
@@ -506,10 +513,14 @@ class Healer:
         later: LaterChanges | None = None,
         clock: OidClock | None = None,
         dialect: Dialect | None = None,
+        recorded: RecordedCreations | None = None,
     ) -> None:
         self.live = live
         self.shadow = shadow
         self.later = later or LaterChanges()  # what later recorded statements add
+        # What recorded texts create, by name: a part of a live table one of them adds
+        # later is left out when the table is made early (later_parts).
+        self.recorded = recorded or RecordedCreations()
         self.clock = clock or OidClock()  # when live objects were created, by their OIDs
         # The source's major against the shadow's, when they differ (render/dialect.py).
         self.dialect = dialect
@@ -1007,24 +1018,29 @@ class Healer:
                      f"({', '.join(quote_literal(lab) for lab in labels)})",),
             ))
             return repairs
-        future_columns = self._later_columns(key.name) if key.kind == "table" else {}
-        table = qualified_name(key.schema, key.name)
+        parts = self._later_parts(key) if key.kind == "table" else []
+        columns = {p.name: f"added by history id {p.history_id}" for p in parts
+                   if p.kind == "column"}
+        others = [p.describe() for p in parts if p.kind != "column"]
+        without = ", ".join(([_added_later(columns)] if columns else []) + others)
         repairs.append(Repair(
             f"created {_label(key)} from the live database ({why})"
-            + (f" without {_added_later(future_columns)}" if future_columns else ""),
+            + (f" without {without}" if without else ""),
             load={f"{key.schema}/{key.name}.{key.kind}.sql": text},
-            after_load=tuple(f"ALTER TABLE {table} DROP COLUMN IF EXISTS {quote_identifier(c)}"
-                             for c in future_columns),
+            after_load=tuple(p.statement() for p in parts),
         ))
         return repairs
 
-    def _later_columns(self, name: str) -> dict[str, str]:
-        """Columns of table `name` that a later recorded statement adds, each with its
-        evidence."""
-        if self.position is None:
-            return {}
-        return {c: f"added by history id {i}"
-                for c, i in self.later.columns_added_from(name, self.position).items()}
+    def _later_parts(self, key: ObjectKey) -> list[LeftOut]:
+        """What recorded texts add to live table `key` from the changeset healed on
+        (columns, indexes, constraints, triggers, comments, options: later_parts)."""
+        if self.position is None or self.live is None:
+            return []
+        oid = self.live.relation_oid(key.schema, key.name)
+        if oid is None:
+            return []
+        return later_parts(self.live.conn, [(oid, key.schema, key.name)], self.recorded,
+                           self.later, self.position)
 
     def _later_labels(self, schema: str, name: str
                       ) -> tuple[dict[str, str], dict[str, tuple[int, str]]]:

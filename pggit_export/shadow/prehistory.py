@@ -34,7 +34,6 @@ from typing import Any
 import psycopg
 from psycopg.rows import tuple_row
 
-from pggit_export.identifiers import qualified_name, quote_identifier
 from pggit_export.render.snapshot import ObjectKey, render_objects
 from pggit_export.restore import LoadFailure, load_files
 from pggit_export.shadow.evidence import (
@@ -44,6 +43,7 @@ from pggit_export.shadow.evidence import (
     read_unrecorded_objects,
 )
 from pggit_export.shadow.heal import Healer
+from pggit_export.shadow.later_parts import LeftOut, later_parts
 
 # Live tables, views and functions, outside excluded and system schemas, not members of an
 # extension and not part of another object (a range type's constructor functions).
@@ -67,103 +67,6 @@ WHERE p.prokind IN ('f', 'w')
                     AND d.deptype IN ('e', 'i'))
 ORDER BY 1, 2, 3
 """
-
-# What a table file brings along that a later row may add: indexes (other than a
-# constraint's), constraints (not PostgreSQL 18's NOT NULL ones: those are the columns')
-# user triggers, comments on the table and its columns (name '' for the table's), and
-# storage parameters and attribute options (with the options' names). Named as the catalog
-# names them.
-_PARTS_SQL = r"""
-SELECT 'index', n.nspname, t.relname, i.relname, NULL::text[]
-FROM pg_catalog.pg_index AS x
-JOIN pg_catalog.pg_class AS i ON i.oid = x.indexrelid
-JOIN pg_catalog.pg_class AS t ON t.oid = x.indrelid
-JOIN pg_catalog.pg_namespace AS n ON n.oid = t.relnamespace
-WHERE x.indrelid = ANY (%(tables)s::oid[])
-  AND NOT EXISTS (SELECT FROM pg_catalog.pg_constraint AS k WHERE k.conindid = x.indexrelid
-                  AND k.conrelid = x.indrelid)
-UNION ALL
-SELECT 'constraint', n.nspname, t.relname, k.conname, NULL
-FROM pg_catalog.pg_constraint AS k
-JOIN pg_catalog.pg_class AS t ON t.oid = k.conrelid
-JOIN pg_catalog.pg_namespace AS n ON n.oid = t.relnamespace
-WHERE k.conrelid = ANY (%(tables)s::oid[]) AND k.contype <> 'n'
-UNION ALL
-SELECT 'trigger', n.nspname, t.relname, g.tgname, NULL
-FROM pg_catalog.pg_trigger AS g
-JOIN pg_catalog.pg_class AS t ON t.oid = g.tgrelid
-JOIN pg_catalog.pg_namespace AS n ON n.oid = t.relnamespace
-WHERE g.tgrelid = ANY (%(tables)s::oid[]) AND NOT g.tgisinternal
-UNION ALL
-SELECT 'comment', n.nspname, t.relname, coalesce(a.attname, ''), NULL
-FROM pg_catalog.pg_description AS d
-JOIN pg_catalog.pg_class AS t ON t.oid = d.objoid
-JOIN pg_catalog.pg_namespace AS n ON n.oid = t.relnamespace
-LEFT JOIN pg_catalog.pg_attribute AS a ON a.attrelid = t.oid AND a.attnum = d.objsubid
-WHERE d.classoid = 'pg_catalog.pg_class'::regclass AND d.objoid = ANY (%(tables)s::oid[])
-UNION ALL
-SELECT 'options', n.nspname, t.relname, '',
-       ARRAY(SELECT split_part(o, '=', 1) FROM unnest(t.reloptions) AS o)
-FROM pg_catalog.pg_class AS t
-JOIN pg_catalog.pg_namespace AS n ON n.oid = t.relnamespace
-WHERE t.oid = ANY (%(tables)s::oid[]) AND t.reloptions IS NOT NULL
-UNION ALL
-SELECT 'options', n.nspname, t.relname, a.attname,
-       ARRAY(SELECT split_part(o, '=', 1) FROM unnest(a.attoptions) AS o)
-FROM pg_catalog.pg_attribute AS a
-JOIN pg_catalog.pg_class AS t ON t.oid = a.attrelid
-JOIN pg_catalog.pg_namespace AS n ON n.oid = t.relnamespace
-WHERE a.attrelid = ANY (%(tables)s::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
-  AND a.attoptions IS NOT NULL
-ORDER BY 1, 2, 3, 4
-"""
-
-# Dropped in this order: triggers and constraints first (a foreign key can rest on a
-# unique index), columns last.
-_LEAVE_OUT_ORDER = {"comment": 0, "options": 0, "trigger": 0, "constraint": 1, "index": 2,
-                    "column": 3}
-
-
-@dataclass(frozen=True)
-class LeftOut:
-    """A part of a pre-history table that a later history row adds."""
-
-    kind: str  # column, index, constraint, trigger, comment, options
-    schema: str
-    table: str
-    name: str  # for a comment or options: the column's, or '' for the table's own
-    history_id: int  # the first row that adds it
-    options: tuple[str, ...] = ()  # for options: the names of those set
-
-    def describe(self) -> str:
-        where = f"{self.schema}.{self.table}"
-        on = f"column {where}.{self.name}" if self.name else f"table {where}"
-        if self.kind == "comment":
-            return f"comment on {on} (added by history id {self.history_id})"
-        if self.kind == "options":
-            return (f"{', '.join(self.options)} on {on} (set by history id "
-                    f"{self.history_id})")
-        what = f"{where}.{self.name}" if self.kind == "column" else f"{self.name} on {where}"
-        return f"{self.kind} {what} (added by history id {self.history_id})"
-
-    def statement(self) -> str:
-        table = qualified_name(self.schema, self.table)
-        name = quote_identifier(self.name)
-        if self.kind == "comment":
-            on = f"COLUMN {table}.{name}" if self.name else f"TABLE {table}"
-            return f"COMMENT ON {on} IS NULL"
-        if self.kind == "options":
-            reset = f"RESET ({', '.join(quote_identifier(o) for o in self.options)})"
-            column = f"ALTER COLUMN {name} " if self.name else ""
-            return f"ALTER TABLE {table} {column}{reset}"
-        if self.kind == "trigger":
-            return f"DROP TRIGGER IF EXISTS {name} ON {table}"
-        if self.kind == "constraint":
-            return f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name}"
-        if self.kind == "index":
-            return f"DROP INDEX IF EXISTS {qualified_name(self.schema, self.name)}"
-        return f"ALTER TABLE {table} DROP COLUMN IF EXISTS {name}"
-
 
 @dataclass(frozen=True)
 class PrehistoryPlan:
@@ -214,24 +117,8 @@ def plan_prehistory(
         # A function file holds every overload of a name: one created later keeps it out.
         picked = [(kind, schema, name, oid) for kind, schema, name, oid in rows
                   if recorded.created_object(kind, name) is None]
-        tables = [oid for kind, _, _, oid in picked if kind == "table"]
-        parts = cur.execute(_PARTS_SQL, {"tables": tables}).fetchall() if tables else []
-    left_out: list[LeftOut] = []
-    for kind, schema, table, name, options in parts:
-        if kind in ("comment", "options"):  # noted as "table" or "table.column" (evidence.py)
-            first = recorded.created(kind, f"{table}.{name}" if name else table)
-        else:
-            first = recorded.created(kind, name)
-        if first is None and kind == "constraint":  # ADD CONSTRAINT x UNIQUE makes index x
-            first = recorded.created("index", name)
-        if first is not None:
-            left_out.append(LeftOut(kind, schema, table, name, first, tuple(options or ())))
-    for kind, schema, name, _ in picked:
-        if kind == "table":
-            for column, first in sorted(later.columns_added_from(name, 0).items()):
-                left_out.append(LeftOut("column", schema, name, column, first))
-    left_out.sort(key=lambda item: (_LEAVE_OUT_ORDER[item.kind], item.schema, item.table,
-                                    item.name))
+    tables = [(oid, schema, name) for kind, schema, name, oid in picked if kind == "table"]
+    left_out = later_parts(conn, tables, recorded, later, since=0)
     keys = sorted({ObjectKey(kind, schema, name) for kind, schema, name, _ in picked})
     # A procedure shares its name's function file, which may be a pre-history object already.
     dated = [key for key in dated if key not in keys]
