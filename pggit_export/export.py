@@ -948,7 +948,7 @@ def export_history(
                 healer.schedule_triggers(recorded)
                 healer.schedule_labels()
                 healer.schedule_objects(
-                    read_unrecorded_objects(reader.conn, _own_schemas(options)), recorded)
+                    read_unrecorded_objects(reader.conn, _own_schemas(options)))
             if writer.tip is not None:
                 tip = writer.tip_commit()
                 assert tip is not None

@@ -486,8 +486,9 @@ def plan_dated_objects(objects: Iterable[UnrecordedObject], recorded: RecordedCr
     materialized views, procedures) that no recorded text creates and that the usable OID
     clock dates inside the history: each is created before the changeset of the first row
     newer than it (a migration made only of ``CREATE SEQUENCE``/``CREATE TYPE``/...
-    leaves no row; without this it would wait until a statement needs it, or forever). Older than every recorded creation: the pre-history's
-    (shadow/prehistory.py); newer than every one: nothing dates it inside the history."""
+    leaves no row; without this it would wait until a statement needs it, or forever).
+    Older than every recorded creation: the pre-history's (shadow/prehistory.py); newer
+    than every one: nothing dates it inside the history."""
     if not clock.usable or not clock.oids:
         return []
     bound = min(clock.oids)
@@ -549,8 +550,8 @@ class Healer:
         # The time of the last changeset healed, and whether the current one starts a run.
         self.run_time: dt.datetime | None = None
         self.new_run = True
-        # Live sequences and types the OID clock dates inside the history, waiting for
-        # their changeset (schedule_objects, due_objects).
+        # Live objects of kinds v1 never records that the OID clock dates inside the
+        # history, waiting for their changeset (schedule_objects, due_objects).
         self.scheduled_objects: list[DatedObject] = []
 
     # -- before a changeset: the environment it ran in ----------------------------------
@@ -1088,11 +1089,10 @@ class Healer:
             for key, labels in plan_labels(self.live, self.later, self.clock).items():
                 self.deferred_labels.setdefault(key, {}).update(labels)
 
-    def schedule_objects(self, objects: Iterable[UnrecordedObject],
-                         recorded: RecordedCreations) -> None:
+    def schedule_objects(self, objects: Iterable[UnrecordedObject]) -> None:
         """Note the live objects of kinds v1 never records that the OID clock dates inside
         the history (plan_dated_objects): due_objects creates each before its changeset."""
-        self.scheduled_objects = plan_dated_objects(objects, recorded, self.clock)
+        self.scheduled_objects = plan_dated_objects(objects, self.recorded, self.clock)
 
     def due_objects(self, changeset: Changeset) -> list[Repair]:
         """Repairs creating the dated objects due by this changeset (the first row newer
