@@ -180,7 +180,11 @@ CREATE INDEX events_json_idx ON events ((json ->> 'kind'));
 CREATE FUNCTION event_json(e events) RETURNS jsonb LANGUAGE sql
     AS $$ SELECT e."json" $$;
 COMMENT ON COLUMN events.json IS 'the "json" column';
+CREATE TABLE tags (name text NOT NULL);
 """
+# PostgreSQL 18 names each NOT NULL constraint and keeps the name through a rename
+# (tags_name_not_null on labels); PostgreSQL 15 has no such names.
+RENAME_TAGS = "ALTER TABLE tags RENAME TO labels;"
 
 
 @needs_other_major
@@ -199,8 +203,10 @@ def test_names_that_became_keywords_are_written_as_the_source_writes_them(
             ("CREATE", "TABLE", "public", "events"),
             ("CREATE", "INDEX", "public", "events_json_idx"),
             ("CREATE", "FUNCTION", "public", "event_json"),
+            ("CREATE", "TABLE", "public", "tags"),
         ]),
-    ], live_sql=KEYWORD_NAMES)
+        Change(RENAME_TAGS, at(2), objects=[("ALTER", "TABLE", "public", "labels")]),
+    ], live_sql=KEYWORD_NAMES + RENAME_TAGS)
     repo = tmp_path / "repo"
     env = {**os.environ, "PGGIT_EXPORT_PG_BIN": str(bundled.bindir)}
 
@@ -217,10 +223,11 @@ def test_names_that_became_keywords_are_written_as_the_source_writes_them(
     assert "    system_user text," in events
     assert ("Pggit-Repaired: quoted the name system_user in statement 1: a keyword of the "
             f"shadow's PostgreSQL {bundled.major}, no keyword of the source's {OTHER.major}"
-            ) in git(repo, "log", "-1", "--format=%B", "main")
+            ) in git(repo, "log", "-1", "--format=%B", "main~1")
     assert "ON public.events USING btree (((json ->> 'kind'::text)))" in events
     assert "COMMENT ON COLUMN public.events.json IS 'the \"json\" column';" in events
     assert 'SELECT e."json"' in git(repo, "show", "main:public/event_json.sql")
+    assert "    name text NOT NULL\n" in git(repo, "show", "main:public/labels.sql")
 
     # The files are what the source's own server prints: restore re-renders them
     # identically there, and drift finds the unchanged source equal. (Not with a view:

@@ -25,6 +25,11 @@ quoted name it was, which means the same thing to the source's major (where the 
 keyword at all) and can be parsed by the shadow's; the healer does it for a statement that
 failed with a syntax error at that word, and says so.
 
+PostgreSQL 18 also names NOT NULL constraints, and keeps a name when the table or column is
+renamed (``tags_name_not_null`` on a table renamed ``labels``); a source of an older major
+has no such names, so its files never write one (``Dialect.names_not_null``, read by
+``render_objects``).
+
 What it does not do: a name that the source's major quotes and the rendering server does
 not (a shadow older than the source, already warned about: newer syntax may not even
 replay) stays bare; and the deparse of expressions and views is the rendering server's,
@@ -93,6 +98,11 @@ class Dialect:
         )
         return cls(source_major, rendering_major, unquoted,
                    frozenset(word for word in unquoted if word not in source_keywords))
+
+    @property
+    def names_not_null(self) -> bool:
+        """Whether the source's major names NOT NULL constraints (PostgreSQL 18 on)."""
+        return self.source_major >= 18
 
     def names_quoted(self, statement: str, word: str) -> str | None:
         """A statement the source ran, with each bare `word` (any case) written as the

@@ -555,8 +555,9 @@ def _create_sequence(qname: str, params: Row) -> str:
     return f"CREATE SEQUENCE {qname}" + "".join(f"\n    {o}" for o in options) + ";"
 
 
-def _column(col: Row) -> str:
-    """One column definition of CREATE TABLE."""
+def _column(col: Row, names_not_null: bool = True) -> str:
+    """One column definition of CREATE TABLE. `names_not_null`: false for a source whose
+    major (before 18) has no names for NOT NULL constraints."""
     parts = [col["name"], col["type"]]
     if col["collation"]:
         parts.append(f"COLLATE {col['collation']}")
@@ -575,8 +576,8 @@ def _column(col: Row) -> str:
         parts.append(identity)
     if col["notnull"]:
         named = col.get("notnull_name")  # [name, quoted name], PG 18 on
-        if named and named[0] != default_object_name(col["table_name"], col["raw_name"],
-                                                     "not_null"):
+        if names_not_null and named and named[0] != default_object_name(
+                col["table_name"], col["raw_name"], "not_null"):
             parts.append(f"CONSTRAINT {named[1]} NOT NULL")
         else:
             parts.append("NOT NULL")
@@ -672,7 +673,7 @@ def _render_extensions(rows: list[Row]) -> Iterator[tuple[ObjectKey, str]]:
         yield ObjectKey("extension", row["schema"], row["name"]), _file(statements)
 
 
-def _render_table(row: Row) -> str:
+def _render_table(row: Row, names_not_null: bool = True) -> str:
     qname = row["qname"]
     columns: list[Row] = row["columns"] or []
     constraints: list[Row] = row["constraints"] or []
@@ -696,7 +697,7 @@ def _render_table(row: Row) -> str:
         create += f"\n{row['partbound']}"
     else:
         # Columns inherited from INHERITS parents come back with the parents.
-        items = [_column(col) for col in columns if col["local"] or not parents]
+        items = [_column(col, names_not_null) for col in columns if col["local"] or not parents]
         items += [f"CONSTRAINT {k['name']} {k['def']}" for k in inline]
         create += f" {_parenthesized(items)}"
         if parents:
@@ -1045,6 +1046,9 @@ def render_objects(
     parents: dict[ObjectKey, list[ObjectKey]] = {}
 
     by_key = keys is not None
+    # PostgreSQL 18 names NOT NULL constraints; a source of an older major has no such
+    # names, whatever the shadow keeps (a renamed table's `old_col_not_null`).
+    names_not_null = dialect is None or dialect.names_not_null
 
     ahead = prefetched if prefetched is not None and keys is not None else None
 
@@ -1074,7 +1078,7 @@ def render_objects(
             own(key, PG_EXTENSION, row)
         for row in rows("table"):
             key = ObjectKey("table", row["schema"], row["name"])
-            files.append((key, _render_table(row)))
+            files.append((key, _render_table(row, names_not_null)))
             own(key, PG_CLASS, row)
             if row["parent_keys"]:
                 parents[key] = [ObjectKey("table", *pair) for pair in row["parent_keys"]]
