@@ -918,3 +918,32 @@ def test_a_table_made_from_the_live_database_waits_for_what_later_rows_add(
     assert "CREATE INDEX orders_total ON public.orders" in last
     assert "COMMENT ON TABLE public.orders IS 'Orders';" in last
     assert "Pggit-Repaired" not in git(repo, "log", "-1", "--format=%B", "main")
+
+
+def test_a_trigger_name_a_later_row_uses_on_another_table_stays_in_the_baseline(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # One `touch` trigger per table, as projects name them: the later row that creates
+    # the one on `b` says nothing about the one `a` had before the history.
+    from history import cli
+
+    touch = ("CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql"
+             " AS $$ BEGIN RETURN NEW; END $$;\n")
+    later = ("CREATE TABLE b (id int);\n"
+             "CREATE TRIGGER touch BEFORE UPDATE ON b FOR EACH ROW EXECUTE FUNCTION touch();\n")
+    live = (touch + "CREATE TABLE a (id int);\n"
+            "CREATE TRIGGER touch BEFORE UPDATE ON a FOR EACH ROW EXECUTE FUNCTION touch();\n"
+            + later)
+    source = make_source(make_database(), [
+        Change(later, at(2), objects=[("CREATE", "TABLE", "public", "b")]),
+    ], live_sql=live)
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    root = git(repo, "rev-list", "--max-parents=0", "main").strip()
+    assert "CREATE TRIGGER touch BEFORE UPDATE ON public.a" in git(
+        repo, "show", f"{root}:public/a.sql")
+    assert "trigger touch on public.a" not in git(repo, "log", "-1", "--format=%B", root)
+    assert "CREATE TRIGGER touch BEFORE UPDATE ON public.b" in git(repo, "show", "main:public/b.sql")

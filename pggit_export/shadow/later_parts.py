@@ -135,6 +135,11 @@ def later_parts(conn: psycopg.Connection[Any], tables: Sequence[tuple[int, str, 
     for kind, schema, table, name, options in parts:
         if kind in ("comment", "options"):  # noted as "table" or "table.column" (evidence.py)
             first = recorded.created(kind, f"{table}.{name}" if name else table)
+        elif kind == "trigger":
+            # Trigger names repeat across tables (one `set_updated_at` on each): only a
+            # text that creates this one on this table counts.
+            first = (recorded.created(kind, name) if recorded.creates_trigger(name, table)
+                     else None)
         else:
             first = recorded.created(kind, name)
         if first is None and kind == "constraint":  # ADD CONSTRAINT x UNIQUE makes index x
