@@ -920,18 +920,20 @@ def test_a_table_made_from_the_live_database_waits_for_what_later_rows_add(
     assert "Pggit-Repaired" not in git(repo, "log", "-1", "--format=%B", "main")
 
 
-def test_a_trigger_name_a_later_row_uses_on_another_table_stays_in_the_baseline(
+def test_trigger_and_constraint_names_a_later_row_uses_on_another_table_stay(
     make_database: Callable[[], str], tmp_path: Path
 ) -> None:
-    # One `touch` trigger per table, as projects name them: the later row that creates
-    # the one on `b` says nothing about the one `a` had before the history.
+    # One `touch` trigger and one `positive_id` check per table, as projects name them:
+    # the later row that creates those of `b` says nothing about those `a` had before the
+    # history.
     from history import cli
 
     touch = ("CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql"
              " AS $$ BEGIN RETURN NEW; END $$;\n")
     later = ("CREATE TABLE b (id int);\n"
-             "CREATE TRIGGER touch BEFORE UPDATE ON b FOR EACH ROW EXECUTE FUNCTION touch();\n")
-    live = (touch + "CREATE TABLE a (id int);\n"
+             "CREATE TRIGGER touch BEFORE UPDATE ON b FOR EACH ROW EXECUTE FUNCTION touch();\n"
+             "ALTER TABLE b ADD CONSTRAINT positive_id CHECK (id > 0);\n")
+    live = (touch + "CREATE TABLE a (id int CONSTRAINT positive_id CHECK (id > 0));\n"
             "CREATE TRIGGER touch BEFORE UPDATE ON a FOR EACH ROW EXECUTE FUNCTION touch();\n"
             + later)
     source = make_source(make_database(), [
@@ -943,7 +945,8 @@ def test_a_trigger_name_a_later_row_uses_on_another_table_stays_in_the_baseline(
 
     assert result.returncode == 0, result.stdout + result.stderr
     root = git(repo, "rev-list", "--max-parents=0", "main").strip()
-    assert "CREATE TRIGGER touch BEFORE UPDATE ON public.a" in git(
-        repo, "show", f"{root}:public/a.sql")
-    assert "trigger touch on public.a" not in git(repo, "log", "-1", "--format=%B", root)
+    baseline = git(repo, "show", f"{root}:public/a.sql")
+    assert "CREATE TRIGGER touch BEFORE UPDATE ON public.a" in baseline
+    assert "CONSTRAINT positive_id CHECK" in baseline
+    assert "Left out" not in git(repo, "log", "-1", "--format=%B", root)
     assert "CREATE TRIGGER touch BEFORE UPDATE ON public.b" in git(repo, "show", "main:public/b.sql")

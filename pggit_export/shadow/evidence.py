@@ -398,7 +398,8 @@ _OBJECT_FAMILY = {"table": "relation", "view": "relation", "partition": "relatio
 @dataclass(frozen=True)
 class RecordedCreations:
     """Names the history creates, per family (relation, index, function, constraint,
-    trigger, type; comment: the tables and ``table.column``s a text comments on; options:
+    trigger, type; constraint_on: ``table.constraint`` for ``ALTER TABLE table ADD
+    CONSTRAINT``; comment: the tables and ``table.column``s a text comments on; options:
     those a text sets storage parameters or attribute options of), each with the first
     history id that creates it."""
 
@@ -456,6 +457,8 @@ def recorded_creations_of(
             note("comment", target, history_id)
         for m in _ALTERS_TABLE.finditer(text):
             table = catalog_name(m.group("name"))
+            for added in _ADDS_CONSTRAINT.finditer(m.group("actions")):
+                note("constraint_on", f"{table}.{catalog_name(added.group('name'))}", history_id)
             for action in _SETS_OPTIONS.finditer(m.group("actions")):
                 column = action.group("column")
                 note("options", f"{table}.{catalog_name(column)}" if column else table,

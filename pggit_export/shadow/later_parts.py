@@ -140,10 +140,13 @@ def later_parts(conn: psycopg.Connection[Any], tables: Sequence[tuple[int, str, 
             # text that creates this one on this table counts.
             first = (recorded.created(kind, name) if recorded.creates_trigger(name, table)
                      else None)
+        elif kind == "constraint":
+            # Constraint names repeat across tables too (`fk_user`): ALTER TABLE this one
+            # ADD CONSTRAINT counts; ADD CONSTRAINT x UNIQUE also makes index x.
+            first = (recorded.created("constraint_on", f"{table}.{name}")
+                     or recorded.created("index", name))
         else:
             first = recorded.created(kind, name)
-        if first is None and kind == "constraint":  # ADD CONSTRAINT x UNIQUE makes index x
-            first = recorded.created("index", name)
         if first is not None and first >= since:
             left_out.append(LeftOut(kind, schema, table, name, first, tuple(options or ())))
     for _, schema, name in tables:
