@@ -908,11 +908,12 @@ def export_history(
             elif shadow_major > source_major:
                 report.warnings.append(
                     f"the shadow runs PostgreSQL {shadow_major}, not the source's "
-                    f"{source_major}: names are quoted as PostgreSQL {source_major} quotes "
-                    f"them, but views, indexes and defaults read as PostgreSQL {shadow_major} "
-                    f"prints them, so restore into PostgreSQL {source_major} and drift may see "
-                    f"differences; install PostgreSQL {source_major} or point "
-                    "PGGIT_EXPORT_PG_BIN at its binaries"
+                    f"{source_major}: names are written as PostgreSQL {source_major} writes "
+                    f"them, but expressions as PostgreSQL {shadow_major} prints them (a view "
+                    "reading one table has unqualified columns from PostgreSQL 16 on), so "
+                    f"restore into PostgreSQL {source_major} and drift may see differences; "
+                    f"install PostgreSQL {source_major} or point PGGIT_EXPORT_PG_BIN at its "
+                    "binaries"
                 )
             dialect = None
             if shadow_major != source_major:
