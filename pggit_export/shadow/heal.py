@@ -109,6 +109,42 @@ _EXTENSION_UNAVAILABLE = re.compile(
 
 _RELATION_OID_SQL = "SELECT pg_catalog.to_regclass(%(name)s)::oid::bigint"
 
+# The extension a live object of that name belongs to (relation, type, function, operator
+# class): its name and schema. %(schema)s NULL: any schema.
+_EXTENSION_OF_SQL = """
+SELECT e.extname, en.nspname
+FROM pg_catalog.pg_depend AS d
+JOIN pg_catalog.pg_extension AS e ON e.oid = d.refobjid
+JOIN pg_catalog.pg_namespace AS en ON en.oid = e.extnamespace
+WHERE d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND d.deptype = 'e'
+  AND (d.classid, d.objid) IN (
+    SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, c.oid
+    FROM pg_catalog.pg_class AS c JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+    WHERE %(what)s = 'relation' AND c.relname = %(name)s
+      AND (%(schema)s::text IS NULL OR n.nspname = %(schema)s)
+    UNION ALL
+    SELECT 'pg_catalog.pg_type'::pg_catalog.regclass, t.oid
+    FROM pg_catalog.pg_type AS t JOIN pg_catalog.pg_namespace AS n ON n.oid = t.typnamespace
+    WHERE %(what)s = 'type' AND t.typname = %(name)s
+      AND (%(schema)s::text IS NULL OR n.nspname = %(schema)s)
+    UNION ALL
+    SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass, p.oid
+    FROM pg_catalog.pg_proc AS p JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
+    WHERE %(what)s = 'function' AND p.proname = %(name)s
+      AND (%(schema)s::text IS NULL OR n.nspname = %(schema)s)
+    UNION ALL
+    SELECT 'pg_catalog.pg_opclass'::pg_catalog.regclass, o.oid
+    FROM pg_catalog.pg_opclass AS o JOIN pg_catalog.pg_namespace AS n ON n.oid = o.opcnamespace
+    WHERE %(what)s = 'operator class' AND o.opcname = %(name)s
+      AND (%(schema)s::text IS NULL OR n.nspname = %(schema)s))
+ORDER BY en.nspname = 'public' DESC, e.extname
+LIMIT 1
+"""
+_SHADOW_EXTENSION_SQL = """
+SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = %(name)s),
+       EXISTS (SELECT FROM pg_catalog.pg_available_extensions WHERE name = %(name)s)
+"""
+
 _SCHEMA_EXISTS_SQL = "SELECT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = %(name)s)"
 
 _COLUMNS_SQL = """
@@ -207,6 +243,12 @@ class LiveCatalog:
             self._overloads[schema, name] = {
                 r[0] for r in self._rows(_LIVE_OVERLOADS_SQL, {"schema": schema, "name": name})}
         return self._overloads[schema, name]
+
+    def extension_of(self, what: str, schema: str | None, name: str) -> tuple[str, str] | None:
+        """(extension, its schema) of the live `what` (relation, type, function, operator
+        class) `schema.name` when an extension owns it; None otherwise."""
+        rows = self._rows(_EXTENSION_OF_SQL, {"what": what, "schema": schema, "name": name})
+        return (rows[0][0], rows[0][1]) if rows else None
 
     def relation_oid(self, schema: str, name: str) -> int | None:
         rows = self._rows(_RELATION_OID_SQL, {"name": qualified_name(schema, name)})
@@ -914,6 +956,11 @@ class Healer:
         if code == "42704" and (m := re.match(r"type ([^\s\"]+?)(?:\[\])* does not exist", msg)):
             # In a function's signature PostgreSQL names the type unquoted, an array with []s.
             return self._from_live("type", *_split_name(m.group(1)))
+        if code == "42704" and (m := re.match(r"operator class " + _NAME + " does not exist",
+                                              msg)):
+            owner = (self.live.extension_of("operator class", *_split_name(
+                m.group(1).replace('""', '"'))) if self.live is not None else None)
+            return self._extension("operator class", m.group(1), *owner) if owner else []
         if code == "42883" and (m := re.match(r"function ([^(]+)\(", msg)):
             return self._from_live("function", *_split_name(m.group(1).strip('"')))
         if code == "42703":
@@ -988,10 +1035,36 @@ class Healer:
             return []
         finder = {"relation": self.live.find_relation, "type": self.live.find_type,
                   "function": self.live.find_function}[what]
+        owner = self.live.extension_of(what, schema, name)
+        if owner is not None:
+            return self._extension(what, name, *owner)
         key = finder(schema, name)
         if key is None:
             return []
         return self._live_object_repairs(key, "never created in the recorded history")
+
+    def _extension(self, what: str, name: str, extension: str, schema: str) -> list[Repair]:
+        """The live `what` `name` belongs to extension `extension`, which the shadow lacks:
+        create it (where the live one is), as a stand-in if the shadow's server does not
+        have it. v1 records a CREATE EXTENSION only through the rows of the functions its
+        script creates: an extension without functions, or one created before pgGit,
+        leaves none."""
+        assert self.live is not None
+        installed, available = self._one_row(_SHADOW_EXTENSION_SQL, {"name": extension})
+        if installed:
+            return []
+        create = (f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}",
+                  f"CREATE EXTENSION IF NOT EXISTS {quote_identifier(extension)} "
+                  f"WITH SCHEMA {quote_identifier(schema)}")
+        why = (f"created extension {extension} in schema {schema}: the live {what} {name} "
+               "belongs to it, and no recorded text creates it")
+        if available:
+            return [Repair(why, sql=create)]
+        stand_in = self._stand_in(extension)
+        if not stand_in:
+            return []
+        return [Repair(f"{why}; {stand_in[0].description}",
+                       extension_files=stand_in[0].extension_files, sql=create)]
 
     def _live_object_repairs(self, key: ObjectKey, why: str) -> list[Repair]:
         """Repairs creating live object `key` in the shadow (and its schema if missing),
@@ -1365,6 +1438,11 @@ class Healer:
     def _one(self, query: str, params: dict[str, Any]) -> Any:
         row = self.shadow.conn.execute(query, params).fetchone()  # type: ignore[arg-type]
         return row[0] if row else None
+
+    def _one_row(self, query: str, params: dict[str, Any]) -> tuple[Any, ...]:
+        row = self.shadow.conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+        assert row is not None
+        return tuple(row)
 
     def _shadow_has_schema(self, schema: str) -> bool:
         return bool(self._one(_SCHEMA_EXISTS_SQL, {"name": schema}))
