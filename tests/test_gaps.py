@@ -979,3 +979,25 @@ def test_an_extension_no_row_created_comes_when_a_change_uses_it(
     assert ("created extension pg_trgm in schema public: the live operator class "
             "gin_trgm_ops belongs to it") in git(repo, "log", "-1", "--format=%B", "main")
     assert "gin_trgm_ops" in git(repo, "show", "main:public/people.sql")
+
+
+def test_a_table_older_than_the_history_comes_with_the_extension_it_needs(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    from history import cli
+
+    source = make_source(make_database(), [
+        Change("ALTER TABLE legacy ADD COLUMN note text;", at(2),
+               objects=[("ALTER", "TABLE", "public", "legacy")]),
+    ], live_sql="CREATE EXTENSION citext;\nCREATE TABLE legacy (email citext, note text);\n")
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    root = git(repo, "rev-list", "--max-parents=0", "main").strip()
+    files = git(repo, "ls-tree", "-r", "--name-only", root).split()
+    assert "public/citext.sql" in files and "public/legacy.sql" in files
+    assert "email public.citext" in git(repo, "show", f"{root}:public/legacy.sql")
+    assert "created extension citext in schema public" in git(
+        repo, "log", "-1", "--format=%B", root)
