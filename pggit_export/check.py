@@ -329,7 +329,9 @@ def _plan_findings(conn: psycopg.Connection[Any], clock: OidClock,
     the baseline's objects, as v1 names them (their missing CREATE is no error)."""
     recorded = read_recorded_creations(conn, columns)
     later = read_later_changes(conn)
-    plan = plan_prehistory(conn, recorded, later, DEFAULT_EXCLUDED_SCHEMAS, clock)
+    unrecorded = read_unrecorded_objects(conn, DEFAULT_EXCLUDED_SCHEMAS)
+    plan = plan_prehistory(conn, recorded, later, DEFAULT_EXCLUDED_SCHEMAS, clock,
+                           unrecorded=unrecorded)
     findings = []
     if plan.dated:
         findings.append(Finding(
@@ -369,8 +371,7 @@ def _plan_findings(conn: psycopg.Connection[Any], clock: OidClock,
             sorted({due for due, _ in labels.values()}),
             {"type": f"{schema}.{name}", "labels": {label: due for label, (due, _) in labels.items()}},
         ))
-    objects = read_unrecorded_objects(conn, DEFAULT_EXCLUDED_SCHEMAS)
-    for item in plan_dated_objects(objects, recorded, clock):
+    for item in plan_dated_objects(unrecorded, recorded, clock):
         findings.append(Finding(
             "unrecorded-object", CODES["unrecorded-object"],
             f"{item.key.kind} {item.key.schema}.{item.key.name}: no history text creates it; "

@@ -945,11 +945,13 @@ def export_history(
             healer = Healer(live, shadow, later, clock, dialect, recorded)
             exporter = _Exporter(shadow, writer, options, report, healer=healer,
                                  dialect=dialect)
+            # Read once: the healer dates them inside the history, the pre-history before it.
+            unrecorded = (read_unrecorded_objects(reader.conn, _own_schemas(options))
+                          if options.repair else [])
             if options.repair:
-                healer.schedule_triggers(recorded)
+                healer.schedule_triggers()
                 healer.schedule_labels()
-                healer.schedule_objects(
-                    read_unrecorded_objects(reader.conn, _own_schemas(options)))
+                healer.schedule_objects(unrecorded)
             if writer.tip is not None:
                 tip = writer.tip_commit()
                 assert tip is not None
@@ -968,7 +970,8 @@ def export_history(
             prehistory = PrehistoryPlan()
             if writer.tip is None and options.baseline is None and options.repair:
                 prehistory = plan_prehistory(reader.conn, recorded, later,
-                                             _own_schemas(options), clock)
+                                             _own_schemas(options), clock,
+                                             unrecorded=unrecorded)
             if writer.tip is None and (options.baseline is not None or prehistory.keys):
                 first = next(changesets, None)
                 # Dated like the first change, so it sorts before it and needs no clock.

@@ -364,7 +364,6 @@ _CREATES_FUNCTION = re.compile(
     rf"(?P<name>{IDENTIFIER_PATTERN})\s*\(",
     re.I,
 )
-_SHADOW_RELATION_SQL = "SELECT pg_catalog.to_regclass(%(name)s) IS NOT NULL"
 _SHADOW_TYPE_SQL = "SELECT pg_catalog.to_regtype(%(name)s) IS NOT NULL"
 _SHADOW_FUNCTION_SQL = """
 SELECT EXISTS (SELECT FROM pg_catalog.pg_proc AS p
@@ -616,14 +615,14 @@ class Healer:
             ))
         return repairs
 
-    def schedule_triggers(self, recorded: RecordedCreations) -> None:
+    def schedule_triggers(self) -> None:
         """Note the live triggers no recorded text creates. v1 never records CREATE
         TRIGGER, so one sent on its own (one statement per query) leaves no trace; the
         earliest point the evidence allows is as soon as the trigger's table and function
         both exist in the replay (due_triggers)."""
         if self.live is not None:
             self.scheduled_triggers = [t for t in self.live.triggers()
-                                       if not recorded.creates_trigger(t.name, t.table)]
+                                       if not self.recorded.creates_trigger(t.name, t.table)]
 
     def due_triggers(self, since: str | None = None) -> list[Repair]:
         """Repairs creating the scheduled triggers whose table and function now exist;
@@ -1463,8 +1462,9 @@ class Healer:
         """Whether the shadow has the sequence, type, materialized view or function `key`."""
         if key.kind == "function":
             return bool(self._one(_SHADOW_FUNCTION_SQL, {"schema": key.schema, "name": key.name}))
-        query = _SHADOW_TYPE_SQL if key.kind == "type" else _SHADOW_RELATION_SQL
-        return bool(self._one(query, {"name": qualified_name(key.schema, key.name)}))
+        if key.kind == "type":
+            return bool(self._one(_SHADOW_TYPE_SQL, {"name": qualified_name(key.schema, key.name)}))
+        return self._shadow_kind(key.schema, key.name) is not None
 
     def _shadow_kind(self, schema: str, rel: str) -> str | None:
         relkind = self._one(

@@ -27,7 +27,7 @@ needs them, or when their OID dates them (``heal.plan_dated_objects``).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,7 @@ from pggit_export.shadow.evidence import (
     LaterChanges,
     OidClock,
     RecordedCreations,
-    read_unrecorded_objects,
+    UnrecordedObject,
 )
 from pggit_export.shadow.heal import Healer
 from pggit_export.shadow.later_parts import LeftOut, later_parts
@@ -97,10 +97,13 @@ def plan_prehistory(
     later: LaterChanges,
     exclude_schemas: Collection[str],
     clock: OidClock | None = None,
+    *,
+    unrecorded: Iterable[UnrecordedObject],
 ) -> PrehistoryPlan:
     """The pre-history objects of the source `conn` (read only, the reader's transaction).
-    With a usable `clock`, also the sequences and types older than every object the
-    history records as created."""
+    With a usable `clock`, also those of `unrecorded` (the live objects of kinds v1 never
+    records, evidence.read_unrecorded_objects, which the healer dates too) older than
+    every object the history records as created."""
     dated: list[ObjectKey] = []
     if clock is not None and clock.usable and clock.oids:
         # Older than every object the history records as created; an enum also by its
@@ -108,7 +111,7 @@ def plan_prehistory(
         # cannot drop a label after loading it).
         bound = min(clock.oids)
         dated = sorted({ObjectKey(o.key_kind, o.schema, o.name)
-                        for o in read_unrecorded_objects(conn, exclude_schemas)
+                        for o in unrecorded
                         if o.oid < bound and (o.newest_label is None or o.newest_label < bound)
                         and recorded.created_object(o.key_kind, o.name) is None
                         and not (o.kind == "type" and later.labels_added_from(o.name, 0))})
