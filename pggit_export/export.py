@@ -15,7 +15,7 @@ import itertools
 import os
 import re
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +159,9 @@ class ExportReport:
     source_server_version: int = 0
     shadow: str = ""
     shadow_server_version: int = 0
+    # When the shadow's major is not the source's: what the files are rewritten in to read
+    # as the source's server writes them (render/dialect.py).
+    dialect_rewrites: list[str] = field(default_factory=list)
     failed: list[ReportedChangeset] = field(default_factory=list)
     repairs: list[ReportedChangeset] = field(default_factory=list)
     reconciled: dict[str, list[str]] | None = None  # added/changed/removed paths
@@ -239,8 +242,9 @@ class ExportReport:
         source_major = self.source_server_version // 10000
         shadow_major = self.shadow_server_version // 10000
         dialect = (f"files in PostgreSQL {shadow_major}'s dialect" if shadow_major == source_major
-                   else f"files in PostgreSQL {source_major}'s dialect for names, "
-                        f"{shadow_major}'s for deparsed expressions")
+                   else f"files in PostgreSQL {source_major}'s dialect for "
+                        f"{_series(self.dialect_rewrites)}, {shadow_major}'s for other "
+                        "deparsed expressions")
         lines.append(f"  shadow: {self.shadow}; source: PostgreSQL {source_major}; {dialect}")
         lines += [f"  replayed under the source's {setting}" for setting in self.environment]
         lines += [f"  {line}" for line in self.evidence]
@@ -285,6 +289,11 @@ class ExportReport:
 
 
 REPAIRS_LISTED = 50  # repairs ExportReport.format_text lists; --json has them all
+
+
+def _series(items: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join([", ".join(items[:-1]), items[-1]]) if len(items) > 1 else "".join(items)
 
 
 def _n(count: int, noun: str) -> str:
@@ -905,21 +914,27 @@ def export_history(
                     f"the shadow runs PostgreSQL {shadow_major}, older than "
                     f"the source's {source_major}: newer syntax may fail to replay"
                 )
-            elif shadow_major > source_major:
-                report.warnings.append(
-                    f"the shadow runs PostgreSQL {shadow_major}, not the source's "
-                    f"{source_major}: names are written as PostgreSQL {source_major} writes "
-                    f"them, but expressions as PostgreSQL {shadow_major} prints them (a view "
-                    "reading one table has unqualified columns from PostgreSQL 16 on), so "
-                    f"restore into PostgreSQL {source_major} and drift may see differences; "
-                    f"install PostgreSQL {source_major} or point PGGIT_EXPORT_PG_BIN at its "
-                    "binaries"
-                )
             dialect = None
             if shadow_major != source_major:
                 dialect = Dialect.between(
                     source_major, read_keywords(reader.conn),
                     shadow_major, read_keywords(shadow.admin or shadow.conn))
+                if dialect.qualifies_view_columns:
+                    dialect = replace(dialect, parser=shadow.raw_parser())
+                report.dialect_rewrites = dialect.rewrites
+            if shadow_major > source_major:
+                assert dialect is not None
+                views = ("" if dialect.parser is not None or not dialect.qualifies_view_columns
+                         else " (a view reading one table has unqualified columns from "
+                              "PostgreSQL 16 on)")
+                report.warnings.append(
+                    f"the shadow runs PostgreSQL {shadow_major}, not the source's "
+                    f"{source_major}: {_series(dialect.rewrites)} are written as PostgreSQL "
+                    f"{source_major} writes them, but other expressions as PostgreSQL "
+                    f"{shadow_major} prints them{views}, so restore into PostgreSQL "
+                    f"{source_major} and drift may see differences; install PostgreSQL "
+                    f"{source_major} or point PGGIT_EXPORT_PG_BIN at its binaries"
+                )
             if shadow.admin is not None:
                 prepare_render_session(shadow.admin)
             if options.incremental and not _install_tracker(shadow, options):

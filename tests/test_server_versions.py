@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 from history import Change, at, cli, git, make_source
 
 from pggit_export import ExportOptions, export_history
+from pggit_export.render.snapshot import ObjectKey, render_snapshot
 from pggit_export.shadow.server import EmbeddedServer, PostgresBinaries, _version_of, find_binaries
 
 
@@ -213,8 +215,9 @@ def test_names_that_became_keywords_are_written_as_the_source_writes_them(
     exported = cli("export", source, str(repo), env=env)
 
     assert exported.returncode == 0, exported.stdout + exported.stderr
-    assert (f"files in PostgreSQL {OTHER.major}'s dialect for names, "
-            f"{bundled.major}'s for deparsed expressions") in exported.stdout
+    assert (f"files in PostgreSQL {OTHER.major}'s dialect for names, NOT NULL constraints "
+            f"and view columns, {bundled.major}'s for other deparsed expressions"
+            ) in exported.stdout
     events = git(repo, "show", "main:public/events.sql")
     assert "    json jsonb DEFAULT '{\"json\": 1}'::jsonb NOT NULL," in events
     assert "    json_table text," in events
@@ -230,9 +233,7 @@ def test_names_that_became_keywords_are_written_as_the_source_writes_them(
     assert "    name text NOT NULL\n" in git(repo, "show", "main:public/labels.sql")
 
     # The files are what the source's own server prints: restore re-renders them
-    # identically there, and drift finds the unchanged source equal. (Not with a view:
-    # PostgreSQL 16 stopped qualifying a view's columns when one table is read, a
-    # deparse that cannot be asked for another major's form; the report warns.)
+    # identically there, and drift finds the unchanged source equal.
     restored = cli("restore", str(repo), other_server.conninfo("keyword_restored"))
     assert restored.returncode == 0, restored.stdout + restored.stderr
     drift = cli("drift", source, str(repo))
@@ -264,3 +265,69 @@ def test_an_extension_no_row_created_is_stood_in_when_a_change_needs_it(
             "stand-in for extension pgcrypto") in message
     assert "gen_random_bytes(16)" in git(repo, "show", "main:public/tokens.sql")
     assert "CREATE EXTENSION IF NOT EXISTS pgcrypto" in git(repo, "show", "main:public/pgcrypto.sql")
+
+
+# PostgreSQL 16 stopped qualifying the columns of a view that reads one relation
+# (`SELECT id FROM public.tickets`, where 15 writes `SELECT tickets.id ...`); 15 also named
+# a relation `old` or `new` `old_1`/`new_1`, after the OLD and NEW entries its views kept.
+# Column references inside a sub-query, or in a view reading several relations, are
+# qualified by both; a join's merged USING column by neither.
+VIEWS = """
+CREATE TABLE tickets (id int PRIMARY KEY, subject text, "Status" text, owner_id int,
+                      qty int, created timestamptz, tags text[]);
+CREATE TABLE users (id int PRIMARY KEY, name text);
+CREATE TABLE old (id int, x int);
+CREATE VIEW open_tickets AS SELECT t.id, t.subject FROM tickets t WHERE t."Status" = 'open';
+CREATE VIEW ticket_summary AS
+    SELECT id, lower(subject) AS subject, "Status", qty IS NULL AS no_qty,
+           COALESCE(tags[1], 'none') AS first_tag, EXTRACT(year FROM created) AS year
+    FROM tickets
+    WHERE owner_id IN (SELECT id FROM users) AND qty BETWEEN 1 AND 9
+    ORDER BY subject DESC, created;
+CREATE VIEW owners AS
+    SELECT owner_id, count(*) FILTER (WHERE qty > 1) AS n FROM tickets GROUP BY owner_id;
+CREATE VIEW with_owner AS
+    SELECT id, (SELECT u.name FROM users u WHERE u.id = tickets.owner_id) AS owner FROM tickets;
+CREATE VIEW joined AS SELECT t.id, u.name FROM tickets t JOIN users u ON u.id = t.owner_id;
+CREATE VIEW merged AS SELECT id, x FROM old JOIN tickets USING (id);
+CREATE VIEW old_rows AS SELECT id, x FROM old WHERE x > 1;
+CREATE VIEW sampled AS SELECT s.id FROM tickets s TABLESAMPLE BERNOULLI (5) REPEATABLE (1);
+CREATE VIEW numbers AS SELECT g FROM generate_series(1, 3) g;
+CREATE VIEW long_constant AS SELECT id, '%s' AS filler FROM tickets;
+""" % ("x" * 120)  # a constant longer than a line of the server's parse tree dump
+
+
+@needs_other_major
+def test_a_view_reading_one_relation_is_written_as_the_source_writes_it(
+    other_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    assert OTHER is not None
+    bundled = find_binaries()
+    if OTHER.major >= 16 or bundled.major < 16:
+        pytest.skip("needs a source older than PostgreSQL 16 and a newer embedded shadow")
+    with psycopg.connect(other_server.conninfo(), autocommit=True) as admin:
+        admin.execute("CREATE DATABASE views_src")
+        admin.execute("CREATE DATABASE views_restored")
+    names = re.findall(r"CREATE VIEW (\w+)", VIEWS)
+    source = make_source(other_server.conninfo("views_src"), [
+        Change(VIEWS, at(1), objects=[("CREATE", "TABLE", "public", "tickets")] + [
+            ("CREATE", "VIEW", "public", name) for name in names]),
+    ], live_sql=VIEWS)
+    repo = tmp_path / "repo"
+    env = {**os.environ, "PGGIT_EXPORT_PG_BIN": str(bundled.bindir)}
+
+    exported = cli("export", source, str(repo), env=env)
+
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    assert "view columns" in exported.stdout
+    # Each file is the one the source's own server renders.
+    with psycopg.connect(other_server.conninfo("views_src")) as live:
+        own = render_snapshot(live)
+    for name in names:
+        assert git(repo, "show", f"main:public/{name}.sql") == own[
+            ObjectKey("view", "public", name)], name
+    assert "SELECT old_1.id," in own[ObjectKey("view", "public", "old_rows")]
+    restored = cli("restore", str(repo), other_server.conninfo("views_restored"))
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    drift = cli("drift", source, str(repo))
+    assert drift.returncode == 0, drift.stdout + drift.stderr

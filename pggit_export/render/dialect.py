@@ -39,12 +39,15 @@ which another major may print differently (the export's report says so).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg.rows import tuple_row
+
+from pggit_export.identifiers import quote_identifier
+from pggit_export.render.rawparse import Node, RawParser, string_value
 
 KEYWORDS_SQL = "SELECT word, catcode::text FROM pg_catalog.pg_get_keywords()"
 
@@ -69,6 +72,159 @@ _TOKEN = re.compile(
 )
 
 
+# The statement a view's query is parsed in (never run): a utility statement, whose parse
+# analysis reads no catalog (render/rawparse.py).
+_PARSED_VIEW = "CREATE VIEW pggit_export_parsed AS "
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
+_IDENTIFIER = rb'(?:"(?:[^"]|"")*"|[A-Za-z_\x80-\xff][\w$\x80-\xff]*)'
+_IDENTIFIER_AT = re.compile(_IDENTIFIER)
+# A relation in FROM as pg_get_viewdef writes it: its (qualified) name, then its alias.
+_RELATION_AT = re.compile(rb"%s(?:\.%s)*" % (_IDENTIFIER, _IDENTIFIER))
+_ALIASED_RELATION_AT = re.compile(rb"%s(?:\.%s)*\s+(?P<alias>%s)" % ((_IDENTIFIER,) * 3))
+# FROM items that are one relation of the range table (a join is several).
+_ONE_RELATION_ITEMS = ("RANGEVAR", "RANGESUBSELECT", "RANGEFUNCTION", "RANGETABLEFUNC", "JSONTABLE")
+# PostgreSQL 15's names for a view's OLD and NEW range table entries.
+_PSEUDO_RELATIONS = ("old", "new")
+_NUMBERED_PSEUDO = re.compile(r"(?:old|new)_[0-9]+")
+
+
+def _name_of(identifier: str) -> str:
+    """The name an identifier written in SQL denotes (PostgreSQL folds A-Z only)."""
+    if identifier.startswith('"'):
+        return identifier[1:-1].replace('""', '"')
+    return identifier.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+@dataclass(frozen=True)
+class _SingleRelation:
+    """What PostgreSQL 15 qualifies in a view reading one relation."""
+
+    refname: str  # the relation's alias, else its name
+    columns: list[tuple[int, str]]  # (location, name) of each unqualified column
+
+
+def _view_query(tree: Node) -> Node | None:
+    """The SELECT of the raw tree of ``CREATE VIEW ... AS <query>``."""
+    view = tree.get("utilityStmt")
+    if not isinstance(view, dict) or view.get("node") != "VIEWSTMT":
+        return None
+    select = view.get("query")
+    return select if isinstance(select, dict) and select.get("node") == "SELECTSTMT" else None
+
+
+def _single_relation(select: Node) -> _SingleRelation | None:
+    """For a view's ``SELECT ... FROM <one item>``: the name PostgreSQL 15 qualifies that
+    item's columns with and the unqualified column references of the query's own level.
+    None when the query is no simple SELECT of exactly one FROM item: a set operation, a
+    join or several items are qualified by every major, and a query without a FROM has
+    no column to qualify."""
+    items = select.get("fromClause")
+    if select.get("op") != "0" or not isinstance(items, list) or len(items) != 1:
+        return None
+    item: Any = items[0]
+    if isinstance(item, dict) and item.get("node") == "RANGETABLESAMPLE":
+        item = item.get("relation")  # the relation sampled is the item
+    if not isinstance(item, dict) or item.get("node") not in _ONE_RELATION_ITEMS:
+        return None  # a join: its columns are qualified, or merged ones unqualified, by all
+    refname = _refname(item)
+    if refname is None:
+        return None
+    columns: list[tuple[int, str]] = []
+    for name, value in select.items():
+        if name != "fromClause":  # a function in FROM can only refer to outer levels
+            _column_references(value, columns)
+    return _SingleRelation(refname, columns)
+
+
+def _refname(item: Node) -> str | None:
+    """The name a FROM item's columns are qualified with: its alias, else a relation's
+    own name."""
+    alias = item.get("alias")
+    if isinstance(alias, dict) and isinstance(alias.get("aliasname"), str):
+        return str(alias["aliasname"])
+    relname = item.get("relname") if item.get("node") == "RANGEVAR" else None
+    return relname if isinstance(relname, str) else None
+
+
+def _pseudo_relation_renames(select: Node, text: bytes,
+                             offset: int) -> list[tuple[int, int, bytes]] | None:
+    """The edits that give each relation named ``old`` or ``new`` (at any level of the
+    query) PostgreSQL 15's name for it, ``old_1``, in FROM and in every column reference
+    qualified with it. None when they cannot be made exactly: such a name on an item
+    that is no relation (its alias has no location), a name PostgreSQL 15 would number
+    otherwise (``old_1`` used already), or text that does not match the tree."""
+    nodes = list(_nodes(select))
+    names = {_refname(node) for node in nodes if "alias" in node}
+    if any(name is not None and _NUMBERED_PSEUDO.fullmatch(name) for name in names):
+        return None
+    edits: list[tuple[int, int, bytes]] = []
+    for node in nodes:
+        if node.get("node") == "COLUMNREF":
+            fields = node.get("fields")
+            first = string_value(fields[0]) if isinstance(fields, list) and len(fields) > 1 else None
+            if first in _PSEUDO_RELATIONS:
+                written = _identifier_at(text, int(node["location"]) - offset)
+                if written is None or _name_of(written.group(0).decode()) != first:
+                    return None
+                edits.append((written.start(), written.end(), f"{first}_1".encode()))
+            continue
+        if "alias" not in node or _refname(node) not in _PSEUDO_RELATIONS:
+            continue
+        if node.get("node") != "RANGEVAR":
+            return None
+        refname = _refname(node)
+        renamed = f"{refname}_1".encode()
+        at = int(node["location"]) - offset
+        if node.get("alias") is not None:
+            written = _ALIASED_RELATION_AT.match(text, at) if at >= 0 else None
+            if written is None or _name_of(written.group("alias").decode()) != refname:
+                return None
+            edits.append((written.start("alias"), written.end("alias"), renamed))
+        else:
+            written = _RELATION_AT.match(text, at) if at >= 0 else None
+            if written is None:
+                return None
+            edits.append((written.end(), written.end(), b" " + renamed))
+    return edits
+
+
+def _nodes(value: Any) -> Iterator[Node]:
+    """Every node in `value`, depth first."""
+    if isinstance(value, list):
+        for item in value:
+            yield from _nodes(item)
+    elif isinstance(value, dict):
+        yield value
+        for item in value.values():
+            yield from _nodes(item)
+
+
+def _identifier_at(text: bytes, at: int) -> re.Match[bytes] | None:
+    return _IDENTIFIER_AT.match(text, at) if 0 <= at <= len(text) else None
+
+
+def _column_references(value: Any, found: list[tuple[int, str]]) -> None:
+    """The one-name column references in `value`, not descending into a nested SELECT
+    (a sub-query, a CTE), whose columns every major qualifies."""
+    if isinstance(value, list):
+        for item in value:
+            _column_references(item, found)
+    elif isinstance(value, dict):
+        if value.get("node") == "SELECTSTMT":
+            return
+        if value.get("node") == "COLUMNREF":
+            fields = value.get("fields")
+            name = string_value(fields[0]) if isinstance(fields, list) and len(fields) == 1 else None
+            if name is not None:
+                found.append((int(value["location"]), name))
+            return
+        for item in value.values():
+            _column_references(item, found)
+
+
 def read_keywords(conn: psycopg.Connection[Any]) -> dict[str, str]:
     """The server's keywords and their category (U, C, T, R), as pg_get_keywords lists them."""
     with conn.cursor(row_factory=tuple_row) as cur:
@@ -88,6 +244,11 @@ class Dialect:
     # Of those, the ones that are no keyword at all of the source's major: written bare in
     # a statement the source ran, such a word can only be a name.
     new_keywords: frozenset[str] = frozenset()
+    # The source's keywords that its quote_ident quotes (all but the unreserved ones).
+    source_quoted: frozenset[str] = frozenset()
+    # The shadow server's parser (render/rawparse.py), for what only a parser can tell;
+    # None: not available, and files keep the rendering server's view columns.
+    parser: RawParser | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def between(cls, source_major: int, source_keywords: Mapping[str, str],
@@ -97,7 +258,9 @@ class Dialect:
             if category != _UNRESERVED and source_keywords.get(word, _UNRESERVED) == _UNRESERVED
         )
         return cls(source_major, rendering_major, unquoted,
-                   frozenset(word for word in unquoted if word not in source_keywords))
+                   frozenset(word for word in unquoted if word not in source_keywords),
+                   frozenset(word for word, category in source_keywords.items()
+                             if category != _UNRESERVED))
 
     @property
     def names_not_null(self) -> bool:
@@ -120,6 +283,64 @@ class Dialect:
 
         quoted = _TOKEN.sub(token, statement)
         return quoted if quoted != statement else None
+
+    @property
+    def rewrites(self) -> list[str]:
+        """What the files are rewritten in, for the report."""
+        rewrites = ["names"]
+        if self.source_major < 18 <= self.rendering_major:
+            rewrites.append("NOT NULL constraints")
+        if self.qualifies_view_columns and self.parser is not None:
+            rewrites.append("view columns")
+        return rewrites
+
+    @property
+    def qualifies_view_columns(self) -> bool:
+        """Whether the source's major qualifies the columns of a view reading one relation
+        and the rendering server's does not (PostgreSQL 16 stopped)."""
+        return self.source_major < 16 <= self.rendering_major
+
+    def view_query_in_source_dialect(self, query: str) -> str:
+        """A view's query as pg_get_viewdef of the rendering server prints it, with the
+        columns qualified as the source's major qualifies them: ``SELECT id FROM
+        public.tickets t`` -> ``SELECT t.id FROM public.tickets t``. Unchanged when there
+        is no parser or nothing to qualify (the query reads several relations, or none).
+
+        PostgreSQL 15 kept a view's OLD and NEW pseudo-relations in its range table, and
+        named the others so as not to collide with them: a relation (or alias) ``old``
+        is ``old_1`` there, given as an alias in the FROM clause too."""
+        if self.parser is None or not self.qualifies_view_columns:
+            return query
+        tree = self.parser.parse(_PARSED_VIEW + query)
+        select = _view_query(tree) if tree is not None else None
+        if select is None:
+            return query
+        text = query.encode()
+        offset = len(_PARSED_VIEW.encode())
+        edits = _pseudo_relation_renames(select, text, offset)
+        single = _single_relation(select)
+        if edits is None:
+            return query  # the dump and the text disagree, or names PostgreSQL 15 numbers
+        if single is not None:
+            refname = single.refname
+            refname += "_1" if refname in _PSEUDO_RELATIONS else ""
+            prefix = self._source_identifier(refname).encode() + b"."
+            for location, name in single.columns:
+                written = _identifier_at(text, location - offset)
+                if written is None or _name_of(written.group(0).decode()) != name:
+                    return query
+                edits.append((written.start(), written.start(), prefix))
+        pieces, start = [], 0
+        for begin, end, new in sorted(edits):
+            pieces += [text[start:begin], new]
+            start = end
+        pieces.append(text[start:])
+        return b"".join(pieces).decode()
+
+    def _source_identifier(self, name: str) -> str:
+        """`name` as the source's quote_ident writes it."""
+        plain = _PLAIN_NAME.fullmatch(name) and name not in self.source_quoted
+        return name if plain else quote_identifier(name)
 
     def in_source_dialect(self, text: str) -> str:
         """`text` (rendered SQL) with each ``"word"`` of `unquoted` written ``word``."""

@@ -748,10 +748,12 @@ def _render_table(row: Row, names_not_null: bool = True) -> str:
     return _file(statements)
 
 
-def _render_view(row: Row) -> str:
+def _render_view(row: Row, dialect: Dialect | None) -> str:
     qname = row["qname"]
     # pg_get_viewdef ends the query with ";" and starts it with a space.
     query = row["def"].strip().rstrip(";").rstrip()
+    if dialect is not None:
+        query = dialect.view_query_in_source_dialect(query)
     options = _reloptions(row["reloptions"])
     columns: list[Row] = row["columns"] or []
     if row["relkind"] == "m":
@@ -1084,7 +1086,7 @@ def render_objects(
                 parents[key] = [ObjectKey("table", *pair) for pair in row["parent_keys"]]
         for row in rows("view"):
             key = ObjectKey("matview" if row["relkind"] == "m" else "view", row["schema"], row["name"])
-            files.append((key, _render_view(row)))
+            files.append((key, _render_view(row, dialect)))
             own(key, PG_CLASS, row)
         for row in rows("sequence"):
             key = ObjectKey("sequence", row["schema"], row["name"])

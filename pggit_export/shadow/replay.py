@@ -40,6 +40,7 @@ from pggit_export.identifiers import IDENTIFIER_PATTERN, quote_literal
 from pggit_export.read.history import Changeset
 from pggit_export.read.sqlsplit import split as split_sql
 from pggit_export.read.sqlsplit import without_leading_comments
+from pggit_export.render.rawparse import RawParser
 from pggit_export.shadow.server import EmbeddedServer, connect_shadow, find_binaries
 
 
@@ -434,6 +435,7 @@ class Shadow:
         admin: psycopg.Connection[Any] | None = None,
         private: bool = False,
         extension_directory: Path | None = None,
+        parser_conninfo: str | None = None,
     ) -> None:
         self.conn = conn  # replays history: a non-superuser in the private shadow
         self.admin = admin  # a superuser on the same database, for the tool's own work
@@ -445,6 +447,17 @@ class Shadow:
         self._take_sql: sql.Composed = sql.Composed([])  # install_tracker's
         self.warnings: list[str] = []  # what the export should tell the user about the shadow
         self._watchdog: _Watchdog | None = None
+        # Where a connection that only parses may be opened (the admin's database).
+        self._parser_conninfo = parser_conninfo
+        self._parser: RawParser | None = None
+
+    def raw_parser(self) -> RawParser | None:
+        """The server's parser on a connection of its own (render/rawparse.py), opened
+        on first use; None when the role may not use it without filling the log."""
+        if self._parser is None and self._parser_conninfo is not None:
+            self._parser = RawParser.connect(self._parser_conninfo)
+            self._parser_conninfo = None  # asked once, whatever the answer
+        return self._parser
 
     def watch_statements(self, seconds: float) -> None:
         """Cancel any replayed statement running longer than `seconds` (plus a grace)."""
@@ -463,6 +476,8 @@ class Shadow:
     def close(self) -> None:
         if self._watchdog is not None:
             self._watchdog.stop()
+        if self._parser is not None:
+            self._parser.close()
 
     def install_tracker(self, resolve_sql: str, setup: Callable[[], None] | None = None) -> bool:
         """Install the event triggers that record what each changeset touches.
@@ -865,6 +880,7 @@ def open_shadow(
                     conn, f"private PostgreSQL {binaries.version} ({binaries.origin})",
                     admin=admin_conn, private=True,
                     extension_directory=server.extension_directory,
+                    parser_conninfo=server.conninfo("shadow"),
                 )
                 try:
                     yield shadow
@@ -923,7 +939,7 @@ def open_shadow(
                 shadow = Shadow(
                     # No scratch name here: it is random, and reports must be deterministic.
                     conn, f"scratch database on PostgreSQL {version}",
-                    admin=admin_conn,
+                    admin=admin_conn, parser_conninfo=scratch,
                 )
                 shadow.warnings += warnings
                 try:
