@@ -30,10 +30,15 @@ renamed (``tags_name_not_null`` on a table renamed ``labels``); a source of an o
 has no such names, so its files never write one (``Dialect.names_not_null``, read by
 ``render_objects``).
 
+PostgreSQL 16 stopped qualifying the columns of a view reading one relation (``SELECT id
+FROM public.tickets t``; 15 wrote ``SELECT t.id``). Which words are column references only a
+parser knows: ``Dialect.view_query_in_source_dialect`` asks the shadow server's own
+(render/rawparse.py) and qualifies them as 15 does.
+
 What it does not do: a name that the source's major quotes and the rendering server does
 not (a shadow older than the source, already warned about: newer syntax may not even
-replay) stays bare; and the deparse of expressions and views is the rendering server's,
-which another major may print differently (the export's report says so).
+replay) stays bare; and other deparsed expressions are the rendering server's, which
+another major may print differently (none did on what was measured; the report says so).
 """
 
 from __future__ import annotations
