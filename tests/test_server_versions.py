@@ -36,6 +36,32 @@ OTHER = _other_major()
 needs_other_major = pytest.mark.skipif(OTHER is None, reason="no second PostgreSQL major installed")
 
 
+def _older_source_newer_shadow() -> PostgresBinaries:
+    """The embedded server's binaries, for a test of a source older than PostgreSQL 16 (the
+    other major) exported through a newer shadow (the embedded one); skips otherwise."""
+    assert OTHER is not None
+    bundled = find_binaries()
+    if OTHER.major >= 16 or bundled.major < 16:
+        pytest.skip("needs a source older than PostgreSQL 16 and a newer embedded shadow")
+    return bundled
+
+
+def _create_databases(server: EmbeddedServer, *names: str) -> None:
+    with psycopg.connect(server.conninfo(), autocommit=True) as admin:
+        for name in names:
+            admin.execute(f'CREATE DATABASE "{name}"')
+
+
+def _restores_and_shows_no_drift(target: str, repo: Path, source: str) -> None:
+    """The files are what the source's own server prints: `restore` into an empty database
+    of its major re-renders them identically (exit 0), and `drift` finds the unchanged
+    source equal (exit 0)."""
+    restored = cli("restore", str(repo), target)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    drift = cli("drift", source, str(repo))
+    assert drift.returncode == 0, drift.stdout + drift.stderr
+
+
 @pytest.fixture(scope="module")
 def other_server() -> Iterator[EmbeddedServer]:
     assert OTHER is not None
@@ -108,10 +134,7 @@ def test_a_source_is_replayed_and_rendered_in_its_own_major(
     assert f"files in PostgreSQL {OTHER.major}'s dialect" in exported.stdout
     assert "customers_email_not_null" not in git(repo, "show", "main:public/customers.sql")
 
-    restored = cli("restore", str(repo), other_server.conninfo("dialect_restored"))
-    assert restored.returncode == 0, restored.stdout + restored.stderr
-    drift = cli("drift", source, str(repo))
-    assert drift.returncode == 0, drift.stdout + drift.stderr
+    _restores_and_shows_no_drift(other_server.conninfo("dialect_restored"), repo, source)
 
 
 PGCRYPTO_HISTORY = """
@@ -194,13 +217,8 @@ RENAME_TAGS = "ALTER TABLE tags RENAME TO labels;"
 def test_names_that_became_keywords_are_written_as_the_source_writes_them(
     other_server: EmbeddedServer, tmp_path: Path
 ) -> None:
-    assert OTHER is not None
-    bundled = find_binaries()
-    if OTHER.major >= 16 or bundled.major < 16:
-        pytest.skip("needs a source older than PostgreSQL 16 and a newer embedded shadow")
-    with psycopg.connect(other_server.conninfo(), autocommit=True) as admin:
-        admin.execute("CREATE DATABASE keyword_src")
-        admin.execute("CREATE DATABASE keyword_restored")
+    bundled = _older_source_newer_shadow()
+    _create_databases(other_server, "keyword_src", "keyword_restored")
     source = make_source(other_server.conninfo("keyword_src"), [
         Change(KEYWORD_NAMES, at(1), objects=[
             ("CREATE", "TABLE", "public", "events"),
@@ -235,10 +253,7 @@ def test_names_that_became_keywords_are_written_as_the_source_writes_them(
 
     # The files are what the source's own server prints: restore re-renders them
     # identically there, and drift finds the unchanged source equal.
-    restored = cli("restore", str(repo), other_server.conninfo("keyword_restored"))
-    assert restored.returncode == 0, restored.stdout + restored.stderr
-    drift = cli("drift", source, str(repo))
-    assert drift.returncode == 0, drift.stdout + drift.stderr
+    _restores_and_shows_no_drift(other_server.conninfo("keyword_restored"), repo, source)
 
 
 @needs_other_major
@@ -302,13 +317,8 @@ CREATE VIEW long_constant AS SELECT id, '%s' AS filler FROM tickets;
 def test_a_view_reading_one_relation_is_written_as_the_source_writes_it(
     other_server: EmbeddedServer, tmp_path: Path
 ) -> None:
-    assert OTHER is not None
-    bundled = find_binaries()
-    if OTHER.major >= 16 or bundled.major < 16:
-        pytest.skip("needs a source older than PostgreSQL 16 and a newer embedded shadow")
-    with psycopg.connect(other_server.conninfo(), autocommit=True) as admin:
-        admin.execute("CREATE DATABASE views_src")
-        admin.execute("CREATE DATABASE views_restored")
+    bundled = _older_source_newer_shadow()
+    _create_databases(other_server, "views_src", "views_restored")
     names = re.findall(r"CREATE VIEW (\w+)", VIEWS)
     source = make_source(other_server.conninfo("views_src"), [
         Change(VIEWS, at(1), objects=[("CREATE", "TABLE", "public", "tickets")] + [
@@ -328,10 +338,7 @@ def test_a_view_reading_one_relation_is_written_as_the_source_writes_it(
         assert git(repo, "show", f"main:public/{name}.sql") == own[
             ObjectKey("view", "public", name)], name
     assert "SELECT old_1.id," in own[ObjectKey("view", "public", "old_rows")]
-    restored = cli("restore", str(repo), other_server.conninfo("views_restored"))
-    assert restored.returncode == 0, restored.stdout + restored.stderr
-    drift = cli("drift", source, str(repo))
-    assert drift.returncode == 0, drift.stdout + drift.stderr
+    _restores_and_shows_no_drift(other_server.conninfo("views_restored"), repo, source)
 
 
 @needs_other_major
