@@ -10,6 +10,7 @@ quoted one is taken as written.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 
 _PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
 
@@ -24,9 +25,11 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def quote_identifier_if_needed(name: str) -> str:
-    """``name`` unquoted when PostgreSQL would read it back unchanged, quoted otherwise."""
-    return name if _PLAIN_NAME.fullmatch(name) else quote_identifier(name)
+def quote_identifier_if_needed(name: str, keywords: Collection[str] = ()) -> str:
+    """``name`` unquoted when PostgreSQL would read it back unchanged, quoted otherwise;
+    with `keywords` (a server's words that quote_ident quotes), quoted as that server's
+    quote_ident writes it."""
+    return name if _PLAIN_NAME.fullmatch(name) and name not in keywords else quote_identifier(name)
 
 
 def qualified_name(schema: str, name: str) -> str:

@@ -44,14 +44,14 @@ another major may print differently (none did on what was measured; the report s
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg.rows import tuple_row
 
-from pggit_export.identifiers import quote_identifier
+from pggit_export.identifiers import IDENTIFIER_PATTERN, catalog_name, quote_identifier_if_needed
 from pggit_export.render.rawparse import Node, RawParser, string_value
 
 KEYWORDS_SQL = "SELECT word, catcode::text FROM pg_catalog.pg_get_keywords()"
@@ -80,27 +80,15 @@ _TOKEN = re.compile(
 # The statement a view's query is parsed in (never run): a utility statement, whose parse
 # analysis reads no catalog (render/rawparse.py).
 _PARSED_VIEW = "CREATE VIEW pggit_export_parsed AS "
-_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_$]*")
-_IDENTIFIER = rb'(?:"(?:[^"]|"")*"|[A-Za-z_\x80-\xff][\w$\x80-\xff]*)'
-_IDENTIFIER_AT = re.compile(_IDENTIFIER)
+_IDENTIFIER_AT = re.compile(IDENTIFIER_PATTERN)
 # A relation in FROM as pg_get_viewdef writes it: its (qualified) name, then its alias.
-_RELATION_AT = re.compile(rb"%s(?:\.%s)*" % (_IDENTIFIER, _IDENTIFIER))
-_ALIASED_RELATION_AT = re.compile(rb"%s(?:\.%s)*\s+(?P<alias>%s)" % ((_IDENTIFIER,) * 3))
+_RELATION_AT = re.compile(rf"{IDENTIFIER_PATTERN}(?:\.{IDENTIFIER_PATTERN})*")
+_ALIASED_RELATION_AT = re.compile(_RELATION_AT.pattern + rf"\s+(?P<alias>{IDENTIFIER_PATTERN})")
 # FROM items that are one relation of the range table (a join is several).
 _ONE_RELATION_ITEMS = ("RANGEVAR", "RANGESUBSELECT", "RANGEFUNCTION", "RANGETABLEFUNC", "JSONTABLE")
 # PostgreSQL 15's names for a view's OLD and NEW range table entries.
 _PSEUDO_RELATIONS = ("old", "new")
 _NUMBERED_PSEUDO = re.compile(r"(?:old|new)_[0-9]+")
-
-
-def _name_of(identifier: str) -> str:
-    """The name an identifier written in SQL denotes (PostgreSQL folds A-Z only)."""
-    if identifier.startswith('"'):
-        return identifier[1:-1].replace('""', '"')
-    return identifier.translate(_ASCII_LOWER)
-
-
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 @dataclass(frozen=True)
@@ -154,8 +142,8 @@ def _refname(item: Node) -> str | None:
     return relname if isinstance(relname, str) else None
 
 
-def _pseudo_relation_renames(select: Node, text: bytes,
-                             offset: int) -> list[tuple[int, int, bytes]] | None:
+def _pseudo_relation_renames(select: Node, text: str,
+                             position: Callable[[Any], int]) -> list[tuple[int, int, str]] | None:
     """The edits that give each relation named ``old`` or ``new`` (at any level of the
     query) PostgreSQL 15's name for it, ``old_1``, in FROM and in every column reference
     qualified with it. None when they cannot be made exactly: such a name on an item
@@ -165,34 +153,33 @@ def _pseudo_relation_renames(select: Node, text: bytes,
     names = {_refname(node) for node in nodes if "alias" in node}
     if any(name is not None and _NUMBERED_PSEUDO.fullmatch(name) for name in names):
         return None
-    edits: list[tuple[int, int, bytes]] = []
+    edits: list[tuple[int, int, str]] = []
     for node in nodes:
         if node.get("node") == "COLUMNREF":
             fields = node.get("fields")
             first = string_value(fields[0]) if isinstance(fields, list) and len(fields) > 1 else None
             if first in _PSEUDO_RELATIONS:
-                written = _identifier_at(text, int(node["location"]) - offset)
-                if written is None or _name_of(written.group(0).decode()) != first:
+                written = _match_at(_IDENTIFIER_AT, text, position(node["location"]))
+                if written is None or catalog_name(written.group(0)) != first:
                     return None
-                edits.append((written.start(), written.end(), f"{first}_1".encode()))
+                edits.append((written.start(), written.end(), f"{first}_1"))
             continue
         if "alias" not in node or _refname(node) not in _PSEUDO_RELATIONS:
             continue
         if node.get("node") != "RANGEVAR":
             return None
         refname = _refname(node)
-        renamed = f"{refname}_1".encode()
-        at = int(node["location"]) - offset
+        at = position(node["location"])
         if node.get("alias") is not None:
-            written = _ALIASED_RELATION_AT.match(text, at) if at >= 0 else None
-            if written is None or _name_of(written.group("alias").decode()) != refname:
+            written = _match_at(_ALIASED_RELATION_AT, text, at)
+            if written is None or catalog_name(written.group("alias")) != refname:
                 return None
-            edits.append((written.start("alias"), written.end("alias"), renamed))
+            edits.append((written.start("alias"), written.end("alias"), f"{refname}_1"))
         else:
-            written = _RELATION_AT.match(text, at) if at >= 0 else None
+            written = _match_at(_RELATION_AT, text, at)
             if written is None:
                 return None
-            edits.append((written.end(), written.end(), b" " + renamed))
+            edits.append((written.end(), written.end(), f" {refname}_1"))
     return edits
 
 
@@ -207,8 +194,23 @@ def _nodes(value: Any) -> Iterator[Node]:
             yield from _nodes(item)
 
 
-def _identifier_at(text: bytes, at: int) -> re.Match[bytes] | None:
-    return _IDENTIFIER_AT.match(text, at) if 0 <= at <= len(text) else None
+def _match_at(pattern: re.Pattern[str], text: str, at: int) -> re.Match[str] | None:
+    return pattern.match(text, at) if 0 <= at <= len(text) else None
+
+
+def _character_offsets(text: str) -> Callable[[Any], int]:
+    """Where a location of the server's tree (a byte offset in `text`, as a dump token) is
+    in `text`: its character offset, or -1 when it is not a character's start."""
+    encoded = text.encode()
+
+    def position(location: Any) -> int:
+        at = int(location)
+        try:
+            return len(encoded[:at].decode()) if 0 <= at <= len(encoded) else -1
+        except UnicodeDecodeError:
+            return -1
+
+    return position
 
 
 def _column_references(value: Any, found: list[tuple[int, str]]) -> None:
@@ -316,36 +318,32 @@ class Dialect:
         is ``old_1`` there, given as an alias in the FROM clause too."""
         if self.parser is None or not self.qualifies_view_columns:
             return query
-        tree = self.parser.parse(_PARSED_VIEW + query)
+        statement = _PARSED_VIEW + query
+        tree = self.parser.parse(statement)
         select = _view_query(tree) if tree is not None else None
         if select is None:
             return query
-        text = query.encode()
-        offset = len(_PARSED_VIEW.encode())
-        edits = _pseudo_relation_renames(select, text, offset)
-        single = _single_relation(select)
+        # The edits are made on the statement; the query is what follows its prefix.
+        position = _character_offsets(statement)
+        edits = _pseudo_relation_renames(select, statement, position)
         if edits is None:
-            return query  # the dump and the text disagree, or names PostgreSQL 15 numbers
+            return query  # the tree and the text disagree, or names PostgreSQL 15 numbers
+        single = _single_relation(select)
         if single is not None:
             refname = single.refname
             refname += "_1" if refname in _PSEUDO_RELATIONS else ""
-            prefix = self._source_identifier(refname).encode() + b"."
+            prefix = quote_identifier_if_needed(refname, self.source_quoted) + "."
             for location, name in single.columns:
-                written = _identifier_at(text, location - offset)
-                if written is None or _name_of(written.group(0).decode()) != name:
+                written = _match_at(_IDENTIFIER_AT, statement, position(location))
+                if written is None or catalog_name(written.group(0)) != name:
                     return query
                 edits.append((written.start(), written.start(), prefix))
-        pieces, start = [], 0
+        pieces, start = [], len(_PARSED_VIEW)
         for begin, end, new in sorted(edits):
-            pieces += [text[start:begin], new]
+            pieces += [statement[start:begin], new]
             start = end
-        pieces.append(text[start:])
-        return b"".join(pieces).decode()
-
-    def _source_identifier(self, name: str) -> str:
-        """`name` as the source's quote_ident writes it."""
-        plain = _PLAIN_NAME.fullmatch(name) and name not in self.source_quoted
-        return name if plain else quote_identifier(name)
+        pieces.append(statement[start:])
+        return "".join(pieces)
 
     def in_source_dialect(self, text: str) -> str:
         """`text` (rendered SQL) with each ``"word"`` of `unquoted` written ``word``."""
