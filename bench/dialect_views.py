@@ -1,6 +1,6 @@
 """Views rendered in an older source's dialect, against that major's own render (issue 13).
 
-    python bench/dialect_views.py [--sql FILE] [--source-bin DIR]
+    python bench/dialect_views.py [--sql FILE] [--source-bin DIR] [--without-parser]
 
 Runs ``fixtures/dialect/views.sql`` (tables and views of every shape: one relation with and
 without an alias, sub-queries, joins, USING, set operations, CTEs, functions and VALUES in
@@ -8,7 +8,9 @@ FROM, TABLESAMPLE, relations named ``old`` and ``new``, long constants, odd name
 server of the source's major (default: PostgreSQL 15 under /usr/lib/postgresql/15/bin) and
 on the embedded server. Each view's file is rendered by the source's server as it is, and
 by the embedded one with ``Dialect.between`` and its raw parser, as an export through that
-shadow writes it. Prints the views that differ, and how many; exits 1 if any does.
+shadow writes it (``--without-parser``: without the parser, names and NOT NULL constraints
+only, as before the view rewrite). Prints the views that differ, and how many; exits 1 if
+any does.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sql", type=Path, default=ROOT / "fixtures" / "dialect" / "views.sql")
     parser.add_argument("--source-bin", type=Path, default=Path("/usr/lib/postgresql/15/bin"))
+    parser.add_argument("--without-parser", action="store_true")
     args = parser.parse_args()
     version = _version_of(args.source_bin)
     if version is None:
@@ -59,7 +62,7 @@ def main() -> int:
         server.conninfo(), autocommit=True
     ) as conn:
         conn.execute(text)  # type: ignore[arg-type]
-        raw_parser = RawParser.connect(server.conninfo())
+        raw_parser = None if args.without_parser else RawParser.connect(server.conninfo())
         dialect = dataclasses.replace(
             Dialect.between(source_binaries.major, source_keywords,
                             rendering.major, read_keywords(conn)),
