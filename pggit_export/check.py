@@ -61,6 +61,12 @@ from pggit_export.shadow.replay import (
 )
 from pggit_export.shadow.server import ServerError
 from pggit_export.shadow.standin import build_stand_in
+from pggit_export.shadow.transaction_ids import (
+    DatedComment,
+    date_comments,
+    read_unrecorded_comments,
+    read_xid_clock,
+)
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -86,6 +92,8 @@ CODES: dict[str, str] = {
     "unrecorded-trigger": "info",  # live triggers no text creates: made when they can be
     "unrecorded-label": "info",  # enum labels no text adds, dated by OIDs or the texts
     "unrecorded-object": "info",  # sequences, types, matviews, procedures dated by their OIDs
+    "xid-chronology": "info",  # whether the rows' transaction ids may date live comments
+    "unrecorded-comment": "info",  # comments no text sets, dated by their transaction ids
     "hidden-ddl": "info",  # objects changed by SELECT/CALL/DO only
     "unsupported-kind": "warning",  # created, replayed, but not rendered in snapshots
     "missing-object-row": "warning",  # history row whose pggit.objects row is gone
@@ -330,9 +338,20 @@ def _plan_findings(conn: psycopg.Connection[Any], clock: OidClock,
     recorded = read_recorded_creations(conn, columns)
     later = read_later_changes(conn)
     unrecorded = read_unrecorded_objects(conn, DEFAULT_EXCLUDED_SCHEMAS)
-    plan = plan_prehistory(conn, recorded, later, DEFAULT_EXCLUDED_SCHEMAS, clock,
-                           unrecorded=unrecorded)
     findings = []
+    comments: list[DatedComment] = []
+    if unset := read_unrecorded_comments(conn, DEFAULT_EXCLUDED_SCHEMAS, recorded):
+        # Comments no text sets: say whether their transaction ids can date them.
+        xids = read_xid_clock(conn, columns)
+        findings.append(Finding(
+            "xid-chronology", CODES["xid-chronology"],
+            f"transaction id chronology (dating {len(unset)} live comments no history text "
+            f"sets): {xids.reason}",
+            [], {"usable": xids.usable, "comments": len(unset)},
+        ))
+        comments = date_comments(unset, xids)
+    plan = plan_prehistory(conn, recorded, later, DEFAULT_EXCLUDED_SCHEMAS, clock,
+                           unrecorded=unrecorded, comments=comments)
     if plan.dated:
         findings.append(Finding(
             "pre-history", CODES["pre-history"],
@@ -378,6 +397,17 @@ def _plan_findings(conn: psycopg.Connection[Any], clock: OidClock,
             f"{item.evidence()}: the export creates it before history id {item.before_id}",
             [item.before_id], {"object": f"{item.key.kind} {item.key.schema}.{item.key.name}",
                                "before": item.before_id, "after": item.after_id},
+        ))
+    for comment in comments:
+        then = (f"the export sets it before history id {comment.due_id}"
+                if comment.due_id is not None
+                else "only a reconcile commit (--reconcile) shows it")
+        findings.append(Finding(
+            "unrecorded-comment", CODES["unrecorded-comment"],
+            f"{comment.describe()}: no history text sets it; {comment.evidence()}: {then}",
+            [comment.due_id] if comment.due_id is not None else [],
+            {"comment": comment.describe(), "before": comment.due_id,
+             "after": comment.after_id},
         ))
     baseline = {(key.kind.upper(), key.schema, key.name) for key in plan.objects}
     return findings, baseline

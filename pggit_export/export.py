@@ -80,6 +80,11 @@ from pggit_export.shadow.replay import (
     open_shadow,
     split_statements,
 )
+from pggit_export.shadow.transaction_ids import (
+    date_comments,
+    read_unrecorded_comments,
+    read_xid_clock,
+)
 
 # The reconcile commit is the tool's, not a database user's (an --authors entry may rename it).
 RECONCILE_AUTHOR = "pggit-export"
@@ -537,7 +542,8 @@ class _Exporter:
         if self.options.repair:
             before += (healer.due_objects(changeset) + healer.due_triggers(self.since_triggers)
                        + healer.replaced_overloads(changeset) + healer.due_superseded(changeset)
-                       + healer.due_labels(changeset))
+                       + healer.due_labels(changeset)
+                       + healer.due_comments(changeset, replayed=False))
         if before:
             pipeline.settle()  # the changeset before is taken without these repairs
         for repair in before:
@@ -574,7 +580,8 @@ class _Exporter:
         self.since_triggers = "\n".join([changeset.sql or "", *(r.description for r in repairs)])
         if self.options.repair:
             # Applied before the changeset is handed in: its take includes them.
-            repairs += [r for r in healer.postcondition_repairs(changeset, result.ok)
+            repairs += [r for r in (healer.postcondition_repairs(changeset, result.ok)
+                                    + healer.due_comments(changeset, replayed=True))
                         if healer.apply(r) is None]
             if result.ok:
                 healer.note_superseded(changeset)
@@ -963,10 +970,18 @@ def export_history(
             # Read once: the healer dates them inside the history, the pre-history before it.
             unrecorded = (read_unrecorded_objects(reader.conn, _own_schemas(options))
                           if options.repair else [])
+            comments = []
+            if options.repair and (unset := read_unrecorded_comments(
+                    reader.conn, _own_schemas(options), recorded)):
+                # Comments no text sets: say whether their transaction ids can date them.
+                xids = read_xid_clock(reader.conn, reader.columns)
+                report.evidence.append(f"transaction id chronology: {xids.reason}")
+                comments = date_comments(unset, xids)
             if options.repair:
                 healer.schedule_triggers()
                 healer.schedule_labels()
                 healer.schedule_objects(unrecorded)
+                healer.schedule_comments(comments)
             if writer.tip is not None:
                 tip = writer.tip_commit()
                 assert tip is not None
@@ -986,7 +1001,7 @@ def export_history(
             if writer.tip is None and options.baseline is None and options.repair:
                 prehistory = plan_prehistory(reader.conn, recorded, later,
                                              _own_schemas(options), clock,
-                                             unrecorded=unrecorded)
+                                             unrecorded=unrecorded, comments=comments)
             if writer.tip is None and (options.baseline is not None or prehistory.keys):
                 first = next(changesets, None)
                 # Dated like the first change, so it sorts before it and needs no clock.

@@ -1001,3 +1001,75 @@ def test_a_table_older_than_the_history_comes_with_the_extension_it_needs(
     assert "email public.citext" in git(repo, "show", f"{root}:public/legacy.sql")
     assert "created extension citext in schema public" in git(
         repo, "log", "-1", "--format=%B", root)
+
+
+def test_a_comment_no_row_records_is_set_when_its_transaction_id_dates_it(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # One statement per transaction under v1's real triggers: COMMENT writes no row, so a
+    # migration of comments alone leaves no trace but the comments' own catalog rows, whose
+    # transaction ids fall between those of the history rows around it.
+    from history import cli
+
+    source, rows = _captured(make_database(), [
+        "CREATE TABLE a (id int)",
+        "CREATE TABLE b (id int)",
+        "COMMENT ON TABLE a IS 'the a''s table'",
+        "COMMENT ON COLUMN b.id IS 'b id'",
+        "CREATE TABLE c (id int)",
+        "COMMENT ON TABLE c IS 'set after the last row'",
+    ])
+    b_id = next(i for i, text in rows if "TABLE b" in text)
+    c_id = next(i for i, text in rows if "TABLE c" in text)
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "transaction id chronology: usable" in result.stdout
+
+    def commit_of(history_id: int) -> str:
+        return git(repo, "log", "--format=%H", "-1",
+                   f"--grep=Pggit-History-Ids: {history_id}$", "main").strip()
+
+    assert "COMMENT" not in git(repo, "show", f"{commit_of(b_id)}:public/a.sql")
+    at_c = commit_of(c_id)
+    assert "COMMENT ON TABLE public.a IS 'the a''s table';" in git(
+        repo, "show", f"{at_c}:public/a.sql")
+    assert "COMMENT ON COLUMN public.b.id IS 'b id';" in git(repo, "show", f"{at_c}:public/b.sql")
+    assert (f"Pggit-Repaired: set the comment on table public.a from the live database: its "
+            f"transaction id is newer than history id {b_id}'s and not older than history id "
+            f"{c_id}'s (transaction id chronology), and v1 never records COMMENT"
+            ) in git(repo, "log", "-1", "--format=%B", at_c)
+    # Set after the last row: nothing in the history shows it, a reconcile commit does.
+    assert "COMMENT" not in git(repo, "show", "main:public/c.sql")
+
+    checked = cli("check", source)
+    assert (f"comment on table public.a: no history text sets it; its transaction id is newer "
+            f"than history id {b_id}'s") in checked.stdout
+    assert "comment on table public.c: no history text sets it" in checked.stdout
+    assert "only a reconcile commit (--reconcile) shows it" in checked.stdout
+
+
+def test_transaction_ids_of_rows_written_in_one_transaction_are_not_used(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # make_source writes every row in one transaction, as a history loaded from a dump
+    # has them: the rows' transaction ids date nothing, and the comment stays where the
+    # baseline puts it (on a table older than the history).
+    from history import cli
+
+    source = make_source(make_database(), [
+        Change("CREATE TABLE b (id int);", at(2), objects=[("CREATE", "TABLE", "public", "b")]),
+        Change("CREATE TABLE c (id int);", at(3), objects=[("CREATE", "TABLE", "public", "c")]),
+    ], live_sql="CREATE TABLE a (id int);\nCOMMENT ON TABLE a IS 'old';\n"
+                "CREATE TABLE b (id int);\nCREATE TABLE c (id int);")
+    repo = tmp_path / "repo"
+
+    result = cli("export", source, str(repo))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ("transaction id chronology: the history rows' transaction ids do not grow from "
+            "one transaction to the next") in result.stdout
+    root = git(repo, "rev-list", "--max-parents=0", "main").strip()
+    assert "COMMENT ON TABLE public.a IS 'old';" in git(repo, "show", f"{root}:public/a.sql")

@@ -57,6 +57,7 @@ from pggit_export.shadow.evidence import (
 from pggit_export.shadow.later_parts import LeftOut, later_parts
 from pggit_export.shadow.replay import REPLAY_ROLE, ReplayFailure, Shadow, Statement
 from pggit_export.shadow.standin import build_stand_in
+from pggit_export.shadow.transaction_ids import DatedComment
 
 MAX_ROUNDS = 12  # per changeset; each round must fix something new
 
@@ -371,6 +372,17 @@ SELECT EXISTS (SELECT FROM pg_catalog.pg_proc AS p
                WHERE n.nspname = %(schema)s AND p.proname = %(name)s)
 """
 
+# A relation of the shadow by name, and its column when one is named ('' for none).
+_SHADOW_RELKIND_SQL = """
+SELECT c.relkind::text
+FROM pg_catalog.pg_class AS c
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND c.relname = %(relation)s
+  AND (%(column)s = '' OR EXISTS (SELECT FROM pg_catalog.pg_attribute AS a
+                                  WHERE a.attrelid = c.oid AND a.attname = %(column)s
+                                    AND a.attnum > 0 AND NOT a.attisdropped))
+"""
+
 _SHADOW_OVERLOADS_SQL = """
 SELECT n.nspname, p.proname, pg_catalog.pg_get_function_identity_arguments(p.oid)
 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
@@ -594,6 +606,7 @@ class Healer:
         # Live objects of kinds v1 never records that the OID clock dates inside the
         # history, waiting for their changeset (schedule_objects, due_objects).
         self.scheduled_objects: list[DatedObject] = []
+        self.scheduled_comments: list[DatedComment] = []
 
     # -- before a changeset: the environment it ran in ----------------------------------
 
@@ -1113,7 +1126,7 @@ class Healer:
         if oid is None:
             return []
         return later_parts(self.live.conn, [(oid, key.schema, key.name)], self.recorded,
-                           self.later, self.position)
+                           self.later, self.position, self.scheduled_comments)
 
     def _later_labels(self, schema: str, name: str
                       ) -> tuple[dict[str, str], dict[str, tuple[int, str]]]:
@@ -1179,6 +1192,39 @@ class Healer:
             if not self._shadow_has_object(item.key):
                 repairs += self._live_object_repairs(item.key, item.evidence())
         return repairs
+
+    def schedule_comments(self, comments: Iterable[DatedComment]) -> None:
+        """Note the live comments no recorded text sets that the transaction-id clock dates
+        inside the history (shadow/transaction_ids.py): due_comments sets each then; one
+        dated after the history is left to the reconcile commit."""
+        self.scheduled_comments = [c for c in comments if c.due_id is not None]
+
+    def due_comments(self, changeset: Changeset, *, replayed: bool) -> list[Repair]:
+        """Repairs setting the dated comments due by this changeset: before its replay
+        those whose relation (and column) the shadow has; after it (`replayed`) the rest,
+        for a relation the changeset itself creates. One whose relation is still missing
+        then (renamed since?) is given up: the reconcile commit shows it."""
+        due = [c for c in self.scheduled_comments
+               if c.due_id is not None and c.due_id <= changeset.last_id]
+        repairs = []
+        for comment in due:
+            relkind = self._shadow_relkind(comment.schema, comment.relation, comment.column)
+            if relkind is None and not replayed:
+                continue  # perhaps the changeset creates it: after the replay
+            self.scheduled_comments.remove(comment)
+            if relkind is not None:
+                repairs.append(Repair(
+                    f"set the {comment.describe()} from the live database: "
+                    f"{comment.evidence()}",
+                    sql=(comment.statement(relkind),)))
+        return repairs
+
+    def _shadow_relkind(self, schema: str, relation: str, column: str) -> str | None:
+        """The shadow relation's pg_class.relkind, if it (and `column`, if any) exists."""
+        with self.shadow.conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
+            row = cur.execute(_SHADOW_RELKIND_SQL, {"schema": schema, "relation": relation,
+                                                    "column": column}).fetchone()
+        return str(row[0]) if row is not None else None
 
     def due_labels(self, changeset: Changeset) -> list[Repair]:
         """Repairs adding the deferred enum labels dated to this changeset or before it,

@@ -10,12 +10,13 @@ So each part of the table that a recorded text creates or sets at or after the p
 the repair (its columns, indexes, constraints, triggers, comments, storage parameters and
 attribute options, by name: ``RecordedCreations`` and ``LaterChanges``, read ahead in
 shadow/evidence.py) is undone right after the table is made, with the history id that adds
-it back (``LeftOut``).
+it back (``LeftOut``). So is a comment that no text sets but whose transaction id dates
+it at or after that point (shadow/transaction_ids.py): the healer sets it then.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from psycopg.rows import tuple_row
 
 from pggit_export.identifiers import qualified_name, quote_identifier
 from pggit_export.shadow.evidence import LaterChanges, RecordedCreations
+from pggit_export.shadow.transaction_ids import DatedComment
 
 # What a table file brings along that a later row may add: indexes (other than a
 # constraint's), constraints (not PostgreSQL 18's NOT NULL ones: those are the columns')
@@ -89,12 +91,17 @@ class LeftOut:
     schema: str
     table: str
     name: str  # for a comment or options: the column's, or '' for the table's own
-    history_id: int  # the first row that adds it
+    history_id: int | None  # the first row that adds it (a dated comment: None, after all)
     options: tuple[str, ...] = ()  # for options: the names of those set
+    dated: DatedComment | None = None  # a comment no text sets, dated by its transaction
 
     def describe(self) -> str:
         where = f"{self.schema}.{self.table}"
         on = f"column {where}.{self.name}" if self.name else f"table {where}"
+        if self.dated is not None:
+            when = (f"before history id {self.history_id}" if self.history_id is not None
+                    else "after the last history row")
+            return f"comment on {on} (set {when}: {self.dated.evidence()})"
         if self.kind == "comment":
             return f"comment on {on} (added by history id {self.history_id})"
         if self.kind == "options":
@@ -123,16 +130,24 @@ class LeftOut:
 
 
 def later_parts(conn: psycopg.Connection[Any], tables: Sequence[tuple[int, str, str]],
-                recorded: RecordedCreations, later: LaterChanges, since: int) -> list[LeftOut]:
+                recorded: RecordedCreations, later: LaterChanges, since: int,
+                comments: Collection[DatedComment] = ()) -> list[LeftOut]:
     """The parts of the live `tables` ((oid, schema, name) in the source `conn`, read only)
-    that a recorded text first adds at history id `since` or later, in the order to undo
-    them."""
+    that a recorded text first adds at history id `since` or later, or that are among the
+    dated `comments` due then or later, in the order to undo them."""
     if not tables:
         return []
+    dated = {(c.schema, c.relation, c.column): c for c in comments}
     with conn.cursor(row_factory=tuple_row) as cur:
         parts = cur.execute(_PARTS_SQL, {"tables": [oid for oid, _, _ in tables]}).fetchall()
     left_out: list[LeftOut] = []
     for kind, schema, table, name, options in parts:
+        comment = dated.get((schema, table, name)) if kind == "comment" else None
+        if comment is not None:
+            if comment.due_id is None or comment.due_id >= since:
+                left_out.append(LeftOut(kind, schema, table, name, comment.due_id,
+                                        dated=comment))
+            continue
         if kind in ("comment", "options"):  # noted as "table" or "table.column" (evidence.py)
             first = recorded.created(kind, f"{table}.{name}" if name else table)
         elif kind == "trigger":

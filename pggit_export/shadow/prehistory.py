@@ -44,6 +44,7 @@ from pggit_export.shadow.evidence import (
 )
 from pggit_export.shadow.heal import Healer
 from pggit_export.shadow.later_parts import LeftOut, later_parts
+from pggit_export.shadow.transaction_ids import DatedComment
 
 # Live tables, views and functions, outside excluded and system schemas, not members of an
 # extension and not part of another object (a range type's constructor functions).
@@ -99,6 +100,7 @@ def plan_prehistory(
     clock: OidClock | None = None,
     *,
     unrecorded: Iterable[UnrecordedObject],
+    comments: Collection[DatedComment] = (),
 ) -> PrehistoryPlan:
     """The pre-history objects of the source `conn` (read only, the reader's transaction).
     With a usable `clock`, also those of `unrecorded` (the live objects of kinds v1 never
@@ -121,7 +123,7 @@ def plan_prehistory(
         picked = [(kind, schema, name, oid) for kind, schema, name, oid in rows
                   if recorded.created_object(kind, name) is None]
     tables = [(oid, schema, name) for kind, schema, name, oid in picked if kind == "table"]
-    left_out = later_parts(conn, tables, recorded, later, since=0)
+    left_out = later_parts(conn, tables, recorded, later, since=0, comments=comments)
     keys = sorted({ObjectKey(kind, schema, name) for kind, schema, name, _ in picked})
     # A procedure shares its name's function file, which may be a pre-history object already.
     dated = [key for key in dated if key not in keys]
