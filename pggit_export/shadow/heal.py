@@ -606,7 +606,8 @@ class Healer:
         # Live objects of kinds v1 never records that the OID clock dates inside the
         # history, waiting for their changeset (schedule_objects, due_objects).
         self.scheduled_objects: list[DatedObject] = []
-        self.scheduled_comments: list[DatedComment] = []
+        self.dated_comments: list[DatedComment] = []  # left out of a table made early
+        self.scheduled_comments: list[DatedComment] = []  # of those, the ones to set
 
     # -- before a changeset: the environment it ran in ----------------------------------
 
@@ -1126,7 +1127,7 @@ class Healer:
         if oid is None:
             return []
         return later_parts(self.live.conn, [(oid, key.schema, key.name)], self.recorded,
-                           self.later, self.position, self.scheduled_comments)
+                           self.later, self.position, self.dated_comments)
 
     def _later_labels(self, schema: str, name: str
                       ) -> tuple[dict[str, str], dict[str, tuple[int, str]]]:
@@ -1197,7 +1198,8 @@ class Healer:
         """Note the live comments no recorded text sets that the transaction-id clock dates
         inside the history (shadow/transaction_ids.py): due_comments sets each then; one
         dated after the history is left to the reconcile commit."""
-        self.scheduled_comments = [c for c in comments if c.due_id is not None]
+        self.dated_comments = list(comments)
+        self.scheduled_comments = [c for c in self.dated_comments if c.due_id is not None]
 
     def due_comments(self, changeset: Changeset, *, replayed: bool) -> list[Repair]:
         """Repairs setting the dated comments due by this changeset: before its replay
