@@ -1012,10 +1012,12 @@ def test_a_comment_no_row_records_is_set_when_its_transaction_id_dates_it(
     from history import cli
 
     source, rows = _captured(make_database(), [
+        "CREATE TABLE s AS SELECT 1 AS id",  # no row (v1 never records it): the baseline's
         "CREATE TABLE a (id int)",
         "CREATE TABLE b (id int)",
         "COMMENT ON TABLE a IS 'the a''s table'",
         "COMMENT ON COLUMN b.id IS 'b id'",
+        "COMMENT ON TABLE s IS 'dated'",
         "CREATE TABLE c (id int)",
         "COMMENT ON TABLE c IS 'set after the last row'",
     ])
@@ -1037,6 +1039,10 @@ def test_a_comment_no_row_records_is_set_when_its_transaction_id_dates_it(
     assert "COMMENT ON TABLE public.a IS 'the a''s table';" in git(
         repo, "show", f"{at_c}:public/a.sql")
     assert "COMMENT ON COLUMN public.b.id IS 'b id';" in git(repo, "show", f"{at_c}:public/b.sql")
+    # The table older than the history is in the baseline without the comment set later.
+    root = git(repo, "rev-list", "--max-parents=0", "main").strip()
+    assert "COMMENT" not in git(repo, "show", f"{root}:public/s.sql")
+    assert "COMMENT ON TABLE public.s IS 'dated';" in git(repo, "show", f"{at_c}:public/s.sql")
     assert (f"Pggit-Repaired: set the comment on table public.a from the live database: its "
             f"transaction id is newer than history id {b_id}'s and not older than history id "
             f"{c_id}'s (transaction id chronology), and v1 never records COMMENT"
