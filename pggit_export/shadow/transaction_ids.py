@@ -29,6 +29,7 @@ sequences) and their columns, the parts ``shadow/later_parts.py`` handles.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -91,13 +92,17 @@ class XidClock:
         """The first history id whose transaction is as new as one of age `age`, or newer:
         what that transaction did came before that row's changeset ended. None when it is
         newer than every row's."""
-        return next((row_id for row_id, row_age in zip(self.ids, self.ages) if row_age <= age),
-                    None)
+        index = self._first_as_new(age)
+        return self.ids[index] if index < len(self.ids) else None
 
     def last_before(self, age: int) -> int | None:
         """The last history id whose transaction is older than one of age `age`."""
-        older = [row_id for row_id, row_age in zip(self.ids, self.ages) if row_age > age]
-        return older[-1] if older else None
+        index = self._first_as_new(age)
+        return self.ids[index - 1] if index > 0 else None
+
+    def _first_as_new(self, age: int) -> int:
+        # The ages never grow along the rows: bisect on their negation.
+        return bisect.bisect_left(self.ages, -age, key=lambda row_age: -row_age)
 
 
 def read_xid_clock(conn: psycopg.Connection[Any],
@@ -125,12 +130,16 @@ def read_xid_clock(conn: psycopg.Connection[Any],
                         "check the catalog against: not used")
     # A table's row type is written by the CREATE its row records: not after that row, and
     # after the transaction of the row before (a renamed table's is rewritten later).
-    position = {row_id: index for index, row_id in enumerate(ids)}
-    written = 0
-    for row_id, row_age, catalog_age in anchors:
-        older = [age for age in ages[:position[row_id]] if age > row_age]
-        if row_age <= catalog_age and (not older or catalog_age < older[-1]):
-            written += 1
+    # The age of the transaction before each row's (None for the first transaction's).
+    before: dict[int, int | None] = {}
+    previous: int | None = None
+    for index, (row_id, age) in enumerate(zip(ids, ages)):
+        if index and ages[index - 1] > age:
+            previous = ages[index - 1]
+        before[row_id] = previous
+    written = sum(1 for row_id, row_age, catalog_age in anchors
+                  if row_age <= catalog_age
+                  and (before[row_id] is None or catalog_age < before[row_id]))
     if 2 * written <= len(anchors):
         return XidClock(ids, ages, False, f"{len(anchors) - written} of {len(anchors)} tables "
                         "the history created are not in the catalog as their rows' "
