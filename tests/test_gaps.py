@@ -1056,6 +1056,20 @@ def test_a_comment_no_row_records_is_set_when_its_transaction_id_dates_it(
     assert "comment on table public.c: no history text sets it" in checked.stdout
     assert "only a reconcile commit (--reconcile) shows it" in checked.stdout
 
+    # A new row after it: c's comment is now inside the history, set before that row. A
+    # rerun continues as a fresh export would, and sets nothing twice.
+    with psycopg.connect(source, autocommit=True) as conn:
+        conn.execute("CREATE TABLE d (id int)")
+    assert cli("export", source, str(repo)).returncode == 0
+    trailers = [line for line in git(repo, "log", "-1", "--format=%B", "main").splitlines()
+                if line.startswith("Pggit-Repaired:")]
+    assert len(trailers) == 1 and "set the comment on table public.c" in trailers[0]
+    assert "COMMENT ON TABLE public.c IS 'set after the last row';" in git(
+        repo, "show", "main:public/c.sql")
+    fresh = tmp_path / "fresh"
+    assert cli("export", source, str(fresh)).returncode == 0
+    assert git(repo, "rev-parse", "main") == git(fresh, "rev-parse", "main")
+
 
 def test_transaction_ids_of_rows_written_in_one_transaction_are_not_used(
     make_database: Callable[[], str], tmp_path: Path

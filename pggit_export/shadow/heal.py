@@ -372,15 +372,18 @@ SELECT EXISTS (SELECT FROM pg_catalog.pg_proc AS p
                WHERE n.nspname = %(schema)s AND p.proname = %(name)s)
 """
 
-# A relation of the shadow by name, and its column when one is named ('' for none).
-_SHADOW_RELKIND_SQL = """
-SELECT c.relkind::text
+# A relation of the shadow by name (and its column, when one is named; '' for none): its
+# kind and the comment it has now.
+_SHADOW_COMMENTED_SQL = """
+SELECT c.relkind::text,
+       CASE WHEN %(column)s = '' THEN pg_catalog.obj_description(c.oid, 'pg_class')
+            ELSE pg_catalog.col_description(c.oid, a.attnum) END
 FROM pg_catalog.pg_class AS c
 JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+LEFT JOIN pg_catalog.pg_attribute AS a
+  ON a.attrelid = c.oid AND a.attname = %(column)s AND a.attnum > 0 AND NOT a.attisdropped
 WHERE n.nspname = %(schema)s AND c.relname = %(relation)s
-  AND (%(column)s = '' OR EXISTS (SELECT FROM pg_catalog.pg_attribute AS a
-                                  WHERE a.attrelid = c.oid AND a.attname = %(column)s
-                                    AND a.attnum > 0 AND NOT a.attisdropped))
+  AND (%(column)s = '' OR a.attnum IS NOT NULL)
 """
 
 _SHADOW_OVERLOADS_SQL = """
@@ -1210,23 +1213,20 @@ class Healer:
                if c.due_id is not None and c.due_id <= changeset.last_id]
         repairs = []
         for comment in due:
-            relkind = self._shadow_relkind(comment.schema, comment.relation, comment.column)
-            if relkind is None and not replayed:
+            with self.shadow.conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
+                row = cur.execute(_SHADOW_COMMENTED_SQL, {
+                    "schema": comment.schema, "relation": comment.relation,
+                    "column": comment.column}).fetchone()
+            if row is None and not replayed:
                 continue  # perhaps the changeset creates it: after the replay
             self.scheduled_comments.remove(comment)
-            if relkind is not None:
+            if row is not None and row[1] != comment.text:  # not there already (a resume)
+                relkind = str(row[0])
                 repairs.append(Repair(
                     f"set the {comment.describe()} from the live database: "
                     f"{comment.evidence()}",
                     sql=(comment.statement(relkind),)))
         return repairs
-
-    def _shadow_relkind(self, schema: str, relation: str, column: str) -> str | None:
-        """The shadow relation's pg_class.relkind, if it (and `column`, if any) exists."""
-        with self.shadow.conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
-            row = cur.execute(_SHADOW_RELKIND_SQL, {"schema": schema, "relation": relation,
-                                                    "column": column}).fetchone()
-        return str(row[0]) if row is not None else None
 
     def due_labels(self, changeset: Changeset) -> list[Repair]:
         """Repairs adding the deferred enum labels dated to this changeset or before it,
