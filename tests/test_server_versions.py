@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from history import Change, at, cli, git, make_source
+from psycopg import sql
 
 from pggit_export import ExportOptions, export_history
 from pggit_export.render.snapshot import ObjectKey, render_snapshot
@@ -49,7 +50,7 @@ def _older_source_newer_shadow() -> PostgresBinaries:
 def _create_databases(server: EmbeddedServer, *names: str) -> None:
     with psycopg.connect(server.conninfo(), autocommit=True) as admin:
         for name in names:
-            admin.execute(f'CREATE DATABASE "{name}"')
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def _restores_and_shows_no_drift(target: str, repo: Path, source: str) -> None:
@@ -71,8 +72,7 @@ def other_server() -> Iterator[EmbeddedServer]:
 
 @needs_other_major
 def test_source_on_another_major_version(other_server: EmbeddedServer, tmp_path: Path) -> None:
-    with psycopg.connect(other_server.conninfo(), autocommit=True) as admin:
-        admin.execute("CREATE DATABASE src")
+    _create_databases(other_server, "src")
     source = make_source(other_server.conninfo("src"), [
         Change("CREATE TABLE t (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, n text);", at(1)),
     ])
@@ -117,9 +117,7 @@ def test_a_source_is_replayed_and_rendered_in_its_own_major(
     other_server: EmbeddedServer, tmp_path: Path
 ) -> None:
     assert OTHER is not None
-    with psycopg.connect(other_server.conninfo(), autocommit=True) as admin:
-        admin.execute("CREATE DATABASE dialect_src")
-        admin.execute("CREATE DATABASE dialect_restored")
+    _create_databases(other_server, "dialect_src", "dialect_restored")
     source = make_source(other_server.conninfo("dialect_src"), [
         Change(DIALECT_SENSITIVE, at(1), objects=[
             ("CREATE", "TABLE", "public", "customers"),
@@ -155,8 +153,7 @@ def test_an_extension_the_shadow_lacks_is_stood_in_from_the_source(
     # The source is the machine's PostgreSQL, which has pgcrypto; the shadow is the wheel's,
     # which has not (it is built without OpenSSL), as on a machine with only the wheel.
     bundled = find_binaries()
-    with psycopg.connect(other_server.conninfo(), autocommit=True) as admin:
-        admin.execute("CREATE DATABASE standin_src")
+    _create_databases(other_server, "standin_src")
     source = make_source(other_server.conninfo("standin_src"), [
         Change(PGCRYPTO_HISTORY, at(1), objects=[
             ("CREATE", "TABLE", "public", "tokens"),
@@ -263,8 +260,7 @@ def test_an_extension_no_row_created_is_stood_in_when_a_change_needs_it(
     # pgcrypto created before pgGit (no row), on a source whose server has it; the wheel's
     # shadow has not: the change using its function gets a stand-in, and the extension.
     bundled = find_binaries()
-    with psycopg.connect(other_server.conninfo(), autocommit=True) as admin:
-        admin.execute("CREATE DATABASE rowless_ext_src")
+    _create_databases(other_server, "rowless_ext_src")
     table = "CREATE TABLE tokens (id int, secret bytea DEFAULT gen_random_bytes(16));"
     source = make_source(other_server.conninfo("rowless_ext_src"), [
         Change(table, at(1), objects=[("CREATE", "TABLE", "public", "tokens")]),
@@ -354,8 +350,7 @@ def test_without_a_parser_the_report_says_view_columns_are_the_shadows(
     if OTHER.major >= 16 or shadow_major < 16:
         pytest.skip("needs a source older than PostgreSQL 16 and a newer test server")
     role = f"plain_shadow_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(other_server.conninfo(), autocommit=True) as admin:
-        admin.execute("CREATE DATABASE plain_parser_src")
+    _create_databases(other_server, "plain_parser_src")
     view = "CREATE TABLE t (id int);\nCREATE VIEW v AS SELECT id FROM t;\n"
     source = make_source(other_server.conninfo("plain_parser_src"), [
         Change(view, at(1), objects=[("CREATE", "TABLE", "public", "t"),
