@@ -29,6 +29,7 @@ from pggit_export.git.message import (
     format_id_ranges,
     parse_id_ranges,
     read_trailer,
+    series,
     without_shadow_oids,
 )
 from pggit_export.git.writer import GitWriter, RepositoryError, Signature
@@ -248,7 +249,7 @@ class ExportReport:
         shadow_major = self.shadow_server_version // 10000
         dialect = (f"files in PostgreSQL {shadow_major}'s dialect" if shadow_major == source_major
                    else f"files in PostgreSQL {source_major}'s dialect for "
-                        f"{_series(self.dialect_rewrites)}, {shadow_major}'s for other "
+                        f"{series(self.dialect_rewrites)}, {shadow_major}'s for other "
                         "deparsed expressions")
         lines.append(f"  shadow: {self.shadow}; source: PostgreSQL {source_major}; {dialect}")
         lines += [f"  replayed under the source's {setting}" for setting in self.environment]
@@ -294,11 +295,6 @@ class ExportReport:
 
 
 REPAIRS_LISTED = 50  # repairs ExportReport.format_text lists; --json has them all
-
-
-def _series(items: list[str]) -> str:
-    """``a``, ``a and b``, ``a, b and c``."""
-    return " and ".join([", ".join(items[:-1]), items[-1]]) if len(items) > 1 else "".join(items)
 
 
 def _n(count: int, noun: str) -> str:
@@ -936,7 +932,7 @@ def export_history(
                               "PostgreSQL 16 on)")
                 report.warnings.append(
                     f"the shadow runs PostgreSQL {shadow_major}, not the source's "
-                    f"{source_major}: {_series(dialect.rewrites)} are written as PostgreSQL "
+                    f"{source_major}: {series(dialect.rewrites)} are written as PostgreSQL "
                     f"{source_major} writes them, but other expressions as PostgreSQL "
                     f"{shadow_major} prints them{views}, so restore into PostgreSQL "
                     f"{source_major} and drift may see differences; install PostgreSQL "

@@ -92,7 +92,11 @@ def _count(keys: list[ObjectKey]) -> str:
     if len(keys) == 1:
         return f"{KIND_LABELS[keys[0].kind]} {_label(keys[0])}"
     counts = Counter(KIND_LABELS[k.kind] for k in keys)
-    things = [f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in sorted(counts.items())]
+    return series([f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in sorted(counts.items())])
+
+
+def series(things: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``: for messages and reports."""
     return " and ".join(things) if len(things) <= 2 else ", ".join(things[:-1]) + " and " + things[-1]
 
 
