@@ -61,12 +61,7 @@ from pggit_export.shadow.replay import (
 )
 from pggit_export.shadow.server import ServerError
 from pggit_export.shadow.standin import build_stand_in
-from pggit_export.shadow.transaction_ids import (
-    DatedComment,
-    date_comments,
-    read_unrecorded_comments,
-    read_xid_clock,
-)
+from pggit_export.shadow.transaction_ids import read_comment_dates
 
 SEVERITIES = ("error", "warning", "info")
 
@@ -339,17 +334,15 @@ def _plan_findings(conn: psycopg.Connection[Any], clock: OidClock,
     later = read_later_changes(conn)
     unrecorded = read_unrecorded_objects(conn, DEFAULT_EXCLUDED_SCHEMAS)
     findings = []
-    comments: list[DatedComment] = []
-    if unset := read_unrecorded_comments(conn, DEFAULT_EXCLUDED_SCHEMAS, recorded):
-        # Comments no text sets: say whether their transaction ids can date them.
-        xids = read_xid_clock(conn, columns)
+    dates = read_comment_dates(conn, DEFAULT_EXCLUDED_SCHEMAS, recorded, columns)
+    comments = dates.dated
+    if dates.clock is not None:  # comments no text sets: may their ids date them?
         findings.append(Finding(
             "xid-chronology", CODES["xid-chronology"],
-            f"transaction id chronology (dating {len(unset)} live comments no history text "
-            f"sets): {xids.reason}",
-            [], {"usable": xids.usable, "comments": len(unset)},
+            f"transaction id chronology (dating {dates.unrecorded} live comments no history "
+            f"text sets): {dates.clock.reason}",
+            [], {"usable": dates.clock.usable, "comments": dates.unrecorded},
         ))
-        comments = date_comments(unset, xids)
     plan = plan_prehistory(conn, recorded, later, DEFAULT_EXCLUDED_SCHEMAS, clock,
                            unrecorded=unrecorded, comments=comments)
     if plan.dated:

@@ -81,11 +81,7 @@ from pggit_export.shadow.replay import (
     open_shadow,
     split_statements,
 )
-from pggit_export.shadow.transaction_ids import (
-    date_comments,
-    read_unrecorded_comments,
-    read_xid_clock,
-)
+from pggit_export.shadow.transaction_ids import CommentDates, read_comment_dates
 
 # The reconcile commit is the tool's, not a database user's (an --authors entry may rename it).
 RECONCILE_AUTHOR = "pggit-export"
@@ -966,13 +962,11 @@ def export_history(
             # Read once: the healer dates them inside the history, the pre-history before it.
             unrecorded = (read_unrecorded_objects(reader.conn, _own_schemas(options))
                           if options.repair else [])
-            comments = []
-            if options.repair and (unset := read_unrecorded_comments(
-                    reader.conn, _own_schemas(options), recorded)):
-                # Comments no text sets: say whether their transaction ids can date them.
-                xids = read_xid_clock(reader.conn, reader.columns)
-                report.evidence.append(f"transaction id chronology: {xids.reason}")
-                comments = date_comments(unset, xids)
+            dates = (read_comment_dates(reader.conn, _own_schemas(options), recorded,
+                                        reader.columns) if options.repair else CommentDates())
+            comments = dates.dated
+            if dates.clock is not None:  # comments no text sets: may their ids date them?
+                report.evidence.append(f"transaction id chronology: {dates.clock.reason}")
             if options.repair:
                 healer.schedule_triggers()
                 healer.schedule_labels()

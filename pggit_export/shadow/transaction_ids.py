@@ -30,8 +30,8 @@ sequences) and their columns, the parts ``shadow/later_parts.py`` handles.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -151,27 +151,42 @@ def read_xid_clock(conn: psycopg.Connection[Any],
 
 
 @dataclass(frozen=True)
-class DatedComment:
-    """A live comment no recorded text sets, dated by its transaction id: set before the
-    changeset of history row `due_id` (None: after the last history row)."""
+class LiveComment:
+    """A live comment on a relation or column, with the age of the transaction that set
+    its text."""
 
     schema: str
     relation: str
     column: str  # '' for the relation's own comment
     relkind: str  # pg_class.relkind of the live relation
     text: str
-    due_id: int | None
-    after_id: int | None  # the last row whose transaction is older
+    age: int
 
     @property
     def target(self) -> str:
-        """What the comment is on, as later_parts and RecordedCreations name it."""
+        """What the comment is on, as RecordedCreations names it."""
         return f"{self.relation}.{self.column}" if self.column else self.relation
 
     def describe(self) -> str:
         on = f"column {self.schema}.{self.target}" if self.column else (
             f"{_KIND_WORDS.get(self.relkind, 'TABLE').lower()} {self.schema}.{self.relation}")
         return f"comment on {on}"
+
+    def statement(self, relkind: str) -> str:
+        """The COMMENT setting it, on the shadow's relation of kind `relkind`."""
+        name = qualified_name(self.schema, self.relation)
+        on = (f"COLUMN {name}.{quote_identifier(self.column)}" if self.column
+              else f"{_KIND_WORDS.get(relkind, 'TABLE')} {name}")
+        return f"COMMENT ON {on} IS {quote_literal(self.text)}"
+
+
+@dataclass(frozen=True)
+class DatedComment(LiveComment):
+    """A live comment no recorded text sets, dated by its transaction id: set before the
+    changeset of history row `due_id` (None: after the last history row)."""
+
+    due_id: int | None = None
+    after_id: int | None = None  # the last row whose transaction is older
 
     def evidence(self) -> str:
         if self.due_id is None:
@@ -184,13 +199,6 @@ class DatedComment:
         return (f"its transaction id is {when} (transaction id chronology), and v1 never "
                 "records COMMENT")
 
-    def statement(self, relkind: str) -> str:
-        """The COMMENT setting it, on the shadow's relation of kind `relkind`."""
-        name = qualified_name(self.schema, self.relation)
-        on = (f"COLUMN {name}.{quote_identifier(self.column)}" if self.column
-              else f"{_KIND_WORDS.get(relkind, 'TABLE')} {name}")
-        return f"COMMENT ON {on} IS {quote_literal(self.text)}"
-
 
 # COMMENT ON's word for each relation kind.
 _KIND_WORDS = {"r": "TABLE", "p": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW",
@@ -198,35 +206,31 @@ _KIND_WORDS = {"r": "TABLE", "p": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW"
 
 
 @dataclass(frozen=True)
-class LiveComment:
-    """A live comment on a relation or column that no recorded text sets, with the age of
-    the transaction that set its text."""
+class CommentDates:
+    """The live comments no recorded text sets, and what the clock makes of them."""
 
-    schema: str
-    relation: str
-    column: str  # '' for the relation's own comment
-    relkind: str
-    text: str
-    age: int
+    unrecorded: int = 0
+    clock: XidClock | None = None  # read only when there are such comments
+    dated: list[DatedComment] = field(default_factory=list)
 
 
-def read_unrecorded_comments(conn: psycopg.Connection[Any], exclude_schemas: Collection[str],
-                             recorded: RecordedCreations) -> list[LiveComment]:
+def read_comment_dates(conn: psycopg.Connection[Any], exclude_schemas: Collection[str],
+                       recorded: RecordedCreations,
+                       columns: HistoryColumns = ALL_COLUMNS) -> CommentDates:
     """The live comments on relations and columns (outside `exclude_schemas`) that no
-    recorded text sets: only the transaction-id clock can date them."""
+    recorded text sets, and those a usable clock dates after the first history row: set
+    inside the history (`due_id`), or after it (None). Older ones are the pre-history's."""
     with conn.cursor(row_factory=tuple_row) as cur:
         rows = cur.execute(_COMMENTS_SQL, {"exclude": list(exclude_schemas)}).fetchall()
-    return [LiveComment(schema, relation, column, relkind, text, int(age))
-            for schema, relation, column, relkind, text, age in rows
-            if recorded.created("comment", f"{relation}.{column}" if column else relation)
-            is None]
-
-
-def date_comments(comments: Iterable[LiveComment], clock: XidClock) -> list[DatedComment]:
-    """The `comments` the usable clock dates after the first history row: set inside the
-    history (`due_id`), or after it (None). Older ones are the pre-history's."""
+    live = [LiveComment(schema, relation, column, relkind, text, int(age))
+            for schema, relation, column, relkind, text, age in rows]
+    unrecorded = [c for c in live if recorded.created("comment", c.target) is None]
+    if not unrecorded:
+        return CommentDates()
+    clock = read_xid_clock(conn, columns)
     if not clock.usable or not clock.ids:
-        return []
-    return [DatedComment(c.schema, c.relation, c.column, c.relkind, c.text,
-                         clock.due(c.age), clock.last_before(c.age))
-            for c in comments if c.age <= clock.ages[0]]
+        return CommentDates(len(unrecorded), clock)
+    return CommentDates(len(unrecorded), clock, [
+        DatedComment(c.schema, c.relation, c.column, c.relkind, c.text, c.age,
+                     clock.due(c.age), clock.last_before(c.age))
+        for c in unrecorded if c.age <= clock.ages[0]])
